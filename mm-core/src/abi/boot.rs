@@ -1,0 +1,98 @@
+//! The boot-info page: what the VMM tells the guest kernel before its first instruction.
+
+use super::ABI_VERSION;
+
+/// "MMBOOTIN" in little-endian ASCII: marks a valid [`BootInfo`].
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"MMBOOTIN");
+
+/// Longest scenario name the boot info carries, in bytes.
+pub const SCENARIO_NAME_MAX: usize = 48;
+
+/// Written by the VMM at `layout::BOOT_INFO` and handed to every vCPU in `rdi`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    /// [`BOOT_INFO_MAGIC`].
+    pub magic: u64,
+    /// [`ABI_VERSION`] of the VMM that wrote this page.
+    pub abi_version: u64,
+    /// Guest RAM size in bytes; RAM is one range starting at guest-physical 0.
+    pub ram_size: u64,
+    /// Number of vCPUs the VMM runs; each enters the kernel with its index in `rsi`.
+    pub vcpus: u64,
+    /// First byte of RAM that nothing else uses: the frame allocator's (4 KiB aligned).
+    pub free_start: u64,
+    /// End (exclusive) of the RAM free for the frame allocator.
+    pub free_end: u64,
+    /// Base of the per-CPU stacks; vCPU `i` owns `[base + i*size, base + (i+1)*size)`.
+    pub stacks_base: u64,
+    /// Size of one per-CPU stack in bytes.
+    pub stack_size: u64,
+    /// The seed the user gave (`--seed`), for scenarios that make random choices.
+    pub seed: u64,
+    /// Guest log level: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace (as `log::LevelFilter`).
+    pub log_level: u64,
+    /// Length in bytes of the scenario name in [`BootInfo::scenario`].
+    pub scenario_len: u64,
+    /// The scenario to run, UTF-8, not NUL-terminated.
+    pub scenario: [u8; SCENARIO_NAME_MAX],
+}
+
+impl BootInfo {
+    /// A boot info for `scenario`, with every other field zero; `None` when the name is too long.
+    pub fn new(scenario: &str) -> Option<Self> {
+        let bytes = scenario.as_bytes();
+        if bytes.len() > SCENARIO_NAME_MAX {
+            return None;
+        }
+        let mut name = [0u8; SCENARIO_NAME_MAX];
+        name[..bytes.len()].copy_from_slice(bytes);
+        Some(BootInfo {
+            magic: BOOT_INFO_MAGIC,
+            abi_version: ABI_VERSION,
+            ram_size: 0,
+            vcpus: 0,
+            free_start: 0,
+            free_end: 0,
+            stacks_base: 0,
+            stack_size: 0,
+            seed: 0,
+            log_level: 0,
+            scenario_len: bytes.len() as u64,
+            scenario: name,
+        })
+    }
+
+    /// The scenario name, or `None` when the length or the bytes are not a valid name.
+    pub fn scenario(&self) -> Option<&str> {
+        let len = usize::try_from(self.scenario_len).ok()?;
+        core::str::from_utf8(self.scenario.get(..len)?).ok()
+    }
+
+    /// True when the magic and the layout version match this build.
+    pub fn is_valid(&self) -> bool {
+        self.magic == BOOT_INFO_MAGIC && self.abi_version == ABI_VERSION
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 11 * 8 + SCENARIO_NAME_MAX);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_name_round_trips() {
+        let info = BootInfo::new("hello").unwrap();
+        assert!(info.is_valid());
+        assert_eq!(info.scenario(), Some("hello"));
+    }
+
+    #[test]
+    fn too_long_or_corrupt_names_are_refused() {
+        assert!(BootInfo::new(&"x".repeat(SCENARIO_NAME_MAX + 1)).is_none());
+        let mut info = BootInfo::new("ok").unwrap();
+        info.scenario_len = 1000;
+        assert_eq!(info.scenario(), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! The guest/host ABI: structures both sides read, defined once here.
+//!
+//! Every structure is `#[repr(C)]` and built only from `u64`s and byte arrays, so its layout has no
+//! padding and is the same for the guest (`x86_64-unknown-none`) and the host. [`ABI_VERSION`]
+//! changes whenever a layout does; the VMM refuses a guest that publishes another version.
+
+mod boot;
+mod ucall;
+
+pub use boot::{BootInfo, BOOT_INFO_MAGIC, SCENARIO_NAME_MAX};
+pub use ucall::{Ucall, UcallCmd, UCALL_PORT, UCALL_TEXT_MAX};
+
+/// Layout version of every structure in this module.
+pub const ABI_VERSION: u64 = 1;

@@ -1,0 +1,116 @@
+//! The guest→host call channel, in the style of KVM selftests' `ucall`.
+//!
+//! The guest fills a [`Ucall`] in its own memory and writes the structure's guest-physical address
+//! (below 4 GiB) as a 32-bit `out` to [`UCALL_PORT`]. The vCPU exits; the VMM reads the structure
+//! through its view of guest memory, acts on it and resumes the vCPU (or stops the VM). One call is in
+//! flight per vCPU at a time, so a per-CPU buffer is enough.
+
+/// I/O port the guest writes a [`Ucall`]'s address to.
+pub const UCALL_PORT: u16 = 0x0510;
+
+/// Bytes of free text a call carries (messages, file names).
+pub const UCALL_TEXT_MAX: usize = 448;
+
+/// What a [`Ucall`] asks of the host. Values from `0x100` up are left for the probe events.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UcallCmd {
+    /// The vCPU reached a stage: `args[0]` is the stage number ([`Ucall::STAGE_ONLINE`], …).
+    Sync = 1,
+    /// The run is over: `args[0]` is 0 for success, any other value a failure code; the text
+    /// may say why.
+    Done = 2,
+    /// The guest gave up: the text is the message followed by the file name; `args[0]` is the line,
+    /// `args[1]` the message length and `args[2]` the file-name length.
+    Abort = 3,
+    /// A CPU exception reached the guest's IDT: `args` are vector, error code, CR2 and RIP.
+    Exception = 4,
+}
+
+impl UcallCmd {
+    /// The command for a raw value, if it names one.
+    pub fn from_raw(raw: u64) -> Option<Self> {
+        Some(match raw {
+            1 => UcallCmd::Sync,
+            2 => UcallCmd::Done,
+            3 => UcallCmd::Abort,
+            4 => UcallCmd::Exception,
+            _ => return None,
+        })
+    }
+}
+
+/// One call from the guest to the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Ucall {
+    /// A [`UcallCmd`] as its raw value.
+    pub cmd: u64,
+    /// Index of the calling vCPU.
+    pub cpu: u64,
+    /// Arguments; their meaning depends on `cmd`.
+    pub args: [u64; 4],
+    /// How many bytes of `text` are used.
+    pub text_len: u64,
+    /// Free text, UTF-8.
+    pub text: [u8; UCALL_TEXT_MAX],
+}
+
+impl Ucall {
+    /// `Sync` stage: the vCPU entered the kernel and checked in.
+    pub const STAGE_ONLINE: u64 = 1;
+    /// `Sync` stage: the kernel is initialised (IDT, frame allocator, heap) and about to run the
+    /// scenario; the VMM's boot time ends here.
+    pub const STAGE_READY: u64 = 2;
+    /// `Sync` stage: this vCPU entered the scenario.
+    pub const STAGE_SCENARIO: u64 = 3;
+
+    /// An empty call of kind `cmd` from `cpu`.
+    pub const fn new(cmd: UcallCmd, cpu: u64) -> Self {
+        Ucall { cmd: cmd as u64, cpu, args: [0; 4], text_len: 0, text: [0; UCALL_TEXT_MAX] }
+    }
+
+    /// Appends as much of `s` as fits to the text; returns how many bytes were taken.
+    pub fn push_text(&mut self, s: &str) -> usize {
+        let used = (self.text_len as usize).min(UCALL_TEXT_MAX);
+        let take = s.len().min(UCALL_TEXT_MAX - used);
+        self.text[used..used + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.text_len = (used + take) as u64;
+        take
+    }
+
+    /// The used text, with invalid UTF-8 or an out-of-range length made harmless.
+    pub fn text(&self) -> &[u8] {
+        &self.text[..(self.text_len as usize).min(UCALL_TEXT_MAX)]
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Ucall>() == 7 * 8 + UCALL_TEXT_MAX);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_truncated_to_the_buffer() {
+        let mut call = Ucall::new(UcallCmd::Abort, 0);
+        let long = "y".repeat(UCALL_TEXT_MAX + 10);
+        assert_eq!(call.push_text("ab"), 2);
+        assert_eq!(call.push_text(&long), UCALL_TEXT_MAX - 2);
+        assert_eq!(call.text().len(), UCALL_TEXT_MAX);
+    }
+
+    #[test]
+    fn a_hostile_length_does_not_overrun() {
+        let mut call = Ucall::new(UcallCmd::Done, 1);
+        call.text_len = u64::MAX;
+        assert_eq!(call.text().len(), UCALL_TEXT_MAX);
+    }
+
+    #[test]
+    fn unknown_commands_are_refused() {
+        assert_eq!(UcallCmd::from_raw(2), Some(UcallCmd::Done));
+        assert_eq!(UcallCmd::from_raw(0), None);
+        assert_eq!(UcallCmd::from_raw(0x100), None);
+    }
+}

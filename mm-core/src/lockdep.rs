@@ -1,0 +1,1 @@
+//! A lockdep-style lock-order checker (work in progress).

@@ -1,0 +1,1 @@
+//! Locks of the memory manager (work in progress).
