@@ -79,6 +79,18 @@ pub enum Violation {
     },
 }
 
+/// How a lock is being taken, which decides what [`Lockdep::acquire_in`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acquire {
+    /// A blocking acquire: every held lock must rank strictly above (outside) it.
+    Blocking,
+    /// A blocking acquire of a second lock of a class already held, declared safe by the caller's
+    /// own ordering of the instances; taking the very same lock again is still recursion.
+    Nested,
+    /// A successful try-lock: it cannot deadlock, so the order is not checked, but it is held.
+    Try,
+}
+
 /// What [`Lockdep::take_violations`] hands back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ViolationReport {
@@ -204,7 +216,16 @@ impl Lockdep {
     #[inline]
     pub fn acquire(&self, class: &'static LockClass, instance: usize) {
         if self.is_enabled() {
-            self.acquire_in(self.current_context(), class, instance, true);
+            self.acquire_in(self.current_context(), class, instance, Acquire::Blocking);
+        }
+    }
+
+    /// Like [`Lockdep::acquire`], for a second lock of a class already held (Linux:
+    /// `spin_lock_nested`, as `move_ptes` does with the old and new PTE locks).
+    #[inline]
+    pub fn acquire_nested(&self, class: &'static LockClass, instance: usize) {
+        if self.is_enabled() {
+            self.acquire_in(self.current_context(), class, instance, Acquire::Nested);
         }
     }
 
@@ -213,7 +234,7 @@ impl Lockdep {
     #[inline]
     pub fn acquired_by_try(&self, class: &'static LockClass, instance: usize) {
         if self.is_enabled() {
-            self.acquire_in(self.current_context(), class, instance, false);
+            self.acquire_in(self.current_context(), class, instance, Acquire::Try);
         }
     }
 
@@ -225,24 +246,21 @@ impl Lockdep {
         }
     }
 
-    /// [`Lockdep::acquire`] for an explicit context `ctx`; `check_order` is false for try-locks.
+    /// [`Lockdep::acquire`] and friends for an explicit context `ctx`.
     #[cold]
-    pub fn acquire_in(
-        &self,
-        ctx: usize,
-        class: &'static LockClass,
-        instance: usize,
-        check_order: bool,
-    ) {
+    pub fn acquire_in(&self, ctx: usize, class: &'static LockClass, instance: usize, how: Acquire) {
         let Some(context) = self.contexts.get(ctx) else {
             return;
         };
         let depth = context.depth.load(Ordering::Relaxed).min(MAX_HELD);
-        if check_order {
+        if how != Acquire::Try {
             // Report only the first conflict: one inversion is enough to name the bug.
-            let conflict = (0..depth)
-                .filter_map(|slot| context.class_at(slot))
-                .find(|held| held.rank >= class.rank);
+            let conflict = (0..depth).find_map(|slot| {
+                let held = context.class_at(slot)?;
+                let same_lock = context.held[slot].instance.load(Ordering::Relaxed) == instance;
+                let nested_ok = how == Acquire::Nested && ptr::eq(held, class) && !same_lock;
+                (held.rank >= class.rank && !nested_ok).then_some(held)
+            });
             if let Some(held) = conflict {
                 self.record(if ptr::eq(held, class) {
                     Violation::Recursive { class: class.name }
@@ -424,7 +442,7 @@ mod tests {
         let checker = enabled_checker();
         let order = [&MMAP_SEM, &I_MMAP_LOCK, &ANON_VMA_LOCK, &PAGE_TABLE_LOCK];
         for (i, class) in order.iter().enumerate() {
-            checker.acquire_in(CTX, class, i, true);
+            checker.acquire_in(CTX, class, i, Acquire::Blocking);
         }
         assert_eq!(checker.held_count(CTX), 4);
         for (i, class) in order.iter().enumerate().rev() {
@@ -437,8 +455,8 @@ mod tests {
     #[test]
     fn taking_i_mmap_lock_under_page_table_lock_is_reported_with_both_names() {
         let checker = enabled_checker();
-        checker.acquire_in(CTX, &PAGE_TABLE_LOCK, 1, true);
-        checker.acquire_in(CTX, &I_MMAP_LOCK, 2, true);
+        checker.acquire_in(CTX, &PAGE_TABLE_LOCK, 1, Acquire::Blocking);
+        checker.acquire_in(CTX, &I_MMAP_LOCK, 2, Acquire::Blocking);
         let report = checker.take_violations();
         assert_eq!(report.total, 1);
         assert_eq!(
@@ -453,8 +471,8 @@ mod tests {
     #[test]
     fn taking_a_class_twice_is_reported_as_recursion() {
         let checker = enabled_checker();
-        checker.acquire_in(CTX, &ANON_VMA_LOCK, 1, true);
-        checker.acquire_in(CTX, &ANON_VMA_LOCK, 2, true);
+        checker.acquire_in(CTX, &ANON_VMA_LOCK, 1, Acquire::Blocking);
+        checker.acquire_in(CTX, &ANON_VMA_LOCK, 2, Acquire::Blocking);
         assert_eq!(
             checker.take_violations().violations,
             [Violation::Recursive {
@@ -466,7 +484,7 @@ mod tests {
     #[test]
     fn releasing_a_lock_not_held_is_reported() {
         let checker = enabled_checker();
-        checker.acquire_in(CTX, &MMAP_SEM, 1, true);
+        checker.acquire_in(CTX, &MMAP_SEM, 1, Acquire::Blocking);
         checker.release_in(CTX, &MMAP_SEM, 2);
         checker.release_in(CTX, &I_MMAP_LOCK, 1);
         assert_eq!(
@@ -484,11 +502,11 @@ mod tests {
     #[test]
     fn locks_released_out_of_order_leave_the_rest_held() {
         let checker = enabled_checker();
-        checker.acquire_in(CTX, &MMAP_SEM, 1, true);
-        checker.acquire_in(CTX, &I_MMAP_LOCK, 2, true);
+        checker.acquire_in(CTX, &MMAP_SEM, 1, Acquire::Blocking);
+        checker.acquire_in(CTX, &I_MMAP_LOCK, 2, Acquire::Blocking);
         checker.release_in(CTX, &MMAP_SEM, 1);
         // i_mmap_lock is still held, so taking mmap_sem again is an inversion.
-        checker.acquire_in(CTX, &MMAP_SEM, 1, true);
+        checker.acquire_in(CTX, &MMAP_SEM, 1, Acquire::Blocking);
         assert_eq!(
             checker.take_violations().violations,
             [Violation::Order(LockOrderViolation {
@@ -499,10 +517,32 @@ mod tests {
     }
 
     #[test]
+    fn a_nested_acquire_allows_a_second_lock_of_the_class_but_not_the_same_lock() {
+        let checker = enabled_checker();
+        checker.acquire_in(CTX, &PAGE_TABLE_LOCK, 1, Acquire::Blocking);
+        checker.acquire_in(CTX, &PAGE_TABLE_LOCK, 2, Acquire::Nested);
+        assert_eq!(checker.violation_count(), 0);
+        checker.acquire_in(CTX, &PAGE_TABLE_LOCK, 2, Acquire::Nested);
+        checker.acquire_in(CTX, &ANON_VMA_LOCK, 3, Acquire::Nested);
+        assert_eq!(
+            checker.take_violations().violations,
+            [
+                Violation::Recursive {
+                    class: "page_table_lock"
+                },
+                Violation::Order(LockOrderViolation {
+                    held: "page_table_lock",
+                    acquired: "anon_vma_lock"
+                }),
+            ]
+        );
+    }
+
+    #[test]
     fn contexts_do_not_see_each_others_locks() {
         let checker = enabled_checker();
-        checker.acquire_in(1, &PAGE_TABLE_LOCK, 1, true);
-        checker.acquire_in(2, &MMAP_SEM, 2, true);
+        checker.acquire_in(1, &PAGE_TABLE_LOCK, 1, Acquire::Blocking);
+        checker.acquire_in(2, &MMAP_SEM, 2, Acquire::Blocking);
         assert_eq!(checker.violation_count(), 0);
         assert_eq!((checker.held_count(1), checker.held_count(2)), (1, 1));
     }
@@ -510,8 +550,8 @@ mod tests {
     #[test]
     fn a_try_lock_is_exempt_from_the_order_check_but_still_held() {
         let checker = enabled_checker();
-        checker.acquire_in(CTX, &PAGE_TABLE_LOCK, 1, true);
-        checker.acquire_in(CTX, &MMAP_SEM, 2, false);
+        checker.acquire_in(CTX, &PAGE_TABLE_LOCK, 1, Acquire::Blocking);
+        checker.acquire_in(CTX, &MMAP_SEM, 2, Acquire::Try);
         assert_eq!(checker.violation_count(), 0);
         assert_eq!(checker.held_count(CTX), 2);
     }
@@ -554,7 +594,7 @@ mod tests {
         };
         let checker = enabled_checker();
         for (i, class) in DEEP.iter().enumerate() {
-            checker.acquire_in(CTX, class, i, true);
+            checker.acquire_in(CTX, class, i, Acquire::Blocking);
         }
         assert_eq!(checker.held_count(CTX), MAX_HELD);
         assert_eq!(

@@ -2,17 +2,21 @@
 //!
 //! # Lock order
 //!
-//! Outermost first; a lock may only be taken while every lock held is above it (after `mm/rmap.c`):
+//! Outermost first; a lock may be taken only while every lock held sits above it (after the comment
+//! at the top of Linux's `mm/rmap.c`, less the inode and page locks, which this crate does not have):
 //!
 //! ```text
-//! mmap_sem                        (RwSem in the mm: the VMA list and tree)
-//!   i_mmap_lock                   (SpinLock in the address_space: the file's i_mmap tree)
-//!     anon_vma lock               (SpinLock in the anon_vma: its list of VMAs)
-//!       page_table_lock / PTE lock  (SpinLock in the mm, or per page-table page)
+//! mmap_sem                          RwSem in the mm: the VMA list and tree
+//!   i_mmap_lock                     SpinLock in the address_space: the file's i_mmap interval tree
+//!     anon_vma lock                 SpinLock in the anon_vma: the VMAs that share it
+//!       page_table_lock / PTE lock  SpinLock in the mm, or one per page-table page
 //! ```
 //!
-//! Each level is a [`LockClass`] in [`crate::lockdep`] (`MMAP_SEM`, `I_MMAP_LOCK`, `ANON_VMA_LOCK`,
-//! `PAGE_TABLE_LOCK`); taking one against this order is recorded in [`crate::lockdep::LOCKDEP`].
+//! Each level is a class in [`crate::lockdep`] ([`MMAP_SEM`](crate::lockdep::MMAP_SEM),
+//! [`I_MMAP_LOCK`](crate::lockdep::I_MMAP_LOCK), [`ANON_VMA_LOCK`](crate::lockdep::ANON_VMA_LOCK),
+//! [`PAGE_TABLE_LOCK`](crate::lockdep::PAGE_TABLE_LOCK)), ranked in this order; taking one against
+//! it is recorded by [`lockdep::LOCKDEP`](crate::lockdep::LOCKDEP). Two locks of one level (the old
+//! and new PTE locks in `move_ptes`, two mms' `mmap_sem` in `dup_mmap`) need the `_nested` calls.
 //!
 //! [`SpinLock`] and [`RwSem`] report every acquire and release to lockdep; [`ArchSpinLock`] does not
 //! (like Linux's `arch_spinlock_t`) and exists for lockdep's own bookkeeping. Guards are `!Send`:
@@ -163,6 +167,16 @@ impl<T: ?Sized> SpinLock<T> {
         }
     }
 
+    /// Like [`SpinLock::lock`], while holding another lock of the same class (Linux:
+    /// `spin_lock_nested`); the caller's own rule orders the two, as `move_ptes` does.
+    pub fn lock_nested(&self) -> SpinLockGuard<'_, T> {
+        LOCKDEP.acquire_nested(self.class, self.instance());
+        SpinLockGuard {
+            lock: self,
+            inner: self.raw.lock(),
+        }
+    }
+
     /// Takes the lock if it is free; a try-lock cannot deadlock, so its order is not checked.
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         let inner = self.raw.try_lock()?;
@@ -270,6 +284,29 @@ impl<T: ?Sized> RwSem<T> {
     /// `down_read`: spins until no writer holds or waits, then shares the value.
     pub fn read(&self) -> RwSemReadGuard<'_, T> {
         LOCKDEP.acquire(self.class, self.instance());
+        self.spin_read()
+    }
+
+    /// `down_read_nested`: [`RwSem::read`] while holding another semaphore of the same class.
+    pub fn read_nested(&self) -> RwSemReadGuard<'_, T> {
+        LOCKDEP.acquire_nested(self.class, self.instance());
+        self.spin_read()
+    }
+
+    /// `down_write`: spins until nobody holds the semaphore, then takes the value exclusively.
+    pub fn write(&self) -> RwSemWriteGuard<'_, T> {
+        LOCKDEP.acquire(self.class, self.instance());
+        self.spin_write()
+    }
+
+    /// `down_write_nested`: [`RwSem::write`] while holding another semaphore of the same class
+    /// (`dup_mmap` takes the child's `mmap_sem` under the parent's).
+    pub fn write_nested(&self) -> RwSemWriteGuard<'_, T> {
+        LOCKDEP.acquire_nested(self.class, self.instance());
+        self.spin_write()
+    }
+
+    fn spin_read(&self) -> RwSemReadGuard<'_, T> {
         loop {
             let state = self.state.load(Ordering::Relaxed);
             if state & (WRITER | WRITER_WAITING) == 0 {
@@ -290,9 +327,7 @@ impl<T: ?Sized> RwSem<T> {
         }
     }
 
-    /// `down_write`: spins until nobody holds the semaphore, then takes the value exclusively.
-    pub fn write(&self) -> RwSemWriteGuard<'_, T> {
-        LOCKDEP.acquire(self.class, self.instance());
+    fn spin_write(&self) -> RwSemWriteGuard<'_, T> {
         loop {
             let state = self.state.load(Ordering::Relaxed);
             if state & (WRITER | READERS) == 0 {
@@ -563,6 +598,11 @@ mod tests {
         {
             let _first = sem.read();
             let _second = sem.read();
+        }
+        let other = SpinLock::new(&TEST_INNER, ());
+        {
+            let _old_pte = lock.lock();
+            let _new_pte = other.lock_nested();
         }
         let ours: Vec<_> = LOCKDEP
             .take_violations()
