@@ -1,1 +1,165 @@
-fn main(){}
+//! `vmm`: boot the guest kernel under KVM and run a scenario; see `vmm --help`.
+
+use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+use vmm::cli::{BenchKind, Cli, Command, RunArgs};
+use vmm::exit_code::{FAILURE, SUCCESS, USAGE};
+use vmm::loader::GUEST_KERNEL;
+use vmm::run::{run, RunConfig, RunError};
+use vmm::vstate::vm::{VmConfig, VmError};
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line naming the problem; clap's usage block would bury it.
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            eprintln!(
+                "vmm: {} (see vmm --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let code = match cli.command.unwrap_or(Command::Run(cli.run)) {
+        Command::Run(args) => run_command(&args, started),
+        Command::List => list(),
+        Command::Bench(args) => match args.which {
+            BenchKind::Boot => bench_boot(args.iterations),
+        },
+        Command::Floor => match vmm::bench::floor() {
+            Ok(_) => SUCCESS,
+            Err(e) => fail(FAILURE, &e),
+        },
+    };
+    ExitCode::from(code)
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|f, record| match record.level() {
+            log::Level::Info => writeln!(f, "vmm: {}", record.args()),
+            level => writeln!(
+                f,
+                "vmm: {}: {}",
+                level.as_str().to_lowercase(),
+                record.args()
+            ),
+        })
+        .init();
+}
+
+fn fail(code: u8, message: &dyn std::fmt::Display) -> u8 {
+    eprintln!("vmm: {message}");
+    code
+}
+
+fn run_command(args: &RunArgs, started: Instant) -> u8 {
+    let kernel_file;
+    let kernel = match &args.kernel {
+        None => GUEST_KERNEL,
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => {
+                kernel_file = bytes;
+                &kernel_file
+            }
+            Err(e) => {
+                return fail(
+                    USAGE,
+                    &format_args!("cannot read kernel {}: {e}", path.display()),
+                )
+            }
+        },
+    };
+    let config = RunConfig {
+        vm: VmConfig {
+            ram_size: args.mem,
+            vcpus: args.vcpus,
+            scenario: &args.scenario,
+            seed: args.seed,
+            log_level: log::max_level() as u64,
+            kernel,
+        },
+        timeout: args.timeout,
+        started,
+        console: Box::new(std::io::stdout()),
+    };
+    let report = match run(config) {
+        Ok(report) => report,
+        Err(e) => {
+            let code = match &e {
+                RunError::Vm(
+                    VmError::TooManyVcpus { .. } | VmError::ScenarioName(_) | VmError::Kernel(_),
+                ) => USAGE,
+                _ => FAILURE,
+            };
+            return fail(code, &e);
+        }
+    };
+    match &report.failure {
+        None => {
+            let ready = report.ready_after.map_or(String::new(), |t| {
+                format!(", ready after {:.1} ms", t.as_secs_f64() * 1e3)
+            });
+            log::info!(
+                "guest passed: scenario '{}' on {} vCPU(s){ready}",
+                args.scenario,
+                args.vcpus
+            );
+            SUCCESS
+        }
+        Some(failure) => {
+            eprintln!("vmm: {failure}");
+            if !report.console_tail.is_empty() {
+                eprintln!("vmm: last console lines:");
+                for line in &report.console_tail {
+                    eprintln!("  | {line}");
+                }
+            }
+            FAILURE
+        }
+    }
+}
+
+fn list() -> u8 {
+    println!("Scenarios (vmm run --scenario NAME):");
+    for s in mm_core::abi::SCENARIOS {
+        let default = if s.name == mm_core::abi::DEFAULT_SCENARIO {
+            " (default)"
+        } else {
+            ""
+        };
+        println!("  {:<16} {}{default}", s.name, s.about);
+    }
+    SUCCESS
+}
+
+fn bench_boot(iterations: u32) -> u8 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(FAILURE, &format_args!("cannot find this executable: {e}")),
+    };
+    match vmm::bench::boot(&exe, iterations) {
+        Ok(result) => {
+            println!("{result}");
+            if result.meets_goals() {
+                SUCCESS
+            } else {
+                FAILURE
+            }
+        }
+        Err(e) => fail(FAILURE, &e),
+    }
+}

@@ -5,10 +5,15 @@
 //! changes whenever a layout does; the VMM refuses a guest that publishes another version.
 
 mod boot;
+mod scenarios;
 mod ucall;
 
 pub use boot::{BootInfo, BOOT_INFO_MAGIC, SCENARIO_NAME_MAX};
+pub use scenarios::{find_scenario, Expect, ScenarioInfo, DEFAULT_SCENARIO, SCENARIOS};
 pub use ucall::{Ucall, UcallCmd, UCALL_PORT, UCALL_TEXT_MAX};
 
 /// Layout version of every structure in this module.
 pub const ABI_VERSION: u64 = 1;
+
+/// Most vCPUs a VM may have: the guest sizes its per-CPU tables by it.
+pub const MAX_VCPUS: usize = 8;

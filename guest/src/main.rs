@@ -1,0 +1,107 @@
+//! The guest kernel: a `no_std` x86_64 kernel the VMM boots directly in long mode.
+//!
+//! Every vCPU enters [`_start`] with the boot-info address in `rdi`, its index in `rsi` and `rsp` at
+//! the top of its own stack (the VMM sets all three). vCPU 0 initialises the kernel, reports
+//! `Sync(READY)` and runs the scenario the boot info names; the others check in and wait.
+//!
+//! Modules:
+//! - [`console`]: the COM1 console and the `log` backend.
+//! - [`ucall`]: the guest side of the guest→host call channel.
+//! - [`idt`]: the interrupt descriptor table; exceptions are reported to the host.
+//! - [`frame`]: the physical frame allocator over the RAM the boot info names.
+//! - [`heap`]: the kernel heap behind `alloc`.
+//! - [`smp`]: vCPU check-in and the start barrier.
+//! - [`scenarios`]: the registry of scenarios the boot info chooses from.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod console;
+mod frame;
+mod heap;
+mod idt;
+mod scenarios;
+mod smp;
+mod ucall;
+
+use core::panic::PanicInfo;
+use mm_core::abi::{BootInfo, Ucall};
+
+/// Entry point of every vCPU.
+///
+/// # Safety
+/// Called only by the VMM's register setup: `boot_info` points to a valid [`BootInfo`] in
+/// identity-mapped RAM, `cpu` is this vCPU's index, below `boot_info.vcpus`, and `rsp` is the top
+/// of this vCPU's own stack.
+#[no_mangle]
+#[link_section = ".text.entry"]
+pub unsafe extern "sysv64" fn _start(boot_info: *const BootInfo, cpu: u64) -> ! {
+    // SAFETY: the VMM wrote the boot info before starting any vCPU and never changes it again.
+    let info: &'static BootInfo = unsafe { &*boot_info };
+    let cpu = cpu as usize;
+    if cpu == 0 {
+        boot_cpu(info)
+    } else {
+        secondary_cpu(info, cpu)
+    }
+}
+
+fn boot_cpu(info: &'static BootInfo) -> ! {
+    idt::init();
+    smp::mark_idt_ready();
+    console::init(info.log_level);
+    if !info.is_valid() {
+        ucall::abort(
+            0,
+            "boot info has a wrong magic or ABI version",
+            file!(),
+            line!(),
+        );
+    }
+    frame::init(info);
+    heap::init();
+    ucall::sync(0, Ucall::STAGE_ONLINE);
+    ucall::sync(0, Ucall::STAGE_READY);
+
+    let name = info.scenario().unwrap_or("");
+    log::info!(
+        "mm guest kernel {}: {} vCPU(s), {} MiB RAM, scenario '{}'",
+        env!("CARGO_PKG_VERSION"),
+        info.vcpus,
+        info.ram_size >> 20,
+        name
+    );
+    smp::enter_scenario(0, info);
+    let verdict = scenarios::run(name, info);
+    ucall::done(0, verdict)
+}
+
+fn secondary_cpu(info: &'static BootInfo, cpu: usize) -> ! {
+    smp::wait_for_idt();
+    idt::load();
+    ucall::sync(cpu, Ucall::STAGE_ONLINE);
+    smp::enter_scenario(cpu, info);
+    halt_forever()
+}
+
+/// Stops this vCPU for good: interrupts off, `hlt` in a loop.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: cli/hlt touch no memory; this vCPU has nothing left to do.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    let (file, line) = info
+        .location()
+        .map_or(("<unknown>", 0), |l| (l.file(), l.line()));
+    ucall::abort_fmt(
+        smp::this_cpu(),
+        format_args!("{}", info.message()),
+        file,
+        line,
+    )
+}

@@ -1,0 +1,80 @@
+//! The registry of scenarios the boot info chooses from; names and descriptions live in
+//! `mm_core::abi::SCENARIOS`, which the VMM reads too.
+
+use crate::{frame, idt, ucall};
+use alloc::vec::Vec;
+use mm_core::abi::BootInfo;
+
+/// Verdict of a scenario that passed.
+pub const PASS: u64 = 0;
+
+/// Runs scenario `name` on vCPU 0 and returns its verdict.
+pub fn run(name: &str, info: &BootInfo) -> u64 {
+    match name {
+        "hello" => hello(info),
+        "boot" => PASS,
+        "panic" => panic!("the panic scenario panicked on purpose"),
+        "page-fault" => page_fault(info),
+        "invalid-opcode" => invalid_opcode(),
+        "triple-fault" => triple_fault(),
+        "hang" => hang(),
+        other => ucall::abort_fmt(
+            0,
+            format_args!("unknown scenario '{other}'"),
+            file!(),
+            line!(),
+        ),
+    }
+}
+
+/// Shows that the frame allocator and the heap work: frames come back to the free list, heap
+/// memory is usable.
+fn hello(info: &BootInfo) -> u64 {
+    let before = frame::allocated();
+    let frames: Vec<u64> = (0..8).filter_map(|_| frame::alloc()).collect();
+    assert_eq!(frames.len(), 8, "the frame allocator ran dry");
+    assert!(frames
+        .iter()
+        .all(|&f| f % frame::FRAME_SIZE == 0 && f < info.ram_size));
+    for &f in &frames {
+        // SAFETY: each frame came from `frame::alloc` above and is not used any more.
+        unsafe { frame::free(f) };
+    }
+    assert_eq!(frame::allocated(), before, "frames leaked");
+
+    let squares: Vec<u64> = (0..64).map(|i| i * i).collect();
+    assert_eq!(squares.iter().sum::<u64>(), 85_344);
+    log::info!(
+        "hello from {} vCPU(s): {} frames in use, heap and frame allocator OK",
+        info.vcpus,
+        frame::allocated()
+    );
+    PASS
+}
+
+fn page_fault(info: &BootInfo) -> u64 {
+    // The boot page tables map RAM and nothing above it.
+    let unmapped = (info.ram_size + (1 << 30)) as *const u64;
+    // SAFETY: not safe at all, on purpose: the read faults and the IDT reports it.
+    let value = unsafe { core::ptr::read_volatile(unmapped) };
+    value
+}
+
+fn invalid_opcode() -> u64 {
+    // SAFETY: ud2 raises #UD, which the IDT reports; nothing after it runs.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    1
+}
+
+fn triple_fault() -> u64 {
+    idt::unload();
+    // SAFETY: with no IDT the #UD cannot be delivered: #GP, #DF, then the CPU shuts down.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    1
+}
+
+fn hang() -> u64 {
+    loop {
+        core::hint::spin_loop();
+    }
+}

@@ -1,0 +1,91 @@
+//! The scenarios the guest kernel offers: one list both sides read, so `vmm list` and the VMM's
+//! check of `--scenario` agree with the guest's registry by construction.
+
+/// How a scenario is expected to end when the kernel is correct.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// `Done` with a passing verdict: the VMM exits 0.
+    Pass,
+    /// A guest failure the VMM must report (panic, exception, triple fault, hang): exit 1.
+    Failure,
+}
+
+/// One scenario: its name (what `--scenario` takes), what it does, and how it should end.
+#[derive(Clone, Copy, Debug)]
+pub struct ScenarioInfo {
+    /// The name `--scenario` takes.
+    pub name: &'static str,
+    /// One line saying what it does, for `vmm list`.
+    pub about: &'static str,
+    /// How it ends on a correct kernel.
+    pub expect: Expect,
+}
+
+/// Every scenario the guest implements, the default first.
+pub const SCENARIOS: &[ScenarioInfo] = &[
+    ScenarioInfo {
+        name: "hello",
+        about: "boot every vCPU, allocate from the frame allocator and the heap, print the banner",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "boot",
+        about: "the shortest run: initialise the kernel and finish (used to measure boot time)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "panic",
+        about: "panic in the kernel: the VMM reports the message with file and line",
+        expect: Expect::Failure,
+    },
+    ScenarioInfo {
+        name: "page-fault",
+        about: "read an unmapped address: the IDT reports #PF with CR2 and RIP",
+        expect: Expect::Failure,
+    },
+    ScenarioInfo {
+        name: "invalid-opcode",
+        about: "execute ud2: the IDT reports #UD with RIP",
+        expect: Expect::Failure,
+    },
+    ScenarioInfo {
+        name: "triple-fault",
+        about: "drop the IDT and fault: KVM shuts the vCPU down and the VMM dumps its registers",
+        expect: Expect::Failure,
+    },
+    ScenarioInfo {
+        name: "hang",
+        about: "spin forever in the kernel: the VMM's watchdog stops the run",
+        expect: Expect::Failure,
+    },
+];
+
+/// The scenario `vmm run` runs when none is named.
+pub const DEFAULT_SCENARIO: &str = "hello";
+
+/// The scenario called `name`, if the guest has one.
+pub fn find_scenario(name: &str) -> Option<&'static ScenarioInfo> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_are_unique_and_fit_the_boot_info() {
+        for (i, a) in SCENARIOS.iter().enumerate() {
+            assert!(
+                a.name.len() <= super::super::SCENARIO_NAME_MAX,
+                "{} too long",
+                a.name
+            );
+            assert!(
+                SCENARIOS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+        }
+        assert!(find_scenario(DEFAULT_SCENARIO).is_some());
+    }
+}

@@ -1,0 +1,2 @@
+//! Architecture-specific setup: only x86_64 is supported.
+pub mod x86_64;

@@ -1,0 +1,6 @@
+//! x86_64 boot: the guest-physical memory map, the GDT, the boot page tables and the register
+//! state that puts a vCPU straight into 64-bit long mode.
+pub mod gdt;
+pub mod layout;
+pub mod paging;
+pub mod regs;

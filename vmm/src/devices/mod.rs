@@ -1,0 +1,2 @@
+//! Emulated devices: only the COM1 console.
+pub mod serial;

@@ -1,0 +1,40 @@
+//! vmm: a tiny KVM VMM that boots the bare-metal guest kernel in long mode and runs its scenarios.
+//!
+//! The flow of one run ([`run::run`]): [`vstate::vm::Vm::new`] opens KVM, creates the VM with an
+//! in-kernel irqchip, allocates guest RAM ([`vstate::memory`]), loads the kernel ELF ([`loader`]),
+//! writes the GDT, boot page tables and boot info ([`arch::x86_64`]); [`vstate::vcpu::Vcpu`] puts each
+//! vCPU straight into long mode; one thread per vCPU runs it, handing every KVM exit to
+//! [`vstate::exit::handle_exit`]; the guest talks back through the call channel ([`ucall`]) and the
+//! COM1 console ([`devices::serial`]).
+//!
+//! Modules:
+//! - [`arch`]: guest-physical layout, GDT, boot page tables, long-mode registers.
+//! - [`vstate`]: the VM, its memory, the vCPUs and the meaning of each exit.
+//! - [`devices`]: the COM1 console.
+//! - [`ucall`]: the host side of the guest→host call channel.
+//! - [`loader`]: checks and loads the kernel ELF.
+//! - [`run`]: one run, from VM creation to outcome, with the watchdog.
+//! - [`cli`]: command-line parsing.
+//! - [`bench`]: the boot-time benchmark against the bare KVM floor.
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod arch;
+pub mod bench;
+pub mod cli;
+pub mod devices;
+pub mod loader;
+pub mod run;
+pub mod ucall;
+pub mod vstate;
+
+/// Process exit codes.
+pub mod exit_code {
+    /// The guest reported success.
+    pub const SUCCESS: u8 = 0;
+    /// The guest failed (abort, panic, exception, triple fault, KVM error, watchdog) or the host
+    /// cannot run it (no KVM).
+    pub const FAILURE: u8 = 1;
+    /// The command line or an input file is wrong.
+    pub const USAGE: u8 = 2;
+}

@@ -1,0 +1,379 @@
+//! One run of the guest: build the VM, start a thread per vCPU, collect their events until the
+//! guest reports an outcome or the watchdog fires, then stop every vCPU.
+
+use crate::devices::serial::Serial;
+use crate::ucall::GuestCall;
+use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuEvent, VcpuShared};
+use crate::vstate::vm::{Vm, VmConfig, VmError};
+use mm_core::abi::Ucall;
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// How long stopping the vCPUs may take before the run gives up on joining them.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often a vCPU that has not stopped yet is kicked again.
+const KICK_INTERVAL: Duration = Duration::from_millis(2);
+
+/// What to run.
+pub struct RunConfig<'a> {
+    /// The VM.
+    pub vm: VmConfig<'a>,
+    /// Stop the guest after this long.
+    pub timeout: Duration,
+    /// When the process started: boot time is measured from here.
+    pub started: Instant,
+    /// Where the guest console goes.
+    pub console: Box<dyn Write + Send>,
+}
+
+/// Why a run failed in the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The guest finished with a failing verdict.
+    Verdict(u64),
+    /// The guest aborted (a panic or an explicit abort).
+    Abort {
+        /// The vCPU.
+        cpu: usize,
+        /// Its message.
+        message: String,
+        /// Source file.
+        file: String,
+        /// Source line.
+        line: u64,
+    },
+    /// A CPU exception reached the guest's IDT.
+    Exception {
+        /// The vCPU.
+        cpu: usize,
+        /// Vector.
+        vector: u64,
+        /// Error code.
+        error_code: u64,
+        /// CR2.
+        cr2: u64,
+        /// RIP.
+        rip: u64,
+    },
+    /// Triple fault.
+    TripleFault {
+        /// The vCPU.
+        cpu: usize,
+        /// Its registers.
+        regs: RegisterDump,
+    },
+    /// KVM could not run the guest.
+    VcpuFailed {
+        /// The vCPU.
+        cpu: usize,
+        /// Why.
+        reason: String,
+        /// Its registers, when readable.
+        regs: Option<RegisterDump>,
+    },
+    /// The guest reported success although some vCPUs never reached the scenario.
+    MissingCheckIn {
+        /// The vCPUs that did not check in.
+        cpus: Vec<usize>,
+    },
+    /// The watchdog stopped the guest.
+    Timeout(Duration),
+}
+
+/// The x86 exception mnemonics, by vector.
+fn exception_name(vector: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE divide error",
+        "#DB debug",
+        "NMI",
+        "#BP breakpoint",
+        "#OF overflow",
+        "#BR bound range",
+        "#UD invalid opcode",
+        "#NM device not available",
+        "#DF double fault",
+        "coprocessor overrun",
+        "#TS invalid TSS",
+        "#NP segment not present",
+        "#SS stack fault",
+        "#GP general protection",
+        "#PF page fault",
+        "reserved",
+        "#MF x87 error",
+        "#AC alignment check",
+        "#MC machine check",
+        "#XM SIMD error",
+        "#VE virtualization",
+        "#CP control protection",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "reserved",
+        "#HV hypervisor injection",
+        "#VC VMM communication",
+        "#SX security",
+        "reserved",
+    ];
+    NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("unknown vector")
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Verdict(v) => write!(f, "guest reported failure (verdict {v})"),
+            Failure::Abort {
+                cpu,
+                message,
+                file,
+                line,
+            } => {
+                write!(f, "guest aborted on vCPU {cpu}: {message} at {file}:{line}")
+            }
+            Failure::Exception {
+                cpu,
+                vector,
+                error_code,
+                cr2,
+                rip,
+            } => write!(
+                f,
+                "guest exception on vCPU {cpu}: {} (vector {vector}), error code {error_code:#x}, \
+                 CR2 {cr2:#x}, RIP {rip:#x}",
+                exception_name(*vector)
+            ),
+            Failure::TripleFault { cpu, regs } => write!(
+                f,
+                "guest triple fault on vCPU {cpu} (KVM shutdown)\n  {regs}"
+            ),
+            Failure::VcpuFailed { cpu, reason, regs } => {
+                write!(f, "vCPU {cpu} failed: {reason}")?;
+                match regs {
+                    Some(regs) => write!(f, "\n  {regs}"),
+                    None => Ok(()),
+                }
+            }
+            Failure::MissingCheckIn { cpus } => {
+                write!(
+                    f,
+                    "guest finished but vCPU(s) {cpus:?} never reached the scenario"
+                )
+            }
+            Failure::Timeout(t) => write!(
+                f,
+                "watchdog: guest did not finish within {:.1} s",
+                t.as_secs_f64()
+            ),
+        }
+    }
+}
+
+/// What a finished run saw.
+#[derive(Debug)]
+pub struct RunReport {
+    /// `None` when the guest passed.
+    pub failure: Option<Failure>,
+    /// Process start to the guest's `Sync(READY)`.
+    pub ready_after: Option<Duration>,
+    /// Which vCPUs reached the scenario.
+    pub in_scenario: Vec<bool>,
+    /// The last console lines.
+    pub console_tail: Vec<String>,
+}
+
+impl RunReport {
+    /// True when the guest passed.
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Building the VM failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// Creating a vCPU failed.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The signal used to kick vCPUs could not be installed.
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+    /// A vCPU thread could not be spawned.
+    #[error("cannot spawn a vCPU thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: the signal only makes KVM_RUN return EINTR.
+}
+
+fn install_kick_handler() -> Result<(), RunError> {
+    static INSTALL: Once = Once::new();
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        result = register_signal_handler(kick_signal(), on_kick).map_err(RunError::Signal)
+    });
+    result
+}
+
+/// Boots the guest and runs it to an outcome.
+pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
+    install_kick_handler()?;
+    let vm = Vm::new(&config.vm)?;
+    let vcpus = (0..config.vm.vcpus)
+        .map(|i| Vcpu::new(&vm, i))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let serial = Arc::new(Mutex::new(Serial::new(config.console)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (events, rx) = mpsc::channel();
+    let shared = VcpuShared {
+        mem: vm.mem.clone(),
+        serial: serial.clone(),
+        stop: stop.clone(),
+        events,
+    };
+    let mut threads = Vec::with_capacity(vcpus.len());
+    for (i, vcpu) in vcpus.into_iter().enumerate() {
+        let shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{i}"))
+            .spawn(move || vcpu.run(shared))
+            .map_err(RunError::Thread);
+        match thread {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop_vcpus(&stop, &threads);
+                return Err(e);
+            }
+        }
+    }
+    drop(shared);
+
+    let deadline = Instant::now() + config.timeout;
+    let mut ready_after = None;
+    let mut in_scenario = vec![false; config.vm.vcpus];
+    let failure = loop {
+        let event = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => break Some(Failure::Timeout(config.timeout)),
+            Err(RecvTimeoutError::Disconnected) => {
+                break Some(Failure::VcpuFailed {
+                    cpu: 0,
+                    reason: "every vCPU stopped without an outcome".into(),
+                    regs: None,
+                })
+            }
+        };
+        match event {
+            VcpuEvent::Sync { cpu, stage } => match stage {
+                Ucall::STAGE_READY => {
+                    let after = config.started.elapsed();
+                    log::debug!("guest ready after {:.2} ms", after.as_secs_f64() * 1e3);
+                    ready_after = Some(after);
+                }
+                Ucall::STAGE_SCENARIO => in_scenario[cpu] = true,
+                stage => log::debug!("vCPU {cpu} reached stage {stage}"),
+            },
+            VcpuEvent::End { cpu, end } => match decide(cpu, end, &in_scenario) {
+                Decision::Pass => break None,
+                Decision::Fail(failure) => break Some(failure),
+                Decision::Undecided => continue,
+            },
+        }
+    };
+
+    stop_vcpus(&stop, &threads);
+    let console_tail = serial.lock().map(|s| s.tail()).unwrap_or_default();
+    Ok(RunReport {
+        failure,
+        ready_after,
+        in_scenario,
+        console_tail,
+    })
+}
+
+/// What one vCPU's end means for the run.
+enum Decision {
+    Pass,
+    Fail(Failure),
+    /// A vCPU stopped on request: the outcome comes from elsewhere.
+    Undecided,
+}
+
+/// Decides the run when vCPU `cpu` ended with `end`; a pass needs every vCPU checked in.
+fn decide(cpu: usize, end: VcpuEnd, in_scenario: &[bool]) -> Decision {
+    Decision::Fail(match end {
+        VcpuEnd::Call(GuestCall::Done { verdict: 0 }) => {
+            let missing: Vec<usize> = (0..in_scenario.len())
+                .filter(|&i| !in_scenario[i])
+                .collect();
+            if missing.is_empty() {
+                return Decision::Pass;
+            }
+            Failure::MissingCheckIn { cpus: missing }
+        }
+        VcpuEnd::Call(GuestCall::Done { verdict }) => Failure::Verdict(verdict),
+        VcpuEnd::Call(GuestCall::Abort {
+            message,
+            file,
+            line,
+        }) => Failure::Abort {
+            cpu,
+            message,
+            file,
+            line,
+        },
+        VcpuEnd::Call(GuestCall::Exception {
+            vector,
+            error_code,
+            cr2,
+            rip,
+        }) => Failure::Exception {
+            cpu,
+            vector,
+            error_code,
+            cr2,
+            rip,
+        },
+        VcpuEnd::Call(GuestCall::Sync { .. }) => unreachable!("Sync never ends a vCPU"),
+        VcpuEnd::Shutdown(regs) => Failure::TripleFault { cpu, regs },
+        VcpuEnd::Failed { reason, regs } => Failure::VcpuFailed { cpu, reason, regs },
+        VcpuEnd::Stopped => return Decision::Undecided,
+    })
+}
+
+/// Sets the stop flag and kicks every vCPU thread until it has left KVM_RUN, for up to
+/// [`STOP_GRACE`]. The kick repeats because a signal that lands just before KVM_RUN is entered
+/// would otherwise be missed.
+fn stop_vcpus(stop: &AtomicBool, threads: &[JoinHandle<()>]) {
+    stop.store(true, Ordering::Release);
+    let give_up = Instant::now() + STOP_GRACE;
+    while threads.iter().any(|t| !t.is_finished()) {
+        if Instant::now() > give_up {
+            log::warn!("a vCPU thread did not stop within {STOP_GRACE:?}; leaving it");
+            return;
+        }
+        for t in threads.iter().filter(|t| !t.is_finished()) {
+            let _ = t.kill(kick_signal());
+        }
+        std::thread::sleep(KICK_INTERVAL);
+    }
+}

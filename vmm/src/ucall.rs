@@ -1,0 +1,170 @@
+//! The host side of the guest→host call channel (layout in `mm_core::abi::Ucall`).
+
+use mm_core::abi::{Ucall, UcallCmd};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+
+/// A [`Ucall`] as vm-memory reads it.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct RawUcall(Ucall);
+
+// SAFETY: `Ucall` is `#[repr(C)]`, made of u64s and a byte array with no padding (mm-core asserts its
+// size), so every bit pattern is a valid value.
+unsafe impl ByteValued for RawUcall {}
+
+/// A call the guest made, decoded and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestCall {
+    /// The vCPU reached a stage.
+    Sync {
+        /// `Ucall::STAGE_*`.
+        stage: u64,
+    },
+    /// The run is over; 0 means success.
+    Done {
+        /// The guest's verdict.
+        verdict: u64,
+    },
+    /// The guest gave up.
+    Abort {
+        /// What went wrong.
+        message: String,
+        /// Source file of the abort.
+        file: String,
+        /// Source line of the abort.
+        line: u64,
+    },
+    /// An exception reached the guest's IDT.
+    Exception {
+        /// Exception vector.
+        vector: u64,
+        /// Error code (0 for vectors without one).
+        error_code: u64,
+        /// CR2 at the exception (the faulting address for #PF).
+        cr2: u64,
+        /// Where it happened.
+        rip: u64,
+    },
+}
+
+/// Why a call could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    /// The port write was not the 4-byte address the ABI specifies.
+    #[error("ucall port write of {0} bytes (expected a 4-byte address)")]
+    BadWidth(usize),
+    /// The address does not lie in guest RAM.
+    #[error("ucall buffer at {0:#x} is outside guest RAM")]
+    BadAddress(u64),
+    /// The command is not one the ABI defines.
+    #[error("unknown ucall command {0:#x}")]
+    UnknownCommand(u64),
+}
+
+/// Reads and decodes the call whose address the guest wrote to the ucall port.
+pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallError> {
+    let addr: [u8; 4] = data
+        .try_into()
+        .map_err(|_| CallError::BadWidth(data.len()))?;
+    let addr = u64::from(u32::from_le_bytes(addr));
+    let RawUcall(call) = mem
+        .read_obj(GuestAddress(addr))
+        .map_err(|_| CallError::BadAddress(addr))?;
+    let text = call.text();
+    Ok(
+        match UcallCmd::from_raw(call.cmd).ok_or(CallError::UnknownCommand(call.cmd))? {
+            UcallCmd::Sync => GuestCall::Sync {
+                stage: call.args[0],
+            },
+            UcallCmd::Done => GuestCall::Done {
+                verdict: call.args[0],
+            },
+            UcallCmd::Abort => {
+                // Lengths come from the guest: clamp them to the text it actually sent.
+                let message_len = (call.args[1] as usize).min(text.len());
+                let file_len = (call.args[2] as usize).min(text.len() - message_len);
+                GuestCall::Abort {
+                    message: String::from_utf8_lossy(&text[..message_len]).into_owned(),
+                    file: String::from_utf8_lossy(&text[message_len..message_len + file_len])
+                        .into_owned(),
+                    line: call.args[0],
+                }
+            }
+            UcallCmd::Exception => GuestCall::Exception {
+                vector: call.args[0],
+                error_code: call.args[1],
+                cr2: call.args[2],
+                rip: call.args[3],
+            },
+        },
+    )
+}
+
+/// Writes `call` at `addr` the way the guest would; for tests of the host side.
+pub fn write_call(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    call: Ucall,
+) -> vm_memory::GuestMemoryResult<()> {
+    mem.write_obj(RawUcall(call), addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
+    }
+
+    #[test]
+    fn an_abort_carries_message_file_and_line() {
+        let mem = mem();
+        let mut call = Ucall::new(UcallCmd::Abort, 0);
+        call.push_text("boom");
+        call.push_text("src/x.rs");
+        call.args = [42, 4, 8, 0];
+        write_call(&mem, GuestAddress(0x4000), call).unwrap();
+        let decoded = read_call(&mem, &0x4000u32.to_le_bytes()).unwrap();
+        assert_eq!(
+            decoded,
+            GuestCall::Abort {
+                message: "boom".into(),
+                file: "src/x.rs".into(),
+                line: 42
+            }
+        );
+    }
+
+    #[test]
+    fn hostile_lengths_are_clamped_to_the_text() {
+        let mem = mem();
+        let mut call = Ucall::new(UcallCmd::Abort, 0);
+        call.push_text("abc");
+        call.args = [1, u64::MAX, u64::MAX, 0];
+        write_call(&mem, GuestAddress(0x4000), call).unwrap();
+        let GuestCall::Abort { message, file, .. } =
+            read_call(&mem, &0x4000u32.to_le_bytes()).unwrap()
+        else {
+            panic!("not an abort");
+        };
+        assert_eq!((message.as_str(), file.as_str()), ("abc", ""));
+    }
+
+    #[test]
+    fn bad_addresses_widths_and_commands_are_errors() {
+        let mem = mem();
+        assert_eq!(read_call(&mem, &[0; 2]), Err(CallError::BadWidth(2)));
+        assert_eq!(
+            read_call(&mem, &0xffff_f000u32.to_le_bytes()),
+            Err(CallError::BadAddress(0xffff_f000))
+        );
+        let mut call = Ucall::new(UcallCmd::Sync, 0);
+        call.cmd = 0x999;
+        write_call(&mem, GuestAddress(0x100), call).unwrap();
+        assert_eq!(
+            read_call(&mem, &0x100u32.to_le_bytes()),
+            Err(CallError::UnknownCommand(0x999))
+        );
+    }
+}

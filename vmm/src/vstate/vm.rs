@@ -1,0 +1,168 @@
+//! The VM: KVM handle, in-kernel irqchip, guest RAM with the kernel, boot tables and boot info.
+
+use super::memory::{create_guest_memory, MemoryError};
+use crate::arch::x86_64::layout::{BOOT_INFO_START, PAGE_SIZE, STACK_SIZE};
+use crate::arch::x86_64::{paging, regs};
+use crate::loader::{load_kernel, LoadError, LoadedKernel};
+use kvm_ioctls::{Kvm, VmFd};
+use mm_core::abi::{BootInfo, MAX_VCPUS};
+use vm_memory::{ByteValued, Bytes, GuestMemoryError, GuestMemoryMmap};
+
+/// Where the real-mode TSS goes on Intel hosts (KVM_SET_TSS_ADDR): three pages just below 4 GiB,
+/// outside any RAM this VMM gives a guest.
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// RAM left for the frame allocator at the very least, after kernel and stacks.
+const MIN_FREE_RAM: u64 = 4 << 20;
+
+/// What the VM is built from.
+#[derive(Clone, Debug)]
+pub struct VmConfig<'a> {
+    /// Guest RAM in bytes (a multiple of 2 MiB within the layout's limits; the CLI checks).
+    pub ram_size: u64,
+    /// Number of vCPUs.
+    pub vcpus: usize,
+    /// Scenario the guest runs.
+    pub scenario: &'a str,
+    /// Seed for the scenario's random choices.
+    pub seed: u64,
+    /// Guest log level (0 off … 5 trace).
+    pub log_level: u64,
+    /// The kernel ELF image.
+    pub kernel: &'a [u8],
+}
+
+/// Why the VM could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// /dev/kvm is missing or not accessible.
+    #[error(
+        "cannot open /dev/kvm ({0}): this needs Linux with KVM; load kvm_intel or kvm_amd and give this user read-write access to /dev/kvm"
+    )]
+    OpenKvm(kvm_ioctls::Error),
+    /// More vCPUs than KVM or the guest's tables allow.
+    #[error("--vcpus {requested}: at most {max} vCPUs are allowed here")]
+    TooManyVcpus {
+        /// What the user asked for.
+        requested: usize,
+        /// What this host and the guest support.
+        max: usize,
+    },
+    /// The boot-info scenario field cannot hold the name.
+    #[error("scenario name '{0}' is too long")]
+    ScenarioName(String),
+    /// A KVM ioctl failed while building the VM.
+    #[error("{step} failed: {source}")]
+    Kvm {
+        /// The step that failed.
+        step: &'static str,
+        /// KVM's error.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest RAM could not be set up.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The kernel image was refused.
+    #[error(transparent)]
+    Kernel(#[from] LoadError),
+    /// Writing a boot structure to guest RAM failed.
+    #[error("writing {what} to guest memory failed: {source}")]
+    Write {
+        /// What was being written.
+        what: &'static str,
+        /// vm-memory's error.
+        source: GuestMemoryError,
+    },
+}
+
+/// The boot info as vm-memory writes it.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct RawBootInfo(BootInfo);
+
+// SAFETY: `BootInfo` is `#[repr(C)]`, made of u64s and a byte array with no padding (mm-core asserts
+// its size), so every bit pattern is a valid value.
+unsafe impl ByteValued for RawBootInfo {}
+
+/// A VM ready for its vCPUs.
+pub struct Vm {
+    /// The VM file descriptor.
+    pub fd: VmFd,
+    /// Guest RAM; dropped after `fd`, so KVM never sees a slot without its mapping.
+    pub mem: GuestMemoryMmap,
+    /// The KVM system handle (CPUID, limits).
+    pub kvm: Kvm,
+    /// Where the kernel landed.
+    pub kernel: LoadedKernel,
+    /// What the guest was told.
+    pub boot_info: BootInfo,
+    /// CR3 of the boot page tables.
+    pub cr3: u64,
+}
+
+impl Vm {
+    /// Opens KVM and builds a VM from `config`: RAM, irqchip, kernel, GDT, page tables, boot info.
+    pub fn new(config: &VmConfig) -> Result<Vm, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        let max = max_vcpus(&kvm);
+        if config.vcpus == 0 || config.vcpus > max {
+            return Err(VmError::TooManyVcpus {
+                requested: config.vcpus,
+                max,
+            });
+        }
+        let mut boot_info = BootInfo::new(config.scenario)
+            .ok_or_else(|| VmError::ScenarioName(config.scenario.into()))?;
+
+        let kvm_step = |step| move |source| VmError::Kvm { step, source };
+        let fd = kvm.create_vm().map_err(kvm_step("KVM_CREATE_VM"))?;
+        if let Err(e) = fd.set_tss_address(KVM_TSS_ADDRESS) {
+            log::debug!("KVM_SET_TSS_ADDR: {e} (only needed on Intel hosts)");
+        }
+        fd.create_irq_chip()
+            .map_err(kvm_step("KVM_CREATE_IRQCHIP"))?;
+        let mem = create_guest_memory(&fd, config.ram_size)?;
+
+        let stacks_room = config.vcpus as u64 * STACK_SIZE + MIN_FREE_RAM;
+        let kernel = load_kernel(
+            &mem,
+            config.kernel,
+            config.ram_size.saturating_sub(stacks_room),
+        )?;
+        let write = |what| move |source| VmError::Write { what, source };
+        regs::write_gdt(&mem).map_err(write("the GDT"))?;
+        let cr3 = paging::write_boot_page_tables(&mem, config.ram_size)
+            .map_err(write("the boot page tables"))?;
+
+        let stacks_base = kernel.end.next_multiple_of(PAGE_SIZE);
+        boot_info.ram_size = config.ram_size;
+        boot_info.vcpus = config.vcpus as u64;
+        boot_info.stacks_base = stacks_base;
+        boot_info.stack_size = STACK_SIZE;
+        boot_info.free_start = stacks_base + config.vcpus as u64 * STACK_SIZE;
+        boot_info.free_end = config.ram_size;
+        boot_info.seed = config.seed;
+        boot_info.log_level = config.log_level;
+        mem.write_obj(RawBootInfo(boot_info), BOOT_INFO_START)
+            .map_err(write("the boot info"))?;
+
+        Ok(Vm {
+            fd,
+            mem,
+            kvm,
+            kernel,
+            boot_info,
+            cr3,
+        })
+    }
+
+    /// Top of vCPU `index`'s stack.
+    pub fn stack_top(&self, index: usize) -> u64 {
+        self.boot_info.stacks_base + (index as u64 + 1) * self.boot_info.stack_size
+    }
+}
+
+/// The most vCPUs a VM may have here: KVM's limit, capped by the guest's per-CPU tables.
+pub fn max_vcpus(kvm: &Kvm) -> usize {
+    kvm.get_max_vcpus().min(MAX_VCPUS)
+}
