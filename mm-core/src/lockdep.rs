@@ -1,12 +1,12 @@
 //! A lockdep-style checker: it records, and never panics on, an inverted lock order.
 //!
-//! Protocol: every tracked lock names a [`LockClass`] and calls [`Lockdep::acquire`] before it spins
-//! and [`Lockdep::release`] after it lets go ([`crate::sync`] does this for you). Each execution
-//! context (a CPU in the guest, a thread in host tests) keeps a stack of the classes it holds. Taking
-//! a class whose rank is not strictly greater than the rank of every class already held is a
-//! [`Violation`]: an outer lock taken under an inner one, or the same class taken twice. Violations go
-//! to a bounded list plus a total count, to be read with [`Lockdep::take_violations`]; the caller
-//! decides whether one is fatal.
+//! Protocol: every tracked lock names a [`LockClass`] and calls [`Lockdep::acquire`] before it
+//! spins and [`Lockdep::release`] after it lets go ([`crate::sync`] does this for you). Each
+//! execution context (a CPU in the guest, a thread in host tests) keeps a stack of the classes it
+//! holds. Taking a class whose rank is not strictly greater than the rank of every class already
+//! held is a [`Violation`]: an outer lock taken under an inner one, or the same class taken twice.
+//! Violations go to a bounded list plus a total count, to be read with
+//! [`Lockdep::take_violations`]; the caller decides whether one is fatal.
 //!
 //! The checker is on in debug builds and can be switched on at run time ([`Lockdep::set_enabled`]),
 //! which is how the guest uses it in release builds. Switch it only while no tracked lock is held,
@@ -366,7 +366,8 @@ fn default_context() -> usize {
     host_context::current()
 }
 
-/// One lockdep context per host thread, for this crate's unit tests (which run threads in parallel).
+/// One lockdep context per host thread, for this crate's unit tests (which run threads in
+/// parallel).
 #[cfg(test)]
 mod host_context {
     extern crate std;

@@ -3,7 +3,7 @@
 //! # Lock order
 //!
 //! Outermost first; a lock may be taken only while every lock held sits above it (after the comment
-//! at the top of Linux's `mm/rmap.c`, less the inode and page locks, which this crate does not have):
+//! at the top of Linux's `mm/rmap.c`, less the inode and page locks, which this crate lacks):
 //!
 //! ```text
 //! mmap_sem                          RwSem in the mm: the VMA list and tree
@@ -18,9 +18,10 @@
 //! it is recorded by [`lockdep::LOCKDEP`](crate::lockdep::LOCKDEP). Two locks of one level (the old
 //! and new PTE locks in `move_ptes`, two mms' `mmap_sem` in `dup_mmap`) need the `_nested` calls.
 //!
-//! [`SpinLock`] and [`RwSem`] report every acquire and release to lockdep; [`ArchSpinLock`] does not
-//! (like Linux's `arch_spinlock_t`) and exists for lockdep's own bookkeeping. Guards are `!Send`:
-//! a lock is released by the context that took it, which is what lockdep's per-context stacks assume.
+//! [`SpinLock`] and [`RwSem`] report every acquire and release to lockdep; [`ArchSpinLock`] does
+//! not (like Linux's `arch_spinlock_t`) and exists for lockdep's own bookkeeping. Guards are
+//! `!Send`: a lock is released by the context that took it, which is what lockdep's per-context
+//! stacks assume.
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
@@ -38,8 +39,8 @@ pub struct ArchSpinLock<T: ?Sized> {
     value: UnsafeCell<T>,
 }
 
-// SAFETY: the lock hands out `&mut T` to one holder at a time, so sharing the lock across threads is
-// sound exactly when `T` may be sent to the thread that holds it.
+// SAFETY: the lock hands out `&mut T` to one holder at a time, so sharing the lock across threads
+// is sound exactly when `T` may be sent to the thread that holds it.
 unsafe impl<T: ?Sized + Send> Sync for ArchSpinLock<T> {}
 // SAFETY: owning the lock is owning the `T`.
 unsafe impl<T: ?Sized + Send> Send for ArchSpinLock<T> {}
@@ -107,7 +108,8 @@ impl<T: ?Sized> ArchSpinLock<T> {
 impl<T: ?Sized> Deref for ArchSpinLockGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: see above; shared access through `&self` cannot overlap a `&mut` from `deref_mut`.
+        // SAFETY: see above; shared access through `&self` cannot overlap a `&mut` from
+        // `deref_mut`.
         unsafe { &*self.lock.value.get() }
     }
 }

@@ -1,12 +1,12 @@
 //! The augmented interval tree behind each file's `i_mmap` (Linux: `vma_interval_tree`).
 //!
-//! Protocol: the tree is intrusive. Each owner (a VMA) embeds an [`IntervalNode`] keyed by the closed
-//! page-offset interval `[vm_pgoff, vm_pgoff + pages - 1]`; the tree links nodes by address and never
-//! allocates. Linking is `unsafe` because the tree keeps raw addresses: from [`IntervalTreeRoot::insert`]
-//! until [`IntervalTreeRoot::remove`], the node must stay where it is, stay alive, and be reached by
-//! its owner only through shared references or raw pointers (the tree rewrites the links inside it).
-//! Mutation takes `&mut IntervalTreeRoot`, so the caller's lock (`i_mmap_lock`) decides who may write;
-//! queries take `&self` and may run side by side.
+//! Protocol: the tree is intrusive. Each owner (a VMA) embeds an [`IntervalNode`] keyed by the
+//! closed page-offset interval `[vm_pgoff, vm_pgoff + pages - 1]`; the tree links nodes by address
+//! and never allocates. Linking is `unsafe` because the tree keeps raw addresses: from
+//! [`IntervalTreeRoot::insert`] until [`IntervalTreeRoot::remove`], the node must stay where it is,
+//! stay alive, and be reached by its owner only through shared references or raw pointers (the tree
+//! rewrites the links inside it). Mutation takes `&mut IntervalTreeRoot`, so the caller's lock
+//! (`i_mmap_lock`) decides who may write; queries take `&self` and may run side by side.
 //!
 //! The tree is red-black, as in Linux, ordered by `start` (equal starts go right). Each node also
 //! stores `subtree_last`, the largest `last` in its subtree, which lets [`IntervalTreeRoot::query`]
@@ -16,8 +16,8 @@
 //! # Layout (read by the host)
 //!
 //! A VMM walks this tree by reading guest memory, so [`IntervalNode`] and [`IntervalTreeRoot`] are
-//! `#[repr(C)]` and built only from 8-byte integers (`AtomicU64` has the layout of `u64`); every bit
-//! pattern is a valid value, so the host may copy one out of guest memory and use the getters.
+//! `#[repr(C)]` and built only from 8-byte integers (`AtomicU64` has the layout of `u64`); every
+//! bit pattern is a valid value, so the host may copy one out of guest memory and use the getters.
 //! Links are guest-virtual addresses of other nodes, 0 for none.
 //!
 //! | offset | field          | meaning                                           |
@@ -30,7 +30,7 @@
 //! |     40 | `last`         | last page offset covered (closed interval)        |
 //! |     48 | `color`        | [`IntervalNode::UNLINKED`], `RED` or `BLACK`      |
 //!
-//! `IntervalTreeRoot` is `root` (address of the root node, 0 when empty) then `count` (nodes linked).
+//! `IntervalTreeRoot` is `root` (address of the root node, 0 when empty), then `count`.
 //!
 //! # Embedding
 //!
@@ -42,7 +42,8 @@
 //! struct Vma { vm_pgoff: u64, shared: IntervalNode }
 //! const SHARED: usize = offset_of!(Vma, shared);
 //!
-//! let vma = NonNull::from(Box::leak(Box::new(Vma { vm_pgoff: 4, shared: IntervalNode::new(4, 7) })));
+//! let vma = Box::new(Vma { vm_pgoff: 4, shared: IntervalNode::new(4, 7) });
+//! let vma = NonNull::from(Box::leak(vma));
 //! let mut i_mmap = IntervalTreeRoot::new();
 //! // SAFETY: the node is derived from a pointer to the whole Vma, which is leaked, so it stays put
 //! // and alive while linked.
@@ -65,8 +66,8 @@ pub use validate::TreeViolation;
 
 /// The links of one interval in an [`IntervalTreeRoot`], embedded in its owner (a VMA).
 ///
-/// Links are atomics only for interior mutability: the tree rewrites them while the owner is shared.
-/// The caller's lock orders every access, so they are all `Relaxed`.
+/// Links are atomics only for interior mutability: the tree rewrites them while the owner is
+/// shared. The caller's lock orders every access, so they are all `Relaxed`.
 #[repr(C)]
 #[derive(Debug)]
 pub struct IntervalNode {
@@ -100,8 +101,8 @@ fn addr_of(node: &IntervalNode) -> u64 {
 /// an [`IntervalTreeRoot`] is the address of a live, unmoving [`IntervalNode`] linked in that tree.
 fn link<'a>(addr: u64) -> Option<&'a IntervalNode> {
     let ptr = ptr::with_exposed_provenance::<IntervalNode>(addr as usize);
-    // SAFETY: by the invariant above, a non-zero link is a live node whose address `insert` exposed;
-    // nodes are only mutated through their atomics, so a shared reference is sound.
+    // SAFETY: by the invariant above, a non-zero link is a live node whose address `insert`
+    // exposed; nodes are only mutated through their atomics, so a shared reference is sound.
     unsafe { ptr.as_ref() }
 }
 
@@ -268,8 +269,8 @@ impl IntervalTreeRoot {
     pub unsafe fn insert(&mut self, node: NonNull<IntervalNode>) -> Result<(), LinkError> {
         // Expose the caller's provenance so links turned back into pointers may reach the owner.
         let node_addr = node.as_ptr().expose_provenance() as u64;
-        // SAFETY: precondition 1 makes the node live; precondition 2 means no `&mut` aliases it, and
-        // all writes below go through its atomics.
+        // SAFETY: precondition 1 makes the node live; precondition 2 means no `&mut` aliases it,
+        // and all writes below go through its atomics.
         let node = unsafe { node.as_ref() };
         if node.is_linked() {
             return Err(LinkError::AlreadyLinked);
@@ -328,9 +329,9 @@ impl IntervalTreeRoot {
 
 /// The leftmost node under `node` overlapping `[start, last]`.
 ///
-/// Why the pruning is right: nodes to the left have smaller starts, so if anything there overlaps it
-/// comes first, and a subtree whose `subtree_last < start` ends before the query; once a node starts
-/// after `last`, so does everything to its right.
+/// Why the pruning is right: nodes to the left have smaller starts, so if anything there overlaps
+/// it comes first, and a subtree whose `subtree_last < start` ends before the query; once a node
+/// starts after `last`, so does everything to its right.
 fn subtree_search(mut node: &IntervalNode, start: u64, last: u64) -> Option<&IntervalNode> {
     loop {
         if let Some(left) = node.left().filter(|left| start <= left.subtree_last()) {

@@ -3,8 +3,8 @@
 //!
 //! Everything here runs under the `&mut IntervalTreeRoot` its caller holds, on nodes linked in that
 //! tree (or, for `insert`, the one node being linked). `subtree_last` is kept exact at every step:
-//! insertion raises it along the search path, erasure recomputes the path above the splice, and each
-//! rotation fixes the two nodes it moves.
+//! insertion raises it along the search path, erasure recomputes the path above the splice, and
+//! each rotation fixes the two nodes it moves.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -48,8 +48,8 @@ impl Arena {
 impl Drop for Arena {
     fn drop(&mut self) {
         for owner in self.0.drain(..) {
-            // SAFETY: each pointer came from Box::leak and is freed once; tests drop the tree (plain
-            // data) without touching nodes, so nothing reads them afterwards.
+            // SAFETY: each pointer came from Box::leak and is freed once; tests drop the tree
+            // (plain data) without touching nodes, so nothing reads them afterwards.
             drop(unsafe { Box::from_raw(owner.as_ptr()) });
         }
     }
@@ -237,16 +237,16 @@ fn validate_reports_a_wrong_parent_link_and_count() {
     // SAFETY: the owner is alive; only atomics are written.
     unsafe { leaf.as_ref() }.parent.store(0, Ordering::Relaxed);
     tree.count = 8;
+    let leaf_addr = leaf.as_ptr().addr() as u64;
     let violations = tree.validate();
+    let count = TreeViolation::Count {
+        stored: 8,
+        found: 7,
+    };
+    assert!(violations.contains(&count), "{violations:?}");
     assert!(
-        violations.contains(&TreeViolation::Count {
-            stored: 8,
-            found: 7
-        }),
-        "{violations:?}"
-    );
-    assert!(
-        violations.iter().any(|v| matches!(v, TreeViolation::ParentLink { node, stored: 0, .. } if *node == addr_of(unsafe { leaf.as_ref() }))),
+        violations.iter().any(|v| matches!(v,
+            TreeViolation::ParentLink { node, stored: 0, .. } if *node == leaf_addr)),
         "{violations:?}"
     );
 }
@@ -306,7 +306,9 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     #[test]
-    fn random_operations_match_a_brute_force_model_and_stay_valid(ops in proptest::collection::vec(op(), 1..300)) {
+    fn random_operations_match_a_brute_force_model_and_stay_valid(
+        ops in proptest::collection::vec(op(), 1..300),
+    ) {
         let mut arena = Arena::new();
         let mut tree = IntervalTreeRoot::new();
         // The model: (start, last) per arena id, and which ids are linked.
@@ -334,8 +336,8 @@ proptest! {
                     prop_assert!(starts.is_sorted(), "query not in start order: {:?}", starts);
                     let mut found = found;
                     found.sort_unstable();
-                    let mut expected: Vec<usize> =
-                        linked.iter().copied().filter(|&id| ranges[id].0 <= last && start <= ranges[id].1).collect();
+                    let overlaps = |&id: &usize| ranges[id].0 <= last && start <= ranges[id].1;
+                    let mut expected: Vec<_> = linked.iter().copied().filter(overlaps).collect();
                     expected.sort_unstable();
                     prop_assert_eq!(found, expected);
                 }

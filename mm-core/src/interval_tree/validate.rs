@@ -96,7 +96,7 @@ impl IntervalTreeRoot {
     /// Checks every invariant (see the list in this module) and returns each violation found, or
     /// an empty list for a sound tree. Never panics; stops descending where links loop.
     ///
-    /// Only links are followed, so a tree corrupted into pointing at freed memory cannot be checked.
+    /// Only links are followed: a tree corrupted into pointing at freed memory cannot be checked.
     pub fn validate(&self) -> Vec<TreeViolation> {
         let mut walk = Walk {
             out: Vec::new(),
