@@ -100,6 +100,8 @@ fn addr_of(node: &IntervalNode) -> u64 {
 /// Invariant (kept by `insert`'s contract and by this module): every non-zero link reachable from
 /// an [`IntervalTreeRoot`] is the address of a live, unmoving [`IntervalNode`] linked in that tree.
 fn link<'a>(addr: u64) -> Option<&'a IntervalNode> {
+    #[cfg(test)]
+    tests::LINKS_FOLLOWED.with(|n| n.set(n.get() + 1));
     let ptr = ptr::with_exposed_provenance::<IntervalNode>(addr as usize);
     // SAFETY: by the invariant above, a non-zero link is a live node whose address `insert`
     // exposed; nodes are only mutated through their atomics, so a shared reference is sound.

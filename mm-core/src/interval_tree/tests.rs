@@ -13,6 +13,11 @@ use proptest::prelude::*;
 
 use super::*;
 
+std::thread_local! {
+    /// Links this thread has followed, to measure how much of the tree a query touches.
+    pub(super) static LINKS_FOLLOWED: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
 /// A stand-in for a VMA: an id plus the embedded node.
 struct Owner {
     id: usize,
@@ -174,6 +179,30 @@ fn sorted_inserts_keep_the_tree_within_red_black_depth() {
     }
     assert!(depth(link(tree.root_addr())) <= 18);
     assert_eq!((tree.len(), tree.validate()), (n / 2, Vec::new()));
+}
+
+#[test]
+fn a_query_touches_a_logarithmic_part_of_the_tree_plus_the_hits() {
+    let mut arena = Arena::new();
+    let mut tree = IntervalTreeRoot::new();
+    let n = 4096u64;
+    for i in 0..n {
+        arena.add(4 * i, 4 * i + 1);
+        insert(&mut tree, &arena, i as usize);
+    }
+    // log2(4096) = 12, a red-black path is at most 2 * 13 deep, and each step follows a couple
+    // of links; a walk of the whole tree would follow thousands.
+    let measure = |start, last| {
+        LINKS_FOLLOWED.with(|l| l.set(0));
+        let hits = tree.query(start, last).count();
+        (hits, LINKS_FOLLOWED.with(|l| l.get()))
+    };
+    let (hits, links) = measure(4000, 4000 + 4 * 9 + 1);
+    assert_eq!(hits, 10);
+    assert!(links <= 4 * 26 + 4 * 10, "{links} links for 10 hits");
+    let (hits, links) = measure(2, 3);
+    assert_eq!(hits, 0);
+    assert!(links <= 4 * 26, "{links} links for a miss");
 }
 
 #[test]
