@@ -572,6 +572,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(debug_assertions), ignore = "LOCKDEP is off in release builds")]
     fn guards_tell_lockdep_about_every_acquire_and_release() {
         let ctx = LOCKDEP.current_context();
         let sem = RwSem::new(&TEST_OUTER, ());
@@ -586,6 +587,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(debug_assertions), ignore = "LOCKDEP is off in release builds")]
     fn locks_taken_against_the_order_are_reported_and_in_order_are_not() {
         let sem = RwSem::new(&TEST_OUTER, ());
         let lock = SpinLock::new(&TEST_INNER, ());
