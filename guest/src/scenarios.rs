@@ -56,8 +56,7 @@ fn page_fault(info: &BootInfo) -> u64 {
     // The boot page tables map RAM and nothing above it.
     let unmapped = (info.ram_size + (1 << 30)) as *const u64;
     // SAFETY: not safe at all, on purpose: the read faults and the IDT reports it.
-    let value = unsafe { core::ptr::read_volatile(unmapped) };
-    value
+    unsafe { core::ptr::read_volatile(unmapped) }
 }
 
 fn invalid_opcode() -> u64 {

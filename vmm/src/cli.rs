@@ -132,7 +132,7 @@ fn parse_mem(s: &str) -> Result<u64, String> {
             MAX_RAM >> 30
         ));
     }
-    if bytes % LARGE_PAGE_SIZE != 0 {
+    if !bytes.is_multiple_of(LARGE_PAGE_SIZE) {
         return Err("must be a multiple of 2 MiB".into());
     }
     Ok(bytes)

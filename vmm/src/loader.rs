@@ -143,7 +143,7 @@ pub fn check_kernel(image: &[u8], max_end: u64) -> Result<LoadedKernel, LoadErro
         if filesz > memsz {
             return Err(LoadError::BadSegmentSize(paddr));
         }
-        let seg_end = paddr.checked_add(memsz).unwrap_or(u64::MAX);
+        let seg_end = paddr.saturating_add(memsz);
         if paddr < min || seg_end > max {
             return Err(LoadError::SegmentOutOfRange {
                 start: paddr,

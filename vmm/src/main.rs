@@ -113,8 +113,9 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             let ready = report.ready_after.map_or(String::new(), |t| {
                 format!(", ready after {:.1} ms", t.as_secs_f64() * 1e3)
             });
+            let checked_in = report.in_scenario.iter().filter(|&&c| c).count();
             log::info!(
-                "guest passed: scenario '{}' on {} vCPU(s){ready}",
+                "guest passed: scenario '{}', {checked_in}/{} vCPUs checked in{ready}",
                 args.scenario,
                 args.vcpus
             );

@@ -289,7 +289,10 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
                     log::debug!("guest ready after {:.2} ms", after.as_secs_f64() * 1e3);
                     ready_after = Some(after);
                 }
-                Ucall::STAGE_SCENARIO => in_scenario[cpu] = true,
+                Ucall::STAGE_SCENARIO => {
+                    log::debug!("vCPU {cpu} reached the scenario");
+                    in_scenario[cpu] = true;
+                }
                 stage => log::debug!("vCPU {cpu} reached stage {stage}"),
             },
             VcpuEvent::End { cpu, end } => match decide(cpu, end, &in_scenario) {
@@ -375,5 +378,56 @@ fn stop_vcpus(stop: &AtomicBool, threads: &[JoinHandle<()>]) {
             let _ = t.kill(kick_signal());
         }
         std::thread::sleep(KICK_INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_needs_every_vcpu_checked_in() {
+        let done = || VcpuEnd::Call(GuestCall::Done { verdict: 0 });
+        assert!(matches!(decide(0, done(), &[true, true]), Decision::Pass));
+        match decide(0, done(), &[true, false, false]) {
+            Decision::Fail(Failure::MissingCheckIn { cpus }) => assert_eq!(cpus, vec![1, 2]),
+            _ => panic!("a missing check-in must fail the run"),
+        }
+    }
+
+    #[test]
+    fn a_failing_verdict_or_a_dead_vcpu_fails_the_run() {
+        let verdict = VcpuEnd::Call(GuestCall::Done { verdict: 3 });
+        assert!(matches!(
+            decide(0, verdict, &[true]),
+            Decision::Fail(Failure::Verdict(3))
+        ));
+        let shutdown = VcpuEnd::Shutdown(RegisterDump::default());
+        assert!(matches!(
+            decide(1, shutdown, &[true, true]),
+            Decision::Fail(Failure::TripleFault { cpu: 1, .. })
+        ));
+        assert!(matches!(
+            decide(1, VcpuEnd::Stopped, &[true, true]),
+            Decision::Undecided
+        ));
+    }
+
+    #[test]
+    fn exceptions_are_named_by_vector() {
+        let f = Failure::Exception {
+            cpu: 0,
+            vector: 14,
+            error_code: 2,
+            cr2: 0x1000,
+            rip: 0x10_0000,
+        };
+        let text = f.to_string();
+        assert!(
+            text.contains("#PF page fault (vector 14)")
+                && text.contains("CR2 0x1000")
+                && text.contains("RIP 0x100000")
+        );
+        assert_eq!(exception_name(99), "unknown vector");
     }
 }

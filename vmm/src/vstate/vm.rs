@@ -3,7 +3,7 @@
 use super::memory::{create_guest_memory, MemoryError};
 use crate::arch::x86_64::layout::{BOOT_INFO_START, PAGE_SIZE, STACK_SIZE};
 use crate::arch::x86_64::{paging, regs};
-use crate::loader::{load_kernel, LoadError, LoadedKernel};
+use crate::loader::{check_kernel, load_kernel, LoadError, LoadedKernel};
 use kvm_ioctls::{Kvm, VmFd};
 use mm_core::abi::{BootInfo, MAX_VCPUS};
 use vm_memory::{ByteValued, Bytes, GuestMemoryError, GuestMemoryMmap};
@@ -103,6 +103,10 @@ pub struct Vm {
 impl Vm {
     /// Opens KVM and builds a VM from `config`: RAM, irqchip, kernel, GDT, page tables, boot info.
     pub fn new(config: &VmConfig) -> Result<Vm, VmError> {
+        // Bad input is reported before KVM is touched, so it reads the same on any host.
+        let stacks_room = config.vcpus as u64 * STACK_SIZE + MIN_FREE_RAM;
+        let kernel_limit = config.ram_size.saturating_sub(stacks_room);
+        check_kernel(config.kernel, kernel_limit)?;
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let max = max_vcpus(&kvm);
         if config.vcpus == 0 || config.vcpus > max {

@@ -34,7 +34,7 @@ pub fn write_boot_page_tables(
     mem: &GuestMemoryMmap,
     ram_size: u64,
 ) -> Result<u64, GuestMemoryError> {
-    debug_assert!(ram_size % LARGE_PAGE_SIZE == 0 && ram_size <= MAX_RAM);
+    debug_assert!(ram_size.is_multiple_of(LARGE_PAGE_SIZE) && ram_size <= MAX_RAM);
     mem.write_obj(PDPT_START.0 | TABLE.0, PML4_START)?;
     for pd in 0..ram_size.div_ceil(PD_SPAN) {
         let pd_addr = PD_START.0 + pd * PAGE_SIZE;

@@ -1,0 +1,242 @@
+//! Boots the real guest through the `vmm` binary and checks how each kind of run ends: exit code,
+//! the message on stderr and the console on stdout.
+//!
+//! Tests that need KVM skip with a message where /dev/kvm is unusable, and fail instead when
+//! `MM_REQUIRE_KVM=1` (CI sets it).
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const VMM: &str = env!("CARGO_BIN_EXE_vmm");
+
+/// True when /dev/kvm can be opened; otherwise skips (or fails under MM_REQUIRE_KVM=1).
+fn kvm_available(test: &str) -> bool {
+    match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => true,
+        Err(e) if std::env::var("MM_REQUIRE_KVM").as_deref() == Ok("1") => {
+            panic!("MM_REQUIRE_KVM=1 but /dev/kvm cannot be opened: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: /dev/kvm cannot be opened ({e})");
+            false
+        }
+    }
+}
+
+fn vmm(args: &[&str]) -> Output {
+    Command::new(VMM)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("the vmm binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the vmm and checks its exit code, returning (stdout, stderr).
+fn expect_exit(args: &[&str], code: i32) -> (String, String) {
+    let out = vmm(args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "vmm {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("mm-boot-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).expect("temp dir is writable");
+    path
+}
+
+#[test]
+fn hello_prints_the_banner_and_exits_0() {
+    if !kvm_available("hello_prints_the_banner_and_exits_0") {
+        return;
+    }
+    let (stdout, stderr) = expect_exit(&[], 0);
+    assert!(
+        stdout.contains("mm guest kernel"),
+        "no banner in:\n{stdout}"
+    );
+    assert!(stdout.contains("heap and frame allocator OK"), "{stdout}");
+    assert!(
+        stderr.contains("guest passed: scenario 'hello'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn with_two_vcpus_both_check_in_with_the_host() {
+    if !kvm_available("with_two_vcpus_both_check_in_with_the_host") {
+        return;
+    }
+    let (stdout, stderr) = expect_exit(&["run", "--vcpus", "2"], 0);
+    assert!(stderr.contains("2/2 vCPUs checked in"), "{stderr}");
+    assert!(stdout.contains("hello from 2 vCPU(s)"), "{stdout}");
+}
+
+#[test]
+fn a_guest_panic_exits_1_with_the_message_and_location() {
+    if !kvm_available("a_guest_panic_exits_1_with_the_message_and_location") {
+        return;
+    }
+    let (_, stderr) = expect_exit(&["run", "--scenario", "panic"], 1);
+    assert!(
+        stderr.contains("the panic scenario panicked on purpose"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("src/scenarios.rs:"),
+        "no file:line in {stderr}"
+    );
+}
+
+#[test]
+fn a_page_fault_exits_1_naming_the_vector_the_address_and_rip() {
+    if !kvm_available("a_page_fault_exits_1_naming_the_vector_the_address_and_rip") {
+        return;
+    }
+    let (_, stderr) = expect_exit(&["run", "--scenario", "page-fault", "--mem", "256M"], 1);
+    assert!(stderr.contains("#PF page fault (vector 14)"), "{stderr}");
+    // The scenario reads 1 GiB past the end of RAM.
+    assert!(stderr.contains("CR2 0x50000000"), "{stderr}");
+    assert!(stderr.contains("RIP 0x1"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_opcode_exits_1_naming_the_vector_and_rip() {
+    if !kvm_available("an_invalid_opcode_exits_1_naming_the_vector_and_rip") {
+        return;
+    }
+    let (_, stderr) = expect_exit(&["run", "--scenario", "invalid-opcode"], 1);
+    assert!(stderr.contains("#UD invalid opcode (vector 6)"), "{stderr}");
+    assert!(stderr.contains("RIP 0x1"), "{stderr}");
+}
+
+#[test]
+fn a_triple_fault_exits_1_with_a_register_dump_and_the_console_tail() {
+    if !kvm_available("a_triple_fault_exits_1_with_a_register_dump_and_the_console_tail") {
+        return;
+    }
+    let (_, stderr) = expect_exit(&["run", "--scenario", "triple-fault"], 1);
+    assert!(stderr.contains("triple fault"), "{stderr}");
+    for reg in [
+        "RIP 0x",
+        "CR0 0x",
+        "CR2 0x",
+        "CR3 0x8000",
+        "CR4 0x",
+        "EFER 0x",
+    ] {
+        assert!(stderr.contains(reg), "no {reg} in {stderr}");
+    }
+    assert!(
+        stderr.contains("| mm guest kernel"),
+        "no console tail in {stderr}"
+    );
+}
+
+#[test]
+fn a_hanging_guest_is_stopped_by_the_watchdog() {
+    if !kvm_available("a_hanging_guest_is_stopped_by_the_watchdog") {
+        return;
+    }
+    let start = Instant::now();
+    let (_, stderr) = expect_exit(&["run", "--scenario", "hang", "--timeout", "1"], 1);
+    assert!(stderr.contains("watchdog"), "{stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_corrupt_kernel_file_is_refused_with_a_clear_error() {
+    let garbage = temp_file("garbage", &[0x42; 4096]);
+    let (_, stderr) = expect_exit(&["run", "--kernel", garbage.to_str().unwrap()], 2);
+    assert!(stderr.contains("not an ELF file"), "{stderr}");
+
+    let truncated = temp_file("truncated", b"\x7fELF\x02\x01\x01");
+    let (_, stderr) = expect_exit(&["run", "--kernel", truncated.to_str().unwrap()], 2);
+    assert!(stderr.contains("truncated"), "{stderr}");
+
+    let (_, stderr) = expect_exit(&["run", "--kernel", "/nonexistent/kernel.elf"], 2);
+    assert!(
+        stderr.contains("cannot read kernel /nonexistent/kernel.elf"),
+        "{stderr}"
+    );
+    for path in [garbage, truncated] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[test]
+fn a_kernel_for_another_machine_is_refused() {
+    // Any 64-bit ELF will do as a base: the vmm binary itself, with its machine patched to aarch64.
+    let mut image = std::fs::read(VMM).unwrap();
+    image[18..20].copy_from_slice(&183u16.to_le_bytes());
+    let foreign = temp_file("aarch64", &image);
+    let (_, stderr) = expect_exit(&["run", "--kernel", foreign.to_str().unwrap()], 2);
+    assert!(stderr.contains("machine 183, not x86_64"), "{stderr}");
+
+    image[4] = 1; // ELFCLASS32
+    let elf32 = temp_file("elf32", &image);
+    let (_, stderr) = expect_exit(&["run", "--kernel", elf32.to_str().unwrap()], 2);
+    assert!(stderr.contains("32-bit ELF"), "{stderr}");
+    for path in [foreign, elf32] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[test]
+fn bad_command_line_values_exit_2_with_one_line() {
+    for args in [
+        &["run", "--scenario", "no-such-scenario"][..],
+        &["run", "--mem", "3M"],
+        &["run", "--mem", "100M1"],
+        &["run", "--mem", "17M"],
+        &["run", "--vcpus", "0"],
+        &["run", "--vcpus", "999"],
+        &["run", "--timeout", "soon"],
+        &["run", "--frobnicate"],
+    ] {
+        let (_, stderr) = expect_exit(args, 2);
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{args:?} printed:\n{stderr}"
+        );
+        assert!(stderr.starts_with("vmm: "), "{stderr}");
+    }
+}
+
+#[test]
+fn list_names_every_scenario() {
+    let (stdout, _) = expect_exit(&["list"], 0);
+    for name in [
+        "hello",
+        "boot",
+        "panic",
+        "page-fault",
+        "invalid-opcode",
+        "triple-fault",
+        "hang",
+    ] {
+        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn help_tells_a_newcomer_what_this_is() {
+    let (stdout, _) = expect_exit(&["--help"], 0);
+    assert!(stdout.contains("KVM"), "{stdout}");
+    assert!(stdout.contains("Exit status"), "{stdout}");
+}
