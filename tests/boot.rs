@@ -240,3 +240,36 @@ fn help_tells_a_newcomer_what_this_is() {
     assert!(stdout.contains("KVM"), "{stdout}");
     assert!(stdout.contains("Exit status"), "{stdout}");
 }
+
+#[test]
+fn a_missing_dev_kvm_is_one_line_naming_the_device() {
+    // Hide /dev behind an empty tmpfs in a private mount namespace: needs root and unshare(1).
+    let hidden = Command::new("unshare")
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            "mount -t tmpfs none /dev && exec \"$0\"",
+            VMM,
+        ])
+        .env("RUST_LOG", "info")
+        .output();
+    let out = match hidden {
+        Ok(out)
+            if !text(&out.stderr).contains("unshare:") && !text(&out.stderr).contains("mount:") =>
+        {
+            out
+        }
+        _ => {
+            eprintln!("skipping: cannot hide /dev/kvm here (needs root and unshare)");
+            return;
+        }
+    };
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot open /dev/kvm") && stderr.contains("read-write access"),
+        "{stderr}"
+    );
+}
