@@ -67,7 +67,13 @@ impl Ucall {
 
     /// An empty call of kind `cmd` from `cpu`.
     pub const fn new(cmd: UcallCmd, cpu: u64) -> Self {
-        Ucall { cmd: cmd as u64, cpu, args: [0; 4], text_len: 0, text: [0; UCALL_TEXT_MAX] }
+        Ucall {
+            cmd: cmd as u64,
+            cpu,
+            args: [0; 4],
+            text_len: 0,
+            text: [0; UCALL_TEXT_MAX],
+        }
     }
 
     /// Appends as much of `s` as fits to the text; returns how many bytes were taken.
