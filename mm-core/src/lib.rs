@@ -9,12 +9,59 @@
 //! - [`interval_tree`]: the augmented interval tree behind each file's `i_mmap`.
 //! - [`lockdep`]: a lockdep-style checker that reports an inverted lock order naming both locks.
 //! - [`sync`]: the locks (`mmap_sem`, anon_vma lock, `i_mmap_lock`, `page_table_lock`).
+//! - [`addr`]: typed addresses (`PhysAddr`, `VirtAddr`, `Pfn`), page-table geometry, the user range.
+//! - [`cell`]: `U64Cell`, the `u64` field with interior mutability every host-read struct is built of.
+//! - [`phys`]: the frame allocator and phys→virt traits, the per-frame `Page` array, `SimRam`.
+//! - [`paging`]: 4-level page tables, the `MmuGather`, `free_pgd_range` with floor/ceiling.
+//! - [`mm`]: VMAs and address spaces: mmap/munmap/mprotect/brk/exit, faults, anon_vma, files, rmap,
+//!   truncate, `validate_mm`.
+//! - [`kernel`]: `Kernel`, the machine-wide context (allocator, phys access, TLB, hooks, variant).
+//! - [`hooks`]: the probe events (VMA unlinked, table unhooked/freed, TLB flush, frame alloc/free).
+//! - [`inject`]: fail-the-Nth-allocation fault injection.
+//! - [`variant`]: the ordering variants (`correct` and the deliberately wrong ones).
+//!
+//! # Lock order
+//!
+//! ```text
+//! mmap_sem
+//!   i_mmap_lock
+//!     anon_vma lock
+//!       page_table_lock / PTE lock
+//! ```
+//!
+//! # Invariants
+//!
+//! 1. An mm's VMAs form one sorted, non-overlapping, doubly linked list from `MmStruct::mmap`; the
+//!    find_vma index mirrors it exactly.
+//! 2. `map_count`, `total_vm`, `locked_vm`, `nr_ptes`, `pgtables_bytes` and the rss counters equal
+//!    what they count.
+//! 3. Every VMA on an mm's list is on its anon_vma's list and in its file's i_mmap; a VMA leaves both
+//!    before any page table under it is freed (the seed + "unlink vma before pagetables").
+//! 4. A page-table page is unhooked, then the TLB is flushed for its span, then it is freed; data
+//!    pages are freed only after the flush too.
+//! 5. PGD entries outside `[USER_BASE, TASK_SIZE)` belong to the kernel: mm-core never frees them.
+//! 6. Every frame reachable as a table from a PGD is an allocated frame marked `PAGETABLE`.
+//! 7. A kernel object (VMA, anon_vma, file, address_space, mm) is freed only after it is unlinked
+//!    from every structure that records its address.
 #![no_std]
 #![warn(missing_docs)]
 
 extern crate alloc;
 
 pub mod abi;
+pub mod addr;
+pub mod cell;
+pub mod hooks;
+pub mod inject;
 pub mod interval_tree;
+pub mod kernel;
 pub mod lockdep;
+pub mod mm;
+pub mod paging;
+pub mod phys;
 pub mod sync;
+pub mod variant;
+
+pub use addr::{Pfn, PhysAddr, VirtAddr};
+pub use kernel::Kernel;
+pub use variant::Variant;

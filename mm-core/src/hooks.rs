@@ -1,0 +1,83 @@
+//! Probe hooks: events the host probes (and tests) observe. Every method defaults to a no-op.
+//!
+//! The events mark the points the ordering rule is about: a VMA leaving rmap's reach
+//! ([`MmHooks::vma_unlinked`]), a page-table page leaving its parent ([`MmHooks::table_unhooked`]),
+//! the TLB flush ([`MmHooks::tlb_flushed`]) and the page-table page going back to the allocator
+//! ([`MmHooks::table_freeing`]).
+
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::paging::Level;
+use crate::phys::AllocKind;
+
+/// Which rmap structure a VMA left.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnlinkKind {
+    /// The VMA left its anon_vma's list.
+    Anon = 1,
+    /// The VMA left its file's i_mmap tree.
+    File = 2,
+}
+
+/// A VMA left an rmap structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaUnlinkEvent {
+    /// Address of the `MmStruct` the VMA belongs to.
+    pub mm: u64,
+    /// Address of the `Vma`.
+    pub vma: u64,
+    /// The VMA's range.
+    pub start: VirtAddr,
+    /// End of the VMA's range (exclusive).
+    pub end: VirtAddr,
+    /// Which structure it left.
+    pub kind: UnlinkKind,
+}
+
+/// A page-table page was unhooked from its parent, or is about to be freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableEvent {
+    /// Address of the `MmStruct` whose tables these are.
+    pub mm: u64,
+    /// The table's level.
+    pub level: Level,
+    /// The table's frame.
+    pub frame: PhysAddr,
+    /// First address the table maps.
+    pub start: VirtAddr,
+    /// End (exclusive) of what it maps.
+    pub end: VirtAddr,
+}
+
+/// A TLB flush of `[start, end)` in an mm completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushEvent {
+    /// Address of the `MmStruct`.
+    pub mm: u64,
+    /// Start of the flushed range.
+    pub start: VirtAddr,
+    /// End (exclusive) of the flushed range.
+    pub end: VirtAddr,
+}
+
+/// Observer of mm events. Hooks must not call back into mm-core.
+pub trait MmHooks {
+    /// A VMA left its anon_vma list or its i_mmap tree.
+    fn vma_unlinked(&self, _ev: &VmaUnlinkEvent) {}
+    /// A page-table page's parent entry was cleared.
+    fn table_unhooked(&self, _ev: &TableEvent) {}
+    /// A page-table page is about to go back to the allocator.
+    fn table_freeing(&self, _ev: &TableEvent) {}
+    /// A TLB flush completed.
+    fn tlb_flushed(&self, _ev: &FlushEvent) {}
+    /// A frame was allocated.
+    fn frame_alloc(&self, _frame: PhysAddr, _kind: AllocKind) {}
+    /// A frame is about to be freed.
+    fn frame_free(&self, _frame: PhysAddr, _kind: AllocKind) {}
+}
+
+/// Hooks that do nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+
+impl MmHooks for NoHooks {}

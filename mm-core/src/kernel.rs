@@ -1,0 +1,169 @@
+//! `Kernel`: the machine-wide context every mm operation runs in.
+//!
+//! It bundles what Linux reaches through globals: the frame allocator, phys→virt access, the
+//! per-frame metadata, the TLB-flush primitive, the probe hooks, fault injection and the ordering
+//! [`Variant`]. Address spaces ([`Mm`](crate::mm::Mm)) and files are created against one `Kernel`
+//! and every operation takes it as its first argument.
+
+use crate::addr::{PhysAddr, PAGE_SIZE};
+use crate::hooks::{MmHooks, NoHooks};
+use crate::inject::FaultInjector;
+use crate::paging::TlbFlush;
+use crate::phys::{AllocKind, FrameAllocator, MemMap, Page, PageFlags, PhysMem};
+use crate::variant::Variant;
+
+static NO_HOOKS: NoHooks = NoHooks;
+
+/// The machine-wide context of the memory manager.
+pub struct Kernel<'a> {
+    frames: &'a dyn FrameAllocator,
+    phys: &'a dyn PhysMem,
+    mem_map: MemMap<'a>,
+    tlb: &'a dyn TlbFlush,
+    hooks: &'a dyn MmHooks,
+    /// Fault injection ("fail the Nth allocation"); disarmed by default.
+    pub inject: FaultInjector,
+    variant: Variant,
+}
+
+impl<'a> Kernel<'a> {
+    /// A kernel over `frames` (reached through `phys`, described by `mem_map`) that flushes TLBs
+    /// with `tlb`; no hooks, [`Variant::Correct`].
+    pub fn new(
+        frames: &'a dyn FrameAllocator,
+        phys: &'a dyn PhysMem,
+        mem_map: MemMap<'a>,
+        tlb: &'a dyn TlbFlush,
+    ) -> Self {
+        Self {
+            frames,
+            phys,
+            mem_map,
+            tlb,
+            hooks: &NO_HOOKS,
+            inject: FaultInjector::default(),
+            variant: Variant::Correct,
+        }
+    }
+
+    /// The same kernel reporting to `hooks`.
+    pub fn with_hooks(mut self, hooks: &'a dyn MmHooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// The same kernel following ordering `variant` (only tests of the checkers want this).
+    pub fn with_variant(mut self, variant: Variant) -> Self {
+        self.variant = variant;
+        self
+    }
+
+    /// The ordering variant in force.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// The probe hooks.
+    pub fn hooks(&self) -> &dyn MmHooks {
+        self.hooks
+    }
+
+    /// The TLB-flush primitive.
+    pub fn tlb(&self) -> &dyn TlbFlush {
+        self.tlb
+    }
+
+    /// Phys→virt access.
+    pub fn phys(&self) -> &dyn PhysMem {
+        self.phys
+    }
+
+    /// The per-frame metadata array.
+    pub fn mem_map(&self) -> MemMap<'a> {
+        self.mem_map
+    }
+
+    /// The metadata of `frame`.
+    pub fn page(&self, frame: PhysAddr) -> &'a Page {
+        self.mem_map.page(frame)
+    }
+
+    /// Whether an object allocation of `kind` may proceed (fault injection says no to the Nth).
+    pub(crate) fn may_alloc(&self, kind: AllocKind) -> bool {
+        !self.inject.should_fail(kind)
+    }
+
+    /// A zeroed frame for `kind`, its metadata reset; `None` when memory is exhausted or injected to be.
+    pub(crate) fn alloc_frame(&self, kind: AllocKind) -> Option<PhysAddr> {
+        if self.inject.should_fail(kind) {
+            return None;
+        }
+        let frame = self.frames.alloc_frame()?;
+        let flags = match kind {
+            AllocKind::PageTable => PageFlags::PAGETABLE,
+            _ => PageFlags(0),
+        };
+        self.page(frame)
+            .reset(PageFlags(PageFlags::ALLOCATED.0 | flags.0));
+        self.zero_frame(frame);
+        self.hooks.frame_alloc(frame, kind);
+        Some(frame)
+    }
+
+    /// Returns `frame` to the allocator; its metadata is cleared first.
+    pub(crate) fn free_frame(&self, frame: PhysAddr, kind: AllocKind) {
+        self.hooks.frame_free(frame, kind);
+        self.page(frame).reset(PageFlags(0));
+        self.frames.free_frame(frame);
+    }
+
+    /// Drops one reference to a data page, freeing it with the last one.
+    pub(crate) fn put_page(&self, frame: PhysAddr) {
+        let page = self.page(frame);
+        debug_assert!(page.refcount.get() > 0, "put_page on free page {frame}");
+        if page.refcount.sub(1) == 0 {
+            self.free_frame(frame, AllocKind::DataPage);
+        }
+    }
+
+    /// Fills `frame` with zeroes.
+    pub(crate) fn zero_frame(&self, frame: PhysAddr) {
+        let p = self.phys.frame_ptr(frame);
+        // SAFETY: PhysMem's contract: p is valid for PAGE_SIZE bytes of writes while the frame is
+        // allocated, which the caller's ownership of `frame` guarantees.
+        unsafe { core::ptr::write_bytes(p, 0, PAGE_SIZE as usize) }
+    }
+
+    /// Copies the contents of frame `src` to frame `dst` (copy-on-write).
+    pub(crate) fn copy_frame(&self, dst: PhysAddr, src: PhysAddr) {
+        let d = self.phys.frame_ptr(dst);
+        let s = self.phys.frame_ptr(src);
+        // SAFETY: both frames are allocated (PhysMem contract: PAGE_SIZE valid bytes each) and
+        // distinct, since dst was just allocated while src is still referenced.
+        unsafe { core::ptr::copy_nonoverlapping(s, d, PAGE_SIZE as usize) }
+    }
+
+    /// Reads byte `offset` of `frame` (tests and the user-copy paths).
+    pub fn read_byte(&self, frame: PhysAddr, offset: u64) -> u8 {
+        assert!(offset < PAGE_SIZE);
+        // SAFETY: offset < PAGE_SIZE and the PhysMem contract makes the frame's bytes readable.
+        unsafe {
+            self.phys
+                .frame_ptr(frame)
+                .add(offset as usize)
+                .read_volatile()
+        }
+    }
+
+    /// Writes byte `offset` of `frame`.
+    pub fn write_byte(&self, frame: PhysAddr, offset: u64, value: u8) {
+        assert!(offset < PAGE_SIZE);
+        // SAFETY: offset < PAGE_SIZE and the PhysMem contract makes the frame's bytes writable.
+        unsafe {
+            self.phys
+                .frame_ptr(frame)
+                .add(offset as usize)
+                .write_volatile(value)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `AnonVma`: the reverse map of anonymous pages — the list of VMAs that may map them.
+//!
+//! An anonymous page's `mapping` points here (with [`PAGE_MAPPING_ANON`] set), so rmap finds every
+//! VMA that could map the page by walking `head` → `Vma::anon_vma_next`.
+
+use crate::cell::U64Cell;
+use crate::hooks::{UnlinkKind, VmaUnlinkEvent};
+use crate::kernel::Kernel;
+use crate::mm::kobj::{addr_of, KPtr};
+use crate::mm::vma::VmaPtr;
+use crate::phys::{AllocKind, PAGE_MAPPING_ANON};
+
+/// Handle to an [`AnonVma`].
+pub type AnonVmaPtr = KPtr<AnonVma>;
+
+/// A reverse-map anchor for anonymous pages (Linux's `anon_vma`).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct AnonVma {
+    /// First VMA on the list (0 = empty).
+    pub head: U64Cell,
+    /// VMAs on the list.
+    pub nr_vmas: U64Cell,
+}
+
+impl AnonVma {
+    /// The VMAs on the list.
+    pub fn vmas(&self) -> impl Iterator<Item = VmaPtr> {
+        core::iter::successors(KPtr::from_addr(self.head.get()), |v: &VmaPtr| {
+            KPtr::from_addr(v.get().anon_vma_next.get())
+        })
+    }
+}
+
+/// The value a page's `mapping` holds when it belongs to `anon`.
+pub fn anon_mapping_value(anon: AnonVmaPtr) -> u64 {
+    anon.addr() | PAGE_MAPPING_ANON
+}
+
+/// Makes sure `vma` has an anon_vma before its first anonymous page (Linux's `anon_vma_prepare`);
+/// `false` when the allocation fails.
+pub(crate) fn anon_vma_prepare(k: &Kernel<'_>, vma: VmaPtr) -> bool {
+    if vma.get().anon().is_some() {
+        return true;
+    }
+    // Reuse a mergeable neighbour's anon_vma so a later merge of the two VMAs stays possible.
+    let v = vma.get();
+    let neighbour = [v.prev(), v.next()].into_iter().flatten().find_map(|n| {
+        let nv = n.get();
+        let adjacent = nv.end() == v.start() || nv.start() == v.end();
+        (adjacent && nv.file().is_none() && v.file().is_none() && nv.flags() == v.flags())
+            .then(|| nv.anon())
+            .flatten()
+    });
+    let anon = match neighbour {
+        Some(a) => a,
+        None => {
+            if !k.may_alloc(AllocKind::AnonVma) {
+                return false;
+            }
+            KPtr::alloc(AnonVma::default())
+        }
+    };
+    v.anon_vma.set(anon.addr());
+    anon_vma_link(vma);
+    true
+}
+
+/// Puts `vma` on its anon_vma's list (after a split or a copy), if it has one.
+pub(crate) fn anon_vma_link(vma: VmaPtr) {
+    let v = vma.get();
+    let Some(anon) = v.anon() else { return };
+    let a = anon.get();
+    let head: Option<VmaPtr> = KPtr::from_addr(a.head.get());
+    v.anon_vma_prev.set(0);
+    v.anon_vma_next.set(addr_of(head));
+    if let Some(h) = head {
+        h.get().anon_vma_prev.set(vma.addr());
+    }
+    a.head.set(vma.addr());
+    a.nr_vmas.add(1);
+}
+
+/// Takes `vma` off its anon_vma's list, hiding it from rmap, and frees the anon_vma with its last
+/// VMA. Idempotent: the VMA forgets its anon_vma.
+pub fn anon_vma_unlink(k: &Kernel<'_>, vma: VmaPtr) {
+    let v = vma.get();
+    let Some(anon) = v.anon() else { return };
+    let a = anon.get();
+    let prev: Option<VmaPtr> = KPtr::from_addr(v.anon_vma_prev.get());
+    let next: Option<VmaPtr> = KPtr::from_addr(v.anon_vma_next.get());
+    match prev {
+        Some(p) => p.get().anon_vma_next.set(addr_of(next)),
+        None => a.head.set(addr_of(next)),
+    }
+    if let Some(n) = next {
+        n.get().anon_vma_prev.set(addr_of(prev));
+    }
+    v.anon_vma_next.set(0);
+    v.anon_vma_prev.set(0);
+    v.anon_vma.set(0);
+    let empty = a.nr_vmas.sub(1) == 0;
+    k.hooks().vma_unlinked(&VmaUnlinkEvent {
+        mm: v.vm_mm.get(),
+        vma: vma.addr(),
+        start: v.start(),
+        end: v.end(),
+        kind: UnlinkKind::Anon,
+    });
+    if empty {
+        // SAFETY: Invariant 7: the list is empty, and no page points here any more because a page's
+        // mapping is cleared when its last anonymous mapping goes (page_remove_rmap).
+        unsafe { anon.free() };
+    }
+}

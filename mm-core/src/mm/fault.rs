@@ -1,0 +1,170 @@
+//! `handle_mm_fault`: resolving a page fault on a user address.
+
+use crate::addr::{VirtAddr, PAGE_SIZE};
+use crate::hooks::FlushEvent;
+use crate::kernel::Kernel;
+use crate::mm::anon::anon_vma_prepare;
+use crate::mm::error::FaultError;
+use crate::mm::mm_struct::Mm;
+use crate::mm::rmap::{page_add_file_rmap, page_add_new_anon_rmap, page_remove_rmap};
+use crate::mm::vma::{VmFlags, VmaPtr};
+use crate::paging::walk::{pte_alloc, PteSlot};
+use crate::paging::{PageTableEntry, PteFlags};
+use crate::phys::{AllocKind, PageFlags};
+
+/// The kind of access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A load.
+    Read,
+    /// A store.
+    Write,
+    /// An instruction fetch.
+    Exec,
+}
+
+/// The leaf flags a VMA with `flags` gets; `writable` only where writes may go straight to the page.
+pub(crate) fn leaf_flags(flags: VmFlags, writable: bool) -> PteFlags {
+    if flags.0 & VmFlags::ACCESS.0 == 0 {
+        return PteFlags::PROTNONE;
+    }
+    let mut f = PteFlags::PRESENT | PteFlags::USER;
+    if writable && flags.contains(VmFlags::WRITE) {
+        f = f | PteFlags::WRITABLE;
+    }
+    if !flags.contains(VmFlags::EXEC) {
+        f = f | PteFlags::NO_EXECUTE;
+    }
+    f
+}
+
+impl Mm {
+    /// Resolves a fault at `addr` for `access` (Linux's `handle_mm_fault`): checks the VMA's
+    /// permissions, allocates page tables on demand, then maps a zeroed anonymous page, a page-cache
+    /// page, or a private copy (copy-on-write).
+    pub fn handle_mm_fault(
+        &mut self,
+        k: &Kernel<'_>,
+        addr: VirtAddr,
+        access: Access,
+    ) -> Result<(), FaultError> {
+        let vma = self.vma_at(addr).ok_or(FaultError::MapErr)?;
+        let flags = vma.get().flags();
+        let needed = match access {
+            Access::Read => VmFlags::READ,
+            Access::Write => VmFlags::WRITE,
+            Access::Exec => VmFlags::EXEC,
+        };
+        if !flags.contains(needed) {
+            return Err(FaultError::AccErr);
+        }
+        let addr = addr.align_down(PAGE_SIZE);
+        let slot = pte_alloc(k, self.raw(), addr).ok_or(FaultError::Oom)?;
+        let e = slot.read(k);
+        if !e.holds_frame() {
+            return self.do_no_page(k, vma, addr, slot, access);
+        }
+        if !e.is_present() {
+            return Err(FaultError::AccErr);
+        }
+        if access == Access::Write && !e.flags().contains(PteFlags::WRITABLE) {
+            return self.do_wp_page(k, vma, addr, slot, e);
+        }
+        let mut f = e.flags() | PteFlags::ACCESSED;
+        if access == Access::Write {
+            f = f | PteFlags::DIRTY;
+        }
+        slot.write(k, e.with_flags(f));
+        Ok(())
+    }
+
+    fn do_no_page(
+        &mut self,
+        k: &Kernel<'_>,
+        vma: VmaPtr,
+        addr: VirtAddr,
+        slot: PteSlot,
+        access: Access,
+    ) -> Result<(), FaultError> {
+        let v = vma.get();
+        let index = v.linear_page_index(addr);
+        let Some(file) = v.file() else {
+            return self.map_new_anon(k, vma, addr, slot, None);
+        };
+        let mapping = file.get().mapping();
+        let m = mapping.get();
+        if index >= m.i_size_pages.get() {
+            return Err(FaultError::Sigbus);
+        }
+        let frame = m.find_or_create_page(k, index).ok_or(FaultError::Oom)?;
+        let shared = v.flags().contains(VmFlags::SHARED);
+        if access == Access::Write && !shared {
+            return self.map_new_anon(k, vma, addr, slot, Some(frame));
+        }
+        page_add_file_rmap(k, self.raw(), frame);
+        let f = leaf_flags(v.flags(), shared) | PteFlags::ACCESSED;
+        slot.write(k, PageTableEntry::new(frame, f));
+        Ok(())
+    }
+
+    /// Maps a new anonymous page at `addr`: zeroed, or a copy of `copy_of`.
+    fn map_new_anon(
+        &mut self,
+        k: &Kernel<'_>,
+        vma: VmaPtr,
+        addr: VirtAddr,
+        slot: PteSlot,
+        copy_of: Option<crate::addr::PhysAddr>,
+    ) -> Result<(), FaultError> {
+        if !anon_vma_prepare(k, vma) {
+            return Err(FaultError::Oom);
+        }
+        let frame = k.alloc_frame(AllocKind::DataPage).ok_or(FaultError::Oom)?;
+        if let Some(src) = copy_of {
+            k.copy_frame(frame, src);
+        }
+        let v = vma.get();
+        let anon = v.anon().ok_or(FaultError::Oom)?;
+        page_add_new_anon_rmap(k, self.raw(), frame, anon, v.linear_page_index(addr));
+        let f = leaf_flags(v.flags(), true) | PteFlags::ACCESSED | PteFlags::DIRTY;
+        slot.write(k, PageTableEntry::new(frame, f));
+        Ok(())
+    }
+
+    /// A write to a present, write-protected page of a writable VMA (Linux's `do_wp_page`).
+    fn do_wp_page(
+        &mut self,
+        k: &Kernel<'_>,
+        vma: VmaPtr,
+        addr: VirtAddr,
+        slot: PteSlot,
+        e: PageTableEntry,
+    ) -> Result<(), FaultError> {
+        let old = e.frame();
+        let page = k.page(old);
+        let v = vma.get();
+        let reuse = v.flags().contains(VmFlags::SHARED)
+            || (page.page_flags().contains(PageFlags::ANON) && page.mapcount.get() == 1);
+        if reuse {
+            let f = e.flags() | PteFlags::WRITABLE | PteFlags::ACCESSED | PteFlags::DIRTY;
+            slot.write(k, e.with_flags(f));
+            return Ok(());
+        }
+        // Copy-on-write of a page-cache page in a private mapping.
+        slot.write(k, PageTableEntry::NONE);
+        if let Err(err) = self.map_new_anon(k, vma, addr, slot, Some(old)) {
+            slot.write(k, e);
+            return Err(err);
+        }
+        let raw = self.raw();
+        k.tlb().flush_range(raw.pgd(), addr, addr + PAGE_SIZE);
+        k.hooks().tlb_flushed(&FlushEvent {
+            mm: raw.addr(),
+            start: addr,
+            end: addr + PAGE_SIZE,
+        });
+        page_remove_rmap(k, raw, old);
+        k.put_page(old);
+        Ok(())
+    }
+}

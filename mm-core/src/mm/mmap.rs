@@ -1,0 +1,287 @@
+//! Creating mappings: `mmap`, `brk`, and the VMA surgery they share (split, merge, link).
+
+use crate::addr::{VirtAddr, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, USER_BASE};
+use crate::kernel::Kernel;
+use crate::mm::anon::{anon_vma_link, anon_vma_unlink};
+use crate::mm::error::{BrkError, MmapError};
+use crate::mm::file::{fput, get_file, unlink_file_vma, vma_link_file, FilePtr};
+use crate::mm::kobj::{addr_of, KPtr};
+use crate::mm::mm_struct::Mm;
+use crate::mm::vma::{MapFlags, Prot, VmFlags, Vma, VmaPtr};
+use crate::phys::AllocKind;
+
+/// Why a VMA could not be split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SplitError {
+    /// `max_map_count` reached.
+    MapCount,
+    /// No memory for the new VMA.
+    VmaAlloc,
+}
+
+impl Mm {
+    /// Maps `len` bytes (Linux's `do_mmap_pgoff`): anonymous if `file` is `None`, else `file` from
+    /// page `pgoff`; at `addr` exactly with [`MapFlags::FIXED`] (replacing what is there), else at
+    /// `addr` if it is free or wherever there is room. Returns the mapping's start.
+    #[allow(clippy::too_many_arguments)] // mmap(2)'s own six arguments, plus the mm and the kernel
+    pub fn mmap(
+        &mut self,
+        k: &Kernel<'_>,
+        addr: VirtAddr,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        file: Option<FilePtr>,
+        pgoff: u64,
+    ) -> Result<VirtAddr, MmapError> {
+        let shared = flags.contains(MapFlags::SHARED);
+        if len == 0
+            || !prot.is_valid()
+            || shared == flags.contains(MapFlags::PRIVATE)
+            || file.is_some() == flags.contains(MapFlags::ANONYMOUS)
+        {
+            return Err(MmapError::Invalid);
+        }
+        let len = VirtAddr(len)
+            .checked_align_up(PAGE_SIZE)
+            .ok_or(MmapError::TooLarge)?
+            .0;
+        if len > TASK_SIZE - USER_BASE {
+            return Err(MmapError::TooLarge);
+        }
+        if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
+            return Err(MmapError::TooLarge);
+        }
+        let addr = if flags.contains(MapFlags::FIXED) {
+            if !addr.is_aligned(PAGE_SIZE) || addr < USER_BASE || addr.0 > TASK_SIZE.0 - len {
+                return Err(MmapError::Invalid);
+            }
+            addr
+        } else {
+            self.get_unmapped_area(addr, len)
+                .ok_or(MmapError::NoSpace)?
+        };
+        if self.raw().map_count.get() >= self.raw().max_map_count.get() {
+            return Err(MmapError::MapCount);
+        }
+        if flags.contains(MapFlags::FIXED) {
+            self.munmap(k, addr, len).map_err(|_| MmapError::Unmap)?;
+        }
+        let mut vm_flags = VmFlags(0).with_prot(prot);
+        // Shared anonymous memory behaves as private here: with no fork, nothing else can see it.
+        if shared && file.is_some() {
+            vm_flags = vm_flags.union(VmFlags::SHARED);
+        }
+        if flags.contains(MapFlags::LOCKED) {
+            vm_flags = vm_flags.union(VmFlags::LOCKED);
+        }
+        let pgoff = if file.is_some() {
+            pgoff
+        } else {
+            addr.page_index()
+        };
+        self.map_region(k, addr, addr + len, vm_flags, file, pgoff)?;
+        Ok(addr)
+    }
+
+    /// Installs `[addr, end)` (known to be free) with `flags`, extending a neighbour when it can.
+    fn map_region(
+        &mut self,
+        k: &Kernel<'_>,
+        addr: VirtAddr,
+        end: VirtAddr,
+        flags: VmFlags,
+        file: Option<FilePtr>,
+        pgoff: u64,
+    ) -> Result<VmaPtr, MmapError> {
+        let pages = (end - addr) >> PAGE_SHIFT;
+        let prev = self.find_vma_prev(addr);
+        let vma = match prev.filter(|p| can_extend(p.get(), addr, flags, file, pgoff)) {
+            Some(p) => {
+                self.set_vma_end(p, end);
+                p
+            }
+            None => {
+                if !k.may_alloc(AllocKind::Vma) {
+                    return Err(MmapError::VmaAlloc);
+                }
+                let v = new_vma(self, addr, end, flags, file, pgoff);
+                if let Some(f) = file {
+                    get_file(f);
+                }
+                self.vma_link(v, prev);
+                v
+            }
+        };
+        let raw = self.raw();
+        raw.total_vm.add(pages);
+        if flags.contains(VmFlags::LOCKED) {
+            raw.locked_vm.add(pages);
+        }
+        if let Some(next) = vma.get().next() {
+            self.try_merge(k, vma, next);
+        }
+        Ok(vma)
+    }
+
+    /// Links a new VMA into the list, the index, its anon_vma and its file's i_mmap (`vma_link`).
+    pub(crate) fn vma_link(&mut self, vma: VmaPtr, prev: Option<VmaPtr>) {
+        self.link_list(vma, prev);
+        anon_vma_link(vma);
+        vma_link_file(vma);
+    }
+
+    /// Finds `len` free bytes: at `hint` if possible, else the first gap from the search cache.
+    pub(crate) fn get_unmapped_area(&mut self, hint: VirtAddr, len: u64) -> Option<VirtAddr> {
+        let hint = hint.align_down(PAGE_SIZE);
+        if hint >= USER_BASE && hint.0 <= TASK_SIZE.0 - len && self.range_is_free(hint, hint + len)
+        {
+            return Some(hint);
+        }
+        let base = VirtAddr(self.raw().mmap_base.get());
+        for start in [self.free_area_cache().max(base), base, USER_BASE] {
+            let mut addr = start;
+            while addr.0 <= TASK_SIZE.0 - len {
+                match self.find_vma(addr) {
+                    Some(v) if v.get().start() < addr + len => addr = v.get().end(),
+                    _ => {
+                        self.set_free_area_cache(addr + len);
+                        return Some(addr);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether no VMA meets `[start, end)`.
+    pub(crate) fn range_is_free(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        self.find_vma(start).is_none_or(|v| v.get().start() >= end)
+    }
+
+    /// Splits `vma` at `addr` (page aligned, strictly inside); the new VMA is the upper part
+    /// `[addr, end)` and is returned (Linux's `split_vma(..., new_below = 0)`).
+    pub(crate) fn split_vma(
+        &mut self,
+        k: &Kernel<'_>,
+        vma: VmaPtr,
+        addr: VirtAddr,
+    ) -> Result<VmaPtr, SplitError> {
+        if self.raw().map_count.get() >= self.raw().max_map_count.get() {
+            return Err(SplitError::MapCount);
+        }
+        if !k.may_alloc(AllocKind::Vma) {
+            return Err(SplitError::VmaAlloc);
+        }
+        let v = vma.get();
+        debug_assert!(v.start() < addr && addr < v.end());
+        let pgoff = v.pgoff() + ((addr - v.start()) >> PAGE_SHIFT);
+        let upper = new_vma(self, addr, v.end(), v.flags(), v.file(), pgoff);
+        upper.get().anon_vma.set(v.anon_vma.get());
+        if let Some(f) = v.file() {
+            get_file(f);
+        }
+        self.set_vma_end(vma, addr);
+        self.vma_link(upper, Some(vma));
+        Ok(upper)
+    }
+
+    /// Merges `b` into `a` if they are adjacent and compatible (`vma_merge`'s effect); `true` if
+    /// merged. `b` is unlinked and freed.
+    pub(crate) fn try_merge(&mut self, k: &Kernel<'_>, a: VmaPtr, b: VmaPtr) -> bool {
+        let (av, bv) = (a.get(), b.get());
+        let b_pgoff_ok = bv.file().is_none() || av.pgoff() + av.pages() == bv.pgoff();
+        let anon_ok = av.anon().is_none() || bv.anon().is_none() || av.anon() == bv.anon();
+        if av.end() != bv.start()
+            || av.flags() != bv.flags()
+            || av.file() != bv.file()
+            || !b_pgoff_ok
+            || !anon_ok
+        {
+            return false;
+        }
+        if av.anon().is_none() && bv.anon().is_some() {
+            av.anon_vma.set(bv.anon_vma.get());
+            anon_vma_link(a);
+        }
+        let end = bv.end();
+        self.unlink_list(b);
+        anon_vma_unlink(k, b);
+        unlink_file_vma(k, b);
+        if let Some(f) = bv.file() {
+            fput(k, f);
+        }
+        // SAFETY: b is off the list, the index, its anon_vma and i_mmap (Invariant 7), and its
+        // handle is not used again.
+        unsafe { b.free() };
+        self.set_vma_end(a, end);
+        true
+    }
+
+    /// Moves the program break (Linux's `sys_brk`); returns the new break.
+    pub fn brk(&mut self, k: &Kernel<'_>, new: VirtAddr) -> Result<VirtAddr, BrkError> {
+        let raw = self.raw();
+        let (start_brk, cur) = (VirtAddr(raw.start_brk.get()), VirtAddr(raw.brk.get()));
+        if new < start_brk || new > TASK_SIZE {
+            return Err(BrkError::Invalid);
+        }
+        let align = |a: VirtAddr| a.checked_align_up(PAGE_SIZE).unwrap_or(TASK_SIZE);
+        let (newbrk, oldbrk) = (align(new), align(cur));
+        if newbrk < oldbrk {
+            self.munmap(k, newbrk, oldbrk - newbrk)
+                .map_err(|_| BrkError::NoMemory)?;
+        } else if newbrk > oldbrk {
+            // Keep a guard page free above the heap, as Linux does.
+            let guard_end = if newbrk < TASK_SIZE {
+                newbrk + PAGE_SIZE
+            } else {
+                newbrk
+            };
+            if !self.range_is_free(oldbrk, guard_end) {
+                return Err(BrkError::Overlap);
+            }
+            if self.raw().map_count.get() >= self.raw().max_map_count.get() {
+                return Err(BrkError::NoMemory);
+            }
+            let flags = VmFlags(0).with_prot(Prot::RW);
+            self.map_region(k, oldbrk, newbrk, flags, None, oldbrk.page_index())
+                .map_err(|_| BrkError::NoMemory)?;
+        }
+        self.raw().brk.set(new.0);
+        Ok(new)
+    }
+}
+
+/// Whether `prev` (ending at `addr`) can simply grow to cover a new mapping starting at `addr`.
+fn can_extend(
+    prev: &Vma,
+    addr: VirtAddr,
+    flags: VmFlags,
+    file: Option<FilePtr>,
+    pgoff: u64,
+) -> bool {
+    prev.end() == addr
+        && prev.flags() == flags
+        && prev.file() == file
+        && (file.is_none() || prev.pgoff() + prev.pages() == pgoff)
+}
+
+/// A fresh, unlinked VMA of `mm` (the caller has checked the allocation may proceed).
+fn new_vma(
+    mm: &Mm,
+    start: VirtAddr,
+    end: VirtAddr,
+    flags: VmFlags,
+    file: Option<FilePtr>,
+    pgoff: u64,
+) -> VmaPtr {
+    let v = KPtr::alloc(Vma::default());
+    let r = v.get();
+    r.vm_mm.set(mm.raw().addr());
+    r.vm_start.set(start.0);
+    r.vm_end.set(end.0);
+    r.vm_flags.set(flags.0);
+    r.vm_pgoff.set(pgoff);
+    r.vm_file.set(addr_of(file));
+    v
+}

@@ -1,0 +1,42 @@
+//! Address spaces: VMAs, mmap/munmap/mprotect/brk/exit, faults, rmap and truncate.
+//!
+//! - [`mm_struct`]: [`MmStruct`] (the `#[repr(C)]` head) and [`Mm`] (owner + find_vma index).
+//! - [`vma`]: [`Vma`] and its flags; [`kobj`]: stable-address handles for intrusive links.
+//! - [`anon`]: [`AnonVma`], the reverse map of anonymous pages.
+//! - [`file`]: [`File`], [`AddressSpace`] (page cache and `i_mmap`), `get_file`/`fput`.
+//! - [`mmap`]: `mmap`, `brk`, splitting and merging VMAs.
+//! - [`unmap`]: `munmap`, `exit_mmap`, and the seed's `free_pgtables` / `remove_vma`.
+//! - [`mprotect`]: `mprotect` and `change_protection`.
+//! - [`fault`]: `handle_mm_fault` (anonymous, file, copy-on-write).
+//! - [`rmap`]: `rmap_walk`, `page_referenced`, `try_to_unmap`.
+//! - [`truncate`]: `vmtruncate`, `unmap_mapping_range`.
+//! - [`validate`]: `validate_mm`, every invariant as a list of violations.
+//! - [`error`]: one error enum per operation.
+
+pub mod anon;
+pub mod error;
+pub mod fault;
+pub mod file;
+pub mod kobj;
+pub mod mm_struct;
+pub mod mmap;
+pub mod mprotect;
+pub mod rmap;
+pub mod truncate;
+pub mod unmap;
+pub mod validate;
+pub mod vma;
+
+pub use anon::{AnonVma, AnonVmaPtr};
+pub use error::{
+    BrkError, FaultError, FileError, MmNewError, MmapError, MprotectError, MunmapError,
+};
+pub use fault::Access;
+pub use file::{fput, get_file, iput, AddressSpace, File, FilePtr, MappingPtr, VmOps};
+pub use kobj::KPtr;
+pub use mm_struct::{Mm, MmStruct, DEFAULT_MAX_MAP_COUNT};
+pub use validate::Violation;
+pub use vma::{MapFlags, Prot, VmFlags, Vma, VmaPtr};
+
+#[cfg(test)]
+mod tests;

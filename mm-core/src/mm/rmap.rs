@@ -1,0 +1,145 @@
+//! Reverse mapping: from a page to every PTE that maps it.
+//!
+//! Lock order for walkers (see the crate root): `i_mmap_lock` or the anon_vma lock, then each
+//! VMA's page tables, descended without `mmap_sem`. That is why a VMA must leave i_mmap and its
+//! anon_vma before its page tables are freed (Invariant 3).
+
+use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::hooks::FlushEvent;
+use crate::kernel::Kernel;
+use crate::mm::anon::{anon_mapping_value, AnonVma, AnonVmaPtr};
+use crate::mm::file::AddressSpace;
+use crate::mm::kobj::KPtr;
+use crate::mm::mm_struct::MmStruct;
+use crate::mm::vma::VmaPtr;
+use crate::paging::walk::{lookup, PteSlot};
+use crate::paging::{PageTableEntry, PteFlags};
+use crate::phys::{PageFlags, PAGE_MAPPING_ANON};
+
+/// Records a new anonymous mapping of `frame` at `va` of `vma` (Linux's `page_add_anon_rmap` on a
+/// fresh page).
+pub(crate) fn page_add_new_anon_rmap(
+    k: &Kernel<'_>,
+    mm: &MmStruct,
+    frame: PhysAddr,
+    anon: AnonVmaPtr,
+    index: u64,
+) {
+    let page = k.page(frame);
+    page.flags.set(page.flags.get() | PageFlags::ANON.0);
+    page.mapping.set(anon_mapping_value(anon));
+    page.index.set(index);
+    page.refcount.set(1);
+    page.mapcount.set(1);
+    mm.anon_rss.add(1);
+}
+
+/// Records one more mapping of page-cache page `frame` (takes a reference).
+pub(crate) fn page_add_file_rmap(k: &Kernel<'_>, mm: &MmStruct, frame: PhysAddr) {
+    let page = k.page(frame);
+    page.refcount.add(1);
+    page.mapcount.add(1);
+    mm.file_rss.add(1);
+}
+
+/// Drops one mapping of `frame` from `mm`'s accounting; the reference is dropped by the caller
+/// (after the TLB flush). An anonymous page's last unmap forgets its anon_vma, which may be freed
+/// next (Invariant 7).
+pub(crate) fn page_remove_rmap(k: &Kernel<'_>, mm: &MmStruct, frame: PhysAddr) {
+    let page = k.page(frame);
+    let anon = page.page_flags().contains(PageFlags::ANON);
+    if anon {
+        mm.anon_rss.sub(1);
+    } else {
+        mm.file_rss.sub(1);
+    }
+    if page.mapcount.sub(1) == 0 && anon {
+        page.mapping.set(0);
+    }
+}
+
+/// Calls `f(vma, va, slot)` for every PTE that maps `frame`, found through its anon_vma or its
+/// file's i_mmap (Linux's `rmap_walk`). Returns how many were found.
+pub fn rmap_walk(
+    k: &Kernel<'_>,
+    frame: PhysAddr,
+    f: &mut dyn FnMut(VmaPtr, VirtAddr, PteSlot),
+) -> u64 {
+    let page = k.page(frame);
+    if page.mapcount.get() == 0 {
+        return 0;
+    }
+    let mapping = page.mapping.get();
+    let index = page.index.get();
+    let vmas: alloc::vec::Vec<VmaPtr> = if mapping & PAGE_MAPPING_ANON != 0 {
+        let Some(anon) = KPtr::<AnonVma>::from_addr(mapping & !PAGE_MAPPING_ANON) else {
+            return 0;
+        };
+        anon.get().vmas().collect()
+    } else {
+        let Some(m) = KPtr::<AddressSpace>::from_addr(mapping) else {
+            return 0;
+        };
+        m.get().vmas_overlapping(index, index)
+    };
+    let mut found = 0;
+    for vma in vmas {
+        let v = vma.get();
+        let Some(va) = v.address_of(index) else {
+            continue;
+        };
+        let Some(mm) = KPtr::<MmStruct>::from_addr(v.vm_mm.get()) else {
+            continue;
+        };
+        let Some(slot) = lookup(k, mm.get().pgd(), va) else {
+            continue;
+        };
+        let e = slot.read(k);
+        if e.is_present() && e.frame() == frame {
+            found += 1;
+            f(vma, va, slot);
+        }
+    }
+    found
+}
+
+fn flush_one(k: &Kernel<'_>, vma: VmaPtr, va: VirtAddr) {
+    let mm = vma.get().vm_mm.get();
+    if let Some(m) = KPtr::<MmStruct>::from_addr(mm) {
+        k.tlb().flush_range(m.get().pgd(), va, va + PAGE_SIZE);
+    }
+    k.hooks().tlb_flushed(&FlushEvent {
+        mm,
+        start: va,
+        end: va + PAGE_SIZE,
+    });
+}
+
+/// Counts the PTEs mapping `frame` that the CPU marked accessed, clearing the bit (Linux's
+/// `page_referenced`).
+pub fn page_referenced(k: &Kernel<'_>, frame: PhysAddr) -> u64 {
+    let mut referenced = 0;
+    rmap_walk(k, frame, &mut |vma, va, slot| {
+        let e = slot.read(k);
+        if e.flags().contains(PteFlags::ACCESSED) {
+            referenced += 1;
+            slot.write(k, e.with_flags(e.flags() & !PteFlags::ACCESSED));
+            flush_one(k, vma, va);
+        }
+    });
+    referenced
+}
+
+/// Unmaps `frame` from every PTE that maps it (Linux's `try_to_unmap`); returns whether the page is
+/// now unmapped. Anonymous contents are dropped (there is no swap).
+pub fn try_to_unmap(k: &Kernel<'_>, frame: PhysAddr) -> bool {
+    rmap_walk(k, frame, &mut |vma, va, slot| {
+        slot.write(k, PageTableEntry::NONE);
+        flush_one(k, vma, va);
+        if let Some(mm) = KPtr::<MmStruct>::from_addr(vma.get().vm_mm.get()) {
+            page_remove_rmap(k, mm.get(), frame);
+        }
+        k.put_page(frame);
+    });
+    k.page(frame).mapcount.get() == 0
+}

@@ -1,0 +1,210 @@
+//! `Vma`: one contiguous range of an address space with uniform permissions and backing.
+//!
+//! The struct is `#[repr(C)]` and all `u64`, because the host walks it from raw guest memory: the
+//! mm's list through `vm_next`/`vm_prev`, anon_vma lists through `anon_vma_node`, and i_mmap through
+//! `shared`.
+
+use crate::addr::{VirtAddr, PAGE_SHIFT};
+use crate::cell::U64Cell;
+use crate::mm::anon::AnonVma;
+use crate::mm::file::{File, ImmapNode};
+use crate::mm::kobj::KPtr;
+
+/// Handle to a [`Vma`].
+pub type VmaPtr = KPtr<Vma>;
+
+/// `vm_flags` bits (Linux's `VM_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VmFlags(pub u64);
+
+impl VmFlags {
+    /// Reads allowed.
+    pub const READ: Self = Self(1 << 0);
+    /// Writes allowed.
+    pub const WRITE: Self = Self(1 << 1);
+    /// Execution allowed.
+    pub const EXEC: Self = Self(1 << 2);
+    /// Writes go to the shared backing (file page cache), not to private copies.
+    pub const SHARED: Self = Self(1 << 3);
+    /// Counted in `locked_vm` (`MAP_LOCKED`).
+    pub const LOCKED: Self = Self(1 << 13);
+    /// The access bits.
+    pub const ACCESS: Self = Self(Self::READ.0 | Self::WRITE.0 | Self::EXEC.0);
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Union.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+    /// These flags with the access bits replaced by `prot`'s.
+    pub const fn with_prot(self, prot: Prot) -> Self {
+        Self((self.0 & !Self::ACCESS.0) | prot.0)
+    }
+}
+
+/// `PROT_*` bits of mmap and mprotect (the same bit positions as [`VmFlags`] access bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Prot(pub u64);
+
+impl Prot {
+    /// No access.
+    pub const NONE: Self = Self(0);
+    /// `PROT_READ`.
+    pub const READ: Self = Self(1 << 0);
+    /// `PROT_WRITE`.
+    pub const WRITE: Self = Self(1 << 1);
+    /// `PROT_EXEC`.
+    pub const EXEC: Self = Self(1 << 2);
+    /// Read and write.
+    pub const RW: Self = Self(Self::READ.0 | Self::WRITE.0);
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether only known bits are set.
+    pub const fn is_valid(self) -> bool {
+        self.0 & !(Self::READ.0 | Self::WRITE.0 | Self::EXEC.0) == 0
+    }
+}
+
+/// `MAP_*` flags of mmap (Linux's values, since they are the system-call ABI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MapFlags(pub u64);
+
+impl MapFlags {
+    /// `MAP_SHARED`.
+    pub const SHARED: Self = Self(1 << 0);
+    /// `MAP_PRIVATE`.
+    pub const PRIVATE: Self = Self(1 << 1);
+    /// `MAP_FIXED`: place exactly at the address, replacing what is there.
+    pub const FIXED: Self = Self(1 << 4);
+    /// `MAP_ANONYMOUS`.
+    pub const ANONYMOUS: Self = Self(1 << 5);
+    /// `MAP_LOCKED`.
+    pub const LOCKED: Self = Self(1 << 13);
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Union.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+/// A virtual memory area (Linux's `vm_area_struct`).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Vma {
+    /// Address of the owning `MmStruct`.
+    pub vm_mm: U64Cell,
+    /// First address.
+    pub vm_start: U64Cell,
+    /// One past the last address.
+    pub vm_end: U64Cell,
+    /// Next VMA in address order (0 = last).
+    pub vm_next: U64Cell,
+    /// Previous VMA in address order (0 = first).
+    pub vm_prev: U64Cell,
+    /// [`VmFlags`] bits.
+    pub vm_flags: U64Cell,
+    /// Offset of `vm_start` in the file, in pages (anon: `vm_start >> PAGE_SHIFT` at creation).
+    pub vm_pgoff: U64Cell,
+    /// Address of the mapped `File` (0 = anonymous).
+    pub vm_file: U64Cell,
+    /// Address of the `AnonVma` (0 = none yet).
+    pub anon_vma: U64Cell,
+    /// Next VMA on the anon_vma's list (0 = last).
+    pub anon_vma_next: U64Cell,
+    /// Previous VMA on the anon_vma's list (0 = first).
+    pub anon_vma_prev: U64Cell,
+    /// Links in the file's i_mmap.
+    pub shared: ImmapNode,
+}
+
+impl Vma {
+    /// First address.
+    pub fn start(&self) -> VirtAddr {
+        VirtAddr(self.vm_start.get())
+    }
+    /// One past the last address.
+    pub fn end(&self) -> VirtAddr {
+        VirtAddr(self.vm_end.get())
+    }
+    /// The flags.
+    pub fn flags(&self) -> VmFlags {
+        VmFlags(self.vm_flags.get())
+    }
+    /// Pages covered.
+    pub fn pages(&self) -> u64 {
+        (self.end() - self.start()) >> PAGE_SHIFT
+    }
+    /// Page offset of `vm_start` in the backing.
+    pub fn pgoff(&self) -> u64 {
+        self.vm_pgoff.get()
+    }
+    /// The next VMA of the mm.
+    pub fn next(&self) -> Option<VmaPtr> {
+        KPtr::from_addr(self.vm_next.get())
+    }
+    /// The previous VMA of the mm.
+    pub fn prev(&self) -> Option<VmaPtr> {
+        KPtr::from_addr(self.vm_prev.get())
+    }
+    /// The mapped file.
+    pub fn file(&self) -> Option<KPtr<File>> {
+        KPtr::from_addr(self.vm_file.get())
+    }
+    /// The anon_vma.
+    pub fn anon(&self) -> Option<KPtr<AnonVma>> {
+        KPtr::from_addr(self.anon_vma.get())
+    }
+    /// Whether `addr` lies inside.
+    pub fn contains(&self, addr: VirtAddr) -> bool {
+        self.start() <= addr && addr < self.end()
+    }
+    /// Page offset in the backing of the page holding `addr` (Linux's `linear_page_index`).
+    pub fn linear_page_index(&self, addr: VirtAddr) -> u64 {
+        ((addr - self.start()) >> PAGE_SHIFT) + self.pgoff()
+    }
+    /// Last page offset covered (inclusive), the interval-tree key's end.
+    pub fn last_pgoff(&self) -> u64 {
+        self.pgoff() + self.pages() - 1
+    }
+    /// Where page offset `pgoff` is mapped, if inside (Linux's `vma_address`).
+    pub fn address_of(&self, pgoff: u64) -> Option<VirtAddr> {
+        let rel = pgoff.checked_sub(self.pgoff())?;
+        (rel < self.pages()).then(|| self.start() + (rel << PAGE_SHIFT))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vma_is_a_plain_array_of_u64_for_the_host() {
+        assert_eq!(core::mem::size_of::<Vma>() % 8, 0);
+        assert_eq!(core::mem::align_of::<Vma>(), 8);
+        assert_eq!(core::mem::offset_of!(Vma, vm_start), 8);
+        assert_eq!(core::mem::offset_of!(Vma, shared), 11 * 8);
+    }
+
+    #[test]
+    fn page_offsets_map_to_addresses_and_back() {
+        let v = Vma::default();
+        v.vm_start.set(4 << PAGE_SHIFT);
+        v.vm_end.set(8 << PAGE_SHIFT);
+        v.vm_pgoff.set(10);
+        assert_eq!(v.linear_page_index(VirtAddr(5 << PAGE_SHIFT)), 11);
+        assert_eq!(v.address_of(11), Some(VirtAddr(5 << PAGE_SHIFT)));
+        assert_eq!(v.address_of(14), None);
+        assert_eq!(v.address_of(9), None);
+        assert_eq!(v.last_pgoff(), 13);
+    }
+}
