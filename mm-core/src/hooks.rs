@@ -6,6 +6,7 @@
 //! ([`MmHooks::table_freeing`]).
 
 use crate::addr::{PhysAddr, VirtAddr};
+use crate::kernel::Kernel;
 use crate::paging::Level;
 use crate::phys::AllocKind;
 
@@ -60,20 +61,21 @@ pub struct FlushEvent {
     pub end: VirtAddr,
 }
 
-/// Observer of mm events. Hooks must not call back into mm-core.
+/// Observer of mm events. Each gets the kernel so it can inspect (never change) mm state, as the
+/// host probes do from guest memory; hooks must not call mm operations.
 pub trait MmHooks {
     /// A VMA left its anon_vma list or its i_mmap tree.
-    fn vma_unlinked(&self, _ev: &VmaUnlinkEvent) {}
+    fn vma_unlinked(&self, _k: &Kernel<'_>, _ev: &VmaUnlinkEvent) {}
     /// A page-table page's parent entry was cleared.
-    fn table_unhooked(&self, _ev: &TableEvent) {}
+    fn table_unhooked(&self, _k: &Kernel<'_>, _ev: &TableEvent) {}
     /// A page-table page is about to go back to the allocator.
-    fn table_freeing(&self, _ev: &TableEvent) {}
+    fn table_freeing(&self, _k: &Kernel<'_>, _ev: &TableEvent) {}
     /// A TLB flush completed.
-    fn tlb_flushed(&self, _ev: &FlushEvent) {}
+    fn tlb_flushed(&self, _k: &Kernel<'_>, _ev: &FlushEvent) {}
     /// A frame was allocated.
-    fn frame_alloc(&self, _frame: PhysAddr, _kind: AllocKind) {}
+    fn frame_alloc(&self, _k: &Kernel<'_>, _frame: PhysAddr, _kind: AllocKind) {}
     /// A frame is about to be freed.
-    fn frame_free(&self, _frame: PhysAddr, _kind: AllocKind) {}
+    fn frame_free(&self, _k: &Kernel<'_>, _frame: PhysAddr, _kind: AllocKind) {}
 }
 
 /// Hooks that do nothing.

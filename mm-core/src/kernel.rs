@@ -5,9 +5,13 @@
 //! [`Variant`]. Address spaces ([`Mm`](crate::mm::Mm)) and files are created against one `Kernel`
 //! and every operation takes it as its first argument.
 
-use crate::addr::{PhysAddr, PAGE_SIZE};
-use crate::hooks::{MmHooks, NoHooks};
+use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::cell::U64Cell;
+use crate::hooks::{FlushEvent, MmHooks, NoHooks};
 use crate::inject::FaultInjector;
+use crate::lockdep::{Lockdep, LOCKDEP};
+use crate::mm::kobj::list_iter;
+use crate::mm::{AddressSpace, AnonVma, AnonVmaPtr, KPtr, MappingPtr};
 use crate::paging::TlbFlush;
 use crate::phys::{AllocKind, FrameAllocator, MemMap, Page, PageFlags, PhysMem};
 use crate::variant::Variant;
@@ -24,6 +28,23 @@ pub struct Kernel<'a> {
     /// Fault injection ("fail the Nth allocation"); disarmed by default.
     pub inject: FaultInjector,
     variant: Variant,
+    lockdep: &'a Lockdep,
+    roots: KPtr<KernelRoots>,
+}
+
+/// The roots from which every anon_vma and every address_space can be reached (what the host
+/// probes walk); `#[repr(C)]`, all `u64`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct KernelRoots {
+    /// First `AnonVma` on the registry (linked through `AnonVma::all`).
+    pub anon_vmas: U64Cell,
+    /// AnonVmas registered.
+    pub nr_anon_vmas: U64Cell,
+    /// First `AddressSpace` on the registry (linked through `AddressSpace::all`).
+    pub mappings: U64Cell,
+    /// AddressSpaces registered.
+    pub nr_mappings: U64Cell,
 }
 
 impl<'a> Kernel<'a> {
@@ -43,7 +64,35 @@ impl<'a> Kernel<'a> {
             hooks: &NO_HOOKS,
             inject: FaultInjector::default(),
             variant: Variant::Correct,
+            lockdep: &LOCKDEP,
+            roots: KPtr::alloc(KernelRoots::default()),
         }
+    }
+
+    /// The same kernel reporting lock acquisitions to `lockdep` instead of the global checker.
+    pub fn with_lockdep(mut self, lockdep: &'a Lockdep) -> Self {
+        self.lockdep = lockdep;
+        self
+    }
+
+    /// The lock-order checker in use.
+    pub fn lockdep(&self) -> &'a Lockdep {
+        self.lockdep
+    }
+
+    /// The registry roots (publish their address to the host).
+    pub fn roots(&self) -> &KernelRoots {
+        self.roots.get()
+    }
+
+    /// Every live anon_vma.
+    pub fn anon_vmas(&self) -> impl Iterator<Item = AnonVmaPtr> + '_ {
+        list_iter(&self.roots().anon_vmas, |a: &AnonVma| &a.all)
+    }
+
+    /// Every live address_space.
+    pub fn mappings(&self) -> impl Iterator<Item = MappingPtr> + '_ {
+        list_iter(&self.roots().mappings, |m: &AddressSpace| &m.all)
     }
 
     /// The same kernel reporting to `hooks`.
@@ -106,13 +155,13 @@ impl<'a> Kernel<'a> {
         self.page(frame)
             .reset(PageFlags(PageFlags::ALLOCATED.0 | flags.0));
         self.zero_frame(frame);
-        self.hooks.frame_alloc(frame, kind);
+        self.hooks.frame_alloc(self, frame, kind);
         Some(frame)
     }
 
     /// Returns `frame` to the allocator; its metadata is cleared first.
     pub(crate) fn free_frame(&self, frame: PhysAddr, kind: AllocKind) {
-        self.hooks.frame_free(frame, kind);
+        self.hooks.frame_free(self, frame, kind);
         self.page(frame).reset(PageFlags(0));
         self.frames.free_frame(frame);
     }
@@ -124,6 +173,12 @@ impl<'a> Kernel<'a> {
         if page.refcount.sub(1) == 0 {
             self.free_frame(frame, AllocKind::DataPage);
         }
+    }
+
+    /// Flushes `[start, end)` of the mm at `mm` (rooted at `pgd`) from every TLB, then reports it.
+    pub(crate) fn flush_tlb_range(&self, mm: u64, pgd: PhysAddr, start: VirtAddr, end: VirtAddr) {
+        self.tlb.flush_range(pgd, start, end);
+        self.hooks.tlb_flushed(self, &FlushEvent { mm, start, end });
     }
 
     /// Fills `frame` with zeroes.
@@ -165,5 +220,13 @@ impl<'a> Kernel<'a> {
                 .add(offset as usize)
                 .write_volatile(value)
         }
+    }
+}
+
+impl Drop for Kernel<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the roots are owned by this Kernel alone; objects still registered (a leak the
+        // tests' counts catch) only point into the roots' lists, never at the roots themselves.
+        unsafe { self.roots.free() }
     }
 }

@@ -19,6 +19,7 @@
 //! - [`hooks`]: the probe events (VMA unlinked, table unhooked/freed, TLB flush, frame alloc/free).
 //! - [`inject`]: fail-the-Nth-allocation fault injection.
 //! - [`variant`]: the ordering variants (`correct` and the deliberately wrong ones).
+//! - [`check`]: `OrderCheck`, the probes' P1/P3 ordering rules checked in-process from the hooks.
 //!
 //! # Lock order
 //!
@@ -65,3 +66,4 @@ pub mod variant;
 pub use addr::{Pfn, PhysAddr, VirtAddr};
 pub use kernel::Kernel;
 pub use variant::Variant;
+pub mod check;

@@ -6,7 +6,9 @@
 use crate::cell::U64Cell;
 use crate::hooks::{UnlinkKind, VmaUnlinkEvent};
 use crate::kernel::Kernel;
-use crate::mm::kobj::{addr_of, KPtr};
+use crate::lockdep::ANON_VMA_LOCK;
+use crate::mm::kobj::{addr_of, list_add, list_del, KPtr, ListLink};
+use crate::mm::lock::MmSpinLock;
 use crate::mm::vma::VmaPtr;
 use crate::phys::{AllocKind, PAGE_MAPPING_ANON};
 
@@ -15,12 +17,27 @@ pub type AnonVmaPtr = KPtr<AnonVma>;
 
 /// A reverse-map anchor for anonymous pages (Linux's `anon_vma`).
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AnonVma {
     /// First VMA on the list (0 = empty).
     pub head: U64Cell,
     /// VMAs on the list.
     pub nr_vmas: U64Cell,
+    /// Links on the kernel's registry of all anon_vmas (`KernelRoots::anon_vmas`).
+    pub all: ListLink,
+    /// Protects the list (kernel-private; not part of the host ABI).
+    pub lock: MmSpinLock,
+}
+
+impl Default for AnonVma {
+    fn default() -> Self {
+        Self {
+            head: U64Cell::new(0),
+            nr_vmas: U64Cell::new(0),
+            all: ListLink::default(),
+            lock: MmSpinLock::new(&ANON_VMA_LOCK),
+        }
+    }
 }
 
 impl AnonVma {
@@ -58,19 +75,24 @@ pub(crate) fn anon_vma_prepare(k: &Kernel<'_>, vma: VmaPtr) -> bool {
             if !k.may_alloc(AllocKind::AnonVma) {
                 return false;
             }
-            KPtr::alloc(AnonVma::default())
+            let a = KPtr::alloc(AnonVma::default());
+            let roots = k.roots();
+            list_add(&roots.anon_vmas, a, |x: &AnonVma| &x.all);
+            roots.nr_anon_vmas.add(1);
+            a
         }
     };
     v.anon_vma.set(anon.addr());
-    anon_vma_link(vma);
+    anon_vma_link(k, vma);
     true
 }
 
 /// Puts `vma` on its anon_vma's list (after a split or a copy), if it has one.
-pub(crate) fn anon_vma_link(vma: VmaPtr) {
+pub(crate) fn anon_vma_link(k: &Kernel<'_>, vma: VmaPtr) {
     let v = vma.get();
     let Some(anon) = v.anon() else { return };
     let a = anon.get();
+    let _guard = a.lock.lock(k);
     let head: Option<VmaPtr> = KPtr::from_addr(a.head.get());
     v.anon_vma_prev.set(0);
     v.anon_vma_next.set(addr_of(head));
@@ -87,6 +109,7 @@ pub fn anon_vma_unlink(k: &Kernel<'_>, vma: VmaPtr) {
     let v = vma.get();
     let Some(anon) = v.anon() else { return };
     let a = anon.get();
+    let guard = a.lock.lock(k);
     let prev: Option<VmaPtr> = KPtr::from_addr(v.anon_vma_prev.get());
     let next: Option<VmaPtr> = KPtr::from_addr(v.anon_vma_next.get());
     match prev {
@@ -100,14 +123,21 @@ pub fn anon_vma_unlink(k: &Kernel<'_>, vma: VmaPtr) {
     v.anon_vma_prev.set(0);
     v.anon_vma.set(0);
     let empty = a.nr_vmas.sub(1) == 0;
-    k.hooks().vma_unlinked(&VmaUnlinkEvent {
-        mm: v.vm_mm.get(),
-        vma: vma.addr(),
-        start: v.start(),
-        end: v.end(),
-        kind: UnlinkKind::Anon,
-    });
+    k.hooks().vma_unlinked(
+        k,
+        &VmaUnlinkEvent {
+            mm: v.vm_mm.get(),
+            vma: vma.addr(),
+            start: v.start(),
+            end: v.end(),
+            kind: UnlinkKind::Anon,
+        },
+    );
+    drop(guard);
     if empty {
+        let roots = k.roots();
+        list_del(&roots.anon_vmas, anon, |x: &AnonVma| &x.all);
+        roots.nr_anon_vmas.sub(1);
         // SAFETY: Invariant 7: the list is empty, and no page points here any more because a page's
         // mapping is cleared when its last anonymous mapping goes (page_remove_rmap).
         unsafe { anon.free() };

@@ -1,7 +1,6 @@
 //! `handle_mm_fault`: resolving a page fault on a user address.
 
 use crate::addr::{VirtAddr, PAGE_SIZE};
-use crate::hooks::FlushEvent;
 use crate::kernel::Kernel;
 use crate::mm::anon::anon_vma_prepare;
 use crate::mm::error::FaultError;
@@ -157,12 +156,7 @@ impl Mm {
             return Err(err);
         }
         let raw = self.raw();
-        k.tlb().flush_range(raw.pgd(), addr, addr + PAGE_SIZE);
-        k.hooks().tlb_flushed(&FlushEvent {
-            mm: raw.addr(),
-            start: addr,
-            end: addr + PAGE_SIZE,
-        });
+        k.flush_tlb_range(raw.addr(), raw.pgd(), addr, addr + PAGE_SIZE);
         page_remove_rmap(k, raw, old);
         k.put_page(old);
         Ok(())

@@ -13,8 +13,10 @@ use crate::addr::PhysAddr;
 use crate::cell::U64Cell;
 use crate::hooks::{UnlinkKind, VmaUnlinkEvent};
 use crate::kernel::Kernel;
+use crate::lockdep::I_MMAP_LOCK;
 use crate::mm::error::FileError;
-use crate::mm::kobj::{addr_of, KPtr};
+use crate::mm::kobj::{addr_of, list_add, list_del, KPtr, ListLink};
+use crate::mm::lock::MmSpinLock;
 use crate::mm::vma::{Vma, VmaPtr};
 use crate::phys::{AllocKind, PageFlags};
 
@@ -42,7 +44,7 @@ pub trait VmOps {
 /// An inode's pages and mappings (Linux's `address_space`). The fields up to `i_count` are the ABI
 /// the host reads; the page cache after them is private.
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AddressSpace {
     /// First VMA in `i_mmap` (0 = none).
     pub i_mmap: U64Cell,
@@ -54,6 +56,10 @@ pub struct AddressSpace {
     pub i_size_pages: U64Cell,
     /// References: the creator's plus one per open `File`.
     pub i_count: U64Cell,
+    /// Links on the kernel's registry of all address_spaces (`KernelRoots::mappings`).
+    pub all: ListLink,
+    /// Protects `i_mmap` (kernel-private from here on; not part of the host ABI).
+    pub i_mmap_lock: MmSpinLock,
     cache: RefCell<BTreeMap<u64, PhysAddr>>,
 }
 
@@ -74,9 +80,19 @@ impl AddressSpace {
         if !k.may_alloc(AllocKind::File) {
             return Err(FileError::NoMemory);
         }
-        let m = KPtr::alloc(AddressSpace::default());
-        m.get().i_size_pages.set(size_pages);
-        m.get().i_count.set(1);
+        let m = KPtr::alloc(AddressSpace {
+            i_mmap: U64Cell::new(0),
+            i_mmap_count: U64Cell::new(0),
+            nrpages: U64Cell::new(0),
+            i_size_pages: U64Cell::new(size_pages),
+            i_count: U64Cell::new(1),
+            all: ListLink::default(),
+            i_mmap_lock: MmSpinLock::new(&I_MMAP_LOCK),
+            cache: RefCell::new(BTreeMap::new()),
+        });
+        let roots = k.roots();
+        list_add(&roots.mappings, m, |x: &AddressSpace| &x.all);
+        roots.nr_mappings.add(1);
         Ok(m)
     }
 
@@ -163,6 +179,9 @@ pub fn iput(k: &Kernel<'_>, mapping: MappingPtr) {
     for (pgoff, _) in m.cached_from(0) {
         m.delete_from_page_cache(k, pgoff);
     }
+    let roots = k.roots();
+    list_del(&roots.mappings, mapping, |x: &AddressSpace| &x.all);
+    roots.nr_mappings.sub(1);
     // SAFETY: Invariant 7: no File (each holds a reference) and no VMA (i_mmap is empty) refers to
     // it, and its pages' mappings were cleared above.
     unsafe { mapping.free() };
@@ -218,11 +237,12 @@ pub fn fput(k: &Kernel<'_>, file: FilePtr) {
 }
 
 /// Puts a file-backed `vma` into its file's `i_mmap` (Linux's `__vma_link_file`).
-pub(crate) fn vma_link_file(vma: VmaPtr) {
+pub(crate) fn vma_link_file(k: &Kernel<'_>, vma: VmaPtr) {
     let v = vma.get();
     let Some(file) = v.file() else { return };
     let m = file.get().mapping();
     let m = m.get();
+    let _guard = m.i_mmap_lock.lock(k);
     let head: Option<VmaPtr> = KPtr::from_addr(m.i_mmap.get());
     v.shared.prev.set(0);
     v.shared.next.set(addr_of(head));
@@ -244,6 +264,7 @@ pub fn unlink_file_vma(k: &Kernel<'_>, vma: VmaPtr) {
     let Some(file) = v.file() else { return };
     let m = file.get().mapping();
     let m = m.get();
+    let _guard = m.i_mmap_lock.lock(k);
     if !in_i_mmap(m, vma) {
         return;
     }
@@ -259,13 +280,16 @@ pub fn unlink_file_vma(k: &Kernel<'_>, vma: VmaPtr) {
     v.shared.next.set(0);
     v.shared.prev.set(0);
     m.i_mmap_count.sub(1);
-    k.hooks().vma_unlinked(&VmaUnlinkEvent {
-        mm: v.vm_mm.get(),
-        vma: vma.addr(),
-        start: v.start(),
-        end: v.end(),
-        kind: UnlinkKind::File,
-    });
+    k.hooks().vma_unlinked(
+        k,
+        &VmaUnlinkEvent {
+            mm: v.vm_mm.get(),
+            vma: vma.addr(),
+            start: v.start(),
+            end: v.end(),
+            kind: UnlinkKind::File,
+        },
+    );
 }
 
 /// Whether `vma` is reachable from its file's `i_mmap` (validate_mm and tests).

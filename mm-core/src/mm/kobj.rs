@@ -11,6 +11,8 @@ use alloc::boxed::Box;
 use core::fmt;
 use core::ptr::NonNull;
 
+use crate::cell::U64Cell;
+
 /// A handle to a heap-allocated kernel object at a stable address.
 pub struct KPtr<T>(NonNull<T>);
 
@@ -65,6 +67,54 @@ impl<T> KPtr<T> {
     pub(crate) fn from_addr(addr: u64) -> Option<Self> {
         NonNull::new(addr as *mut T).map(Self)
     }
+}
+
+/// Links of an intrusive doubly linked list: addresses of the neighbours, 0 at either end.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ListLink {
+    /// Next object (0 = last).
+    pub next: U64Cell,
+    /// Previous object (0 = first).
+    pub prev: U64Cell,
+}
+
+/// Pushes `obj` (whose link `link` selects) at the front of the list headed by `head`.
+pub(crate) fn list_add<T>(head: &U64Cell, obj: KPtr<T>, link: fn(&T) -> &ListLink) {
+    let first: Option<KPtr<T>> = KPtr::from_addr(head.get());
+    let l = link(obj.get());
+    l.prev.set(0);
+    l.next.set(addr_of(first));
+    if let Some(f) = first {
+        link(f.get()).prev.set(obj.addr());
+    }
+    head.set(obj.addr());
+}
+
+/// Removes `obj` from the list headed by `head`, clearing its links.
+pub(crate) fn list_del<T>(head: &U64Cell, obj: KPtr<T>, link: fn(&T) -> &ListLink) {
+    let l = link(obj.get());
+    let prev: Option<KPtr<T>> = KPtr::from_addr(l.prev.get());
+    let next: Option<KPtr<T>> = KPtr::from_addr(l.next.get());
+    match prev {
+        Some(p) => link(p.get()).next.set(addr_of(next)),
+        None => head.set(addr_of(next)),
+    }
+    if let Some(n) = next {
+        link(n.get()).prev.set(addr_of(prev));
+    }
+    l.next.set(0);
+    l.prev.set(0);
+}
+
+/// Iterates the list headed by `head`.
+pub(crate) fn list_iter<T>(
+    head: &U64Cell,
+    link: fn(&T) -> &ListLink,
+) -> impl Iterator<Item = KPtr<T>> {
+    core::iter::successors(KPtr::from_addr(head.get()), move |o: &KPtr<T>| {
+        KPtr::from_addr(link(o.get()).next.get())
+    })
 }
 
 /// The address of an optional handle (0 for none), for storing in a link field.

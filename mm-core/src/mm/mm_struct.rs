@@ -5,8 +5,10 @@ use alloc::collections::BTreeMap;
 use crate::addr::{PhysAddr, VirtAddr, PTRS_PER_TABLE, TASK_SIZE, TASK_UNMAPPED_BASE, USER_BASE};
 use crate::cell::U64Cell;
 use crate::kernel::Kernel;
+use crate::lockdep::PAGE_TABLE_LOCK;
 use crate::mm::error::MmNewError;
 use crate::mm::kobj::{addr_of, KPtr};
+use crate::mm::lock::MmSpinLock;
 use crate::mm::vma::VmaPtr;
 use crate::paging::{table, Level};
 use crate::phys::AllocKind;
@@ -16,7 +18,7 @@ pub const DEFAULT_MAX_MAP_COUNT: u64 = 65_530;
 
 /// The part of an address space the host reads (Linux's `mm_struct`).
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MmStruct {
     /// Physical address of the PML4.
     pub pgd: U64Cell,
@@ -44,6 +46,30 @@ pub struct MmStruct {
     pub max_map_count: U64Cell,
     /// Where searches for free space start.
     pub mmap_base: U64Cell,
+    /// Protects the page tables (kernel-private from here on; not part of the host ABI).
+    pub page_table_lock: MmSpinLock,
+}
+
+impl Default for MmStruct {
+    fn default() -> Self {
+        let z = || U64Cell::new(0);
+        Self {
+            pgd: z(),
+            mmap: z(),
+            map_count: z(),
+            total_vm: z(),
+            locked_vm: z(),
+            nr_ptes: z(),
+            pgtables_bytes: z(),
+            anon_rss: z(),
+            file_rss: z(),
+            start_brk: z(),
+            brk: z(),
+            max_map_count: z(),
+            mmap_base: z(),
+            page_table_lock: MmSpinLock::new(&PAGE_TABLE_LOCK),
+        }
+    }
 }
 
 impl MmStruct {

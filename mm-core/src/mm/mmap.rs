@@ -109,7 +109,7 @@ impl Mm {
                 if let Some(f) = file {
                     get_file(f);
                 }
-                self.vma_link(v, prev);
+                self.vma_link(k, v, prev);
                 v
             }
         };
@@ -125,10 +125,10 @@ impl Mm {
     }
 
     /// Links a new VMA into the list, the index, its anon_vma and its file's i_mmap (`vma_link`).
-    pub(crate) fn vma_link(&mut self, vma: VmaPtr, prev: Option<VmaPtr>) {
+    pub(crate) fn vma_link(&mut self, k: &Kernel<'_>, vma: VmaPtr, prev: Option<VmaPtr>) {
         self.link_list(vma, prev);
-        anon_vma_link(vma);
-        vma_link_file(vma);
+        anon_vma_link(k, vma);
+        vma_link_file(k, vma);
     }
 
     /// Finds `len` free bytes: at `hint` if possible, else the first gap from the search cache.
@@ -182,7 +182,7 @@ impl Mm {
             get_file(f);
         }
         self.set_vma_end(vma, addr);
-        self.vma_link(upper, Some(vma));
+        self.vma_link(k, upper, Some(vma));
         Ok(upper)
     }
 
@@ -202,7 +202,7 @@ impl Mm {
         }
         if av.anon().is_none() && bv.anon().is_some() {
             av.anon_vma.set(bv.anon_vma.get());
-            anon_vma_link(a);
+            anon_vma_link(k, a);
         }
         let end = bv.end();
         self.unlink_list(b);

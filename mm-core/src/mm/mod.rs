@@ -18,6 +18,7 @@ pub mod error;
 pub mod fault;
 pub mod file;
 pub mod kobj;
+pub mod lock;
 pub mod mm_struct;
 pub mod mmap;
 pub mod mprotect;

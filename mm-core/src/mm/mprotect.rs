@@ -1,7 +1,6 @@
 //! `mprotect`: change the access bits of a range, splitting and merging VMAs as needed.
 
 use crate::addr::{VirtAddr, PAGE_SIZE, TASK_SIZE, USER_BASE};
-use crate::hooks::FlushEvent;
 use crate::kernel::Kernel;
 use crate::mm::error::MprotectError;
 use crate::mm::fault::leaf_flags;
@@ -86,6 +85,7 @@ fn change_protection(k: &Kernel<'_>, mm: &Mm, vma: VmaPtr) {
     let flags = v.flags();
     let shared = flags.contains(VmFlags::SHARED);
     let raw = mm.raw();
+    let ptl = raw.page_table_lock.lock(k);
     walk::for_each_leaf(k, raw.pgd(), v.start(), v.end(), &mut |_, slot, e| {
         if !e.holds_frame() {
             return;
@@ -99,10 +99,6 @@ fn change_protection(k: &Kernel<'_>, mm: &Mm, vma: VmaPtr) {
         }
         slot.write(k, e.with_flags(f));
     });
-    k.tlb().flush_range(raw.pgd(), v.start(), v.end());
-    k.hooks().tlb_flushed(&FlushEvent {
-        mm: raw.addr(),
-        start: v.start(),
-        end: v.end(),
-    });
+    drop(ptl);
+    k.flush_tlb_range(raw.addr(), raw.pgd(), v.start(), v.end());
 }

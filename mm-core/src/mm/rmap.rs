@@ -5,7 +5,6 @@
 //! anon_vma before its page tables are freed (Invariant 3).
 
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
-use crate::hooks::FlushEvent;
 use crate::kernel::Kernel;
 use crate::mm::anon::{anon_mapping_value, AnonVma, AnonVmaPtr};
 use crate::mm::file::AddressSpace;
@@ -71,16 +70,20 @@ pub fn rmap_walk(
     }
     let mapping = page.mapping.get();
     let index = page.index.get();
-    let vmas: alloc::vec::Vec<VmaPtr> = if mapping & PAGE_MAPPING_ANON != 0 {
+    // Walkers hold the anon_vma lock or i_mmap_lock for the whole walk: an unlinker that takes it
+    // for writing waits for us, and once it has run we cannot find its VMA (Invariant 3).
+    let (_guard, vmas): (_, alloc::vec::Vec<VmaPtr>) = if mapping & PAGE_MAPPING_ANON != 0 {
         let Some(anon) = KPtr::<AnonVma>::from_addr(mapping & !PAGE_MAPPING_ANON) else {
             return 0;
         };
-        anon.get().vmas().collect()
+        let a = anon.get();
+        (a.lock.lock(k), a.vmas().collect())
     } else {
         let Some(m) = KPtr::<AddressSpace>::from_addr(mapping) else {
             return 0;
         };
-        m.get().vmas_overlapping(index, index)
+        let m = m.get();
+        (m.i_mmap_lock.lock(k), m.vmas_overlapping(index, index))
     };
     let mut found = 0;
     for vma in vmas {
@@ -91,6 +94,7 @@ pub fn rmap_walk(
         let Some(mm) = KPtr::<MmStruct>::from_addr(v.vm_mm.get()) else {
             continue;
         };
+        let _ptl = mm.get().page_table_lock.lock(k);
         let Some(slot) = lookup(k, mm.get().pgd(), va) else {
             continue;
         };
@@ -104,15 +108,9 @@ pub fn rmap_walk(
 }
 
 fn flush_one(k: &Kernel<'_>, vma: VmaPtr, va: VirtAddr) {
-    let mm = vma.get().vm_mm.get();
-    if let Some(m) = KPtr::<MmStruct>::from_addr(mm) {
-        k.tlb().flush_range(m.get().pgd(), va, va + PAGE_SIZE);
+    if let Some(m) = KPtr::<MmStruct>::from_addr(vma.get().vm_mm.get()) {
+        k.flush_tlb_range(m.addr(), m.get().pgd(), va, va + PAGE_SIZE);
     }
-    k.hooks().tlb_flushed(&FlushEvent {
-        mm,
-        start: va,
-        end: va + PAGE_SIZE,
-    });
 }
 
 /// Counts the PTEs mapping `frame` that the CPU marked accessed, clearing the bit (Linux's

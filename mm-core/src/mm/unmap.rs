@@ -27,6 +27,7 @@ pub(crate) fn zap_range(
     start: VirtAddr,
     end: VirtAddr,
 ) {
+    let _ptl = mm.page_table_lock.lock(k);
     walk::for_each_leaf(k, mm.pgd(), start, end, &mut |va, slot, e| {
         if !e.holds_frame() {
             return;
@@ -79,6 +80,9 @@ pub fn free_pgtables(
     floor: VirtAddr,
     ceiling: VirtAddr,
 ) {
+    // The patched order frees tables without page_table_lock, so the unlinks (which take
+    // i_mmap_lock and the anon_vma lock, both above it) may run here; the variant shows why not.
+    let _ptl = (k.variant() == Variant::UnlinkUnderPtl).then(|| mm.page_table_lock.lock(k));
     let mut cur = Some(vma);
     while let Some(first) = cur {
         let addr = first.get().start();

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 
 use crate::addr::{PhysAddr, VirtAddr};
-use crate::hooks::{FlushEvent, TableEvent};
+use crate::hooks::TableEvent;
 use crate::kernel::Kernel;
 use crate::phys::AllocKind;
 use crate::variant::Variant;
@@ -77,9 +77,9 @@ impl MmuGather {
     /// friends). Under [`Variant::FreeBeforeFlush`] it is freed at once instead.
     pub fn free_table(&mut self, k: &Kernel<'_>, ev: TableEvent) {
         self.track(ev.start, ev.end);
-        k.hooks().table_unhooked(&ev);
+        k.hooks().table_unhooked(k, &ev);
         if k.variant() == Variant::FreeBeforeFlush {
-            k.hooks().table_freeing(&ev);
+            k.hooks().table_freeing(k, &ev);
             k.free_frame(ev.frame, AllocKind::PageTable);
         } else {
             self.tables.push(ev);
@@ -95,15 +95,10 @@ impl MmuGather {
     /// `tlb_finish_mmu`).
     pub fn finish(mut self, k: &Kernel<'_>) {
         if !self.is_empty() {
-            k.tlb().flush_range(self.pgd, self.start, self.end);
-            k.hooks().tlb_flushed(&FlushEvent {
-                mm: self.mm,
-                start: self.start,
-                end: self.end,
-            });
+            k.flush_tlb_range(self.mm, self.pgd, self.start, self.end);
         }
         for ev in self.tables.drain(..) {
-            k.hooks().table_freeing(&ev);
+            k.hooks().table_freeing(k, &ev);
             k.free_frame(ev.frame, AllocKind::PageTable);
         }
         for frame in self.pages.drain(..) {

@@ -2,6 +2,8 @@
 
 mod basic;
 mod floor_ceiling;
+mod inject;
+mod variants;
 
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::kernel::Kernel;
