@@ -83,6 +83,15 @@ fn with_two_vcpus_both_check_in_with_the_host() {
 }
 
 #[test]
+fn ring_3_programs_make_system_calls_and_cannot_touch_the_kernel() {
+    if !kvm_available("ring_3_programs_make_system_calls_and_cannot_touch_the_kernel") {
+        return;
+    }
+    let (stdout, stderr) = expect_exit(&["run", "--scenario", "user-mode"], 0);
+    assert!(stdout.contains("ring 3: exit, getcpu and a kernel-memory fault all came back"), "{stdout}\n{stderr}");
+}
+
+#[test]
 fn a_guest_panic_exits_1_with_the_message_and_location() {
     if !kvm_available("a_guest_panic_exits_1_with_the_message_and_location") {
         return;

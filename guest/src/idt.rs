@@ -1,10 +1,9 @@
-//! The interrupt descriptor table: every CPU exception is reported to the host through
-//! `Ucall::Exception` (vector, error code, CR2, RIP) and stops the vCPU.
+//! The interrupt descriptor table: every CPU exception goes to `trap::dispatch`, which handles
+//! user page faults and reports anything else to the host (`Ucall::Exception`).
 //!
 //! Only the 32 exception vectors are installed; the table's limit ends there, so a stray external
 //! interrupt arrives as #GP and is reported too.
 
-use crate::{smp, ucall};
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 
@@ -12,6 +11,8 @@ use core::cell::UnsafeCell;
 const KERNEL_CS: u16 = 0x08;
 /// Number of exception vectors.
 const EXCEPTIONS: usize = 32;
+/// The breakpoint vector, which ring 3 uses for system calls (`int3`; see `trap`).
+pub const SYSCALL_VECTOR: usize = 3;
 
 /// One 64-bit interrupt gate.
 #[repr(C)]
@@ -29,6 +30,8 @@ struct Gate {
 impl Gate {
     /// Present, DPL 0, 64-bit interrupt gate (interrupts stay off in the handler).
     const INTERRUPT_GATE: u8 = 0x8e;
+    /// Descriptor privilege level 3: ring 3 may raise this vector with `int`.
+    const DPL3: u8 = 3 << 5;
 
     const MISSING: Gate = Gate {
         offset_low: 0,
@@ -61,19 +64,8 @@ unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; EXCEPTIONS]));
 
-/// The frame the stubs below leave on the stack, lowest address first.
-#[repr(C)]
-struct ExceptionFrame {
-    vector: u64,
-    error_code: u64,
-    rip: u64,
-    cs: u64,
-    rflags: u64,
-    rsp: u64,
-    ss: u64,
-}
-
-// One stub per vector: vectors without a CPU-pushed error code push 0 so every frame looks alike.
+// One stub per vector: vectors without a CPU-pushed error code push 0 so every frame looks alike;
+// then `trap_common` (in trap.rs) saves the registers and dispatches.
 global_asm!(
     r#"
     .macro EXC_STUB vec, has_error
@@ -83,7 +75,7 @@ global_asm!(
         push 0
     .endif
         push \vec
-        jmp exc_common
+        jmp trap_common
     .endm
 
     .section .text
@@ -120,12 +112,6 @@ global_asm!(
     EXC_STUB 30,1
     EXC_STUB 31,0
 
-    exc_common:
-        mov rdi, rsp
-        and rsp, -16
-        call {entry}
-        ud2
-
     .section .rodata
     .balign 8
     exc_stub_table:
@@ -134,25 +120,11 @@ global_asm!(
     .endr
     .global exc_stub_table
     "#,
-    entry = sym exception_entry,
 );
 
 extern "C" {
     /// Addresses of the 32 stubs, from the assembly above.
     static exc_stub_table: [u64; EXCEPTIONS];
-}
-
-extern "sysv64" fn exception_entry(frame: &ExceptionFrame) -> ! {
-    let cr2: u64;
-    // SAFETY: reading CR2 has no side effects.
-    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
-    ucall::exception(
-        smp::this_cpu(),
-        frame.vector,
-        frame.error_code,
-        cr2,
-        frame.rip,
-    )
 }
 
 /// Builds the table and loads it on this vCPU. Called once, by vCPU 0.
@@ -164,6 +136,7 @@ pub fn init() {
         for (gate, &stub) in gates.iter_mut().zip(exc_stub_table.iter()) {
             *gate = Gate::interrupt(stub);
         }
+        gates[SYSCALL_VECTOR].type_attr |= Gate::DPL3;
     }
     load();
 }

@@ -7,7 +7,12 @@
 //! Modules:
 //! - [`console`]: the COM1 console and the `log` backend.
 //! - [`ucall`]: the guest side of the guest→host call channel.
-//! - [`idt`]: the interrupt descriptor table; exceptions are reported to the host.
+//! - [`idt`]: the interrupt descriptor table.
+//! - [`trap`]: trap entry and dispatch (exceptions and system calls).
+//! - [`gdt`], [`percpu`]: each vCPU's GDT, TSS and per-CPU data (reached through GS).
+//! - [`syscall`]: the system calls ring-3 programs make.
+//! - [`user`]: entering ring 3 and coming back; the user segment.
+//! - [`programs`]: the ring-3 programs.
 //! - [`frame`]: the physical frame allocator over the RAM the boot info names.
 //! - [`heap`]: the kernel heap behind `alloc`.
 //! - [`smp`]: vCPU check-in and the start barrier.
@@ -19,11 +24,17 @@ extern crate alloc;
 
 mod console;
 mod frame;
+mod gdt;
 mod heap;
 mod idt;
+mod percpu;
+mod programs;
 mod scenarios;
 mod smp;
+mod syscall;
+mod trap;
 mod ucall;
+mod user;
 
 use core::panic::PanicInfo;
 use mm_core::abi::{BootInfo, Ucall};
@@ -49,7 +60,9 @@ pub unsafe extern "sysv64" fn _start(boot_info: *const BootInfo, cpu: u64) -> ! 
 
 fn boot_cpu(info: &'static BootInfo) -> ! {
     idt::init();
+    user::expose_user_segment();
     smp::mark_idt_ready();
+    cpu_init(info, 0);
     console::init(info.log_level);
     if !info.is_valid() {
         ucall::abort(
@@ -80,9 +93,15 @@ fn boot_cpu(info: &'static BootInfo) -> ! {
 fn secondary_cpu(info: &'static BootInfo, cpu: usize) -> ! {
     smp::wait_for_idt();
     idt::load();
+    cpu_init(info, cpu);
     ucall::sync(cpu, Ucall::STAGE_ONLINE);
     smp::enter_scenario(cpu, info);
     halt_forever()
+}
+
+/// Per-vCPU set-up: GDT, TSS, per-CPU data.
+fn cpu_init(info: &BootInfo, cpu: usize) {
+    percpu::init(cpu, info.stacks_base + (cpu as u64 + 1) * info.stack_size);
 }
 
 /// Stops this vCPU for good: interrupts off, `hlt` in a loop.

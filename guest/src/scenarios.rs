@@ -1,7 +1,8 @@
 //! The registry of scenarios the boot info chooses from; names and descriptions live in
 //! `mm_core::abi::SCENARIOS`, which the VMM reads too.
 
-use crate::{frame, idt, ucall};
+use crate::user::{enter_user, Exit};
+use crate::{frame, idt, programs, trap, ucall};
 use alloc::vec::Vec;
 use mm_core::abi::BootInfo;
 
@@ -18,6 +19,7 @@ pub fn run(name: &str, info: &BootInfo) -> u64 {
         "invalid-opcode" => invalid_opcode(),
         "triple-fault" => triple_fault(),
         "hang" => hang(),
+        "user-mode" => user_mode(),
         other => ucall::abort_fmt(
             0,
             format_args!("unknown scenario '{other}'"),
@@ -76,4 +78,39 @@ fn hang() -> u64 {
     loop {
         core::hint::spin_loop();
     }
+}
+
+/// Ring 3 runs, makes system calls, comes back through `exit`, and cannot touch the kernel.
+fn user_mode() -> u64 {
+    assert_eq!(
+        enter_user(0, programs::exit_with_arg(), 0, 42),
+        Exit::Code(42)
+    );
+    assert_eq!(enter_user(0, programs::getcpu(), 0, 0), Exit::Code(100));
+    let kernel_text = programs::exit_with_arg as *const () as u64;
+    match enter_user(0, programs::read(), 0, kernel_text) {
+        Exit::Fault {
+            vector: trap::PAGE_FAULT,
+            cr2,
+            error_code,
+            ..
+        } => {
+            assert_eq!(cr2, kernel_text);
+            // Present, read, from user mode: a protection fault, not a missing page.
+            assert_eq!(error_code & 0b111, 0b101, "error code {error_code:#x}");
+        }
+        other => panic!("reading kernel memory from ring 3 gave {other:?}"),
+    }
+    let (user_start, _) = crate::user::segment();
+    assert_eq!(
+        enter_user(0, programs::read(), 0, user_start),
+        Exit::Code(unsafe_read(user_start))
+    );
+    log::info!("ring 3: exit, getcpu and a kernel-memory fault all came back as expected");
+    PASS
+}
+
+fn unsafe_read(addr: u64) -> u64 {
+    // SAFETY: `addr` is the start of the user segment, mapped and readable by the kernel.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
 }

@@ -34,6 +34,11 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "user-mode",
+        about: "run ring-3 programs: system calls, exit, and a fault on kernel memory",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "panic",
         about: "panic in the kernel: the VMM reports the message with file and line",
         expect: Expect::Failure,

@@ -1,0 +1,189 @@
+//! Running code in ring 3: the user segment, entering user mode, and coming back.
+//!
+//! [`enter_user`] saves the kernel's callee-saved registers and stack, then `iretq`s into ring 3.
+//! The program comes back only through [`exit_to_kernel`] — its `exit` system call or a fault the
+//! kernel cannot fix — which drops whatever trap frames are on the kernel stack and returns from
+//! `enter_user` with an [`Exit`]. The kernel stack below the saved registers is the trap stack.
+
+use crate::gdt::{USER_CS, USER_DS};
+use crate::percpu::{OFF_RESUME_RSP, OFF_TSS};
+use crate::trap::TrapFrame;
+use core::arch::{asm, global_asm};
+use core::cell::UnsafeCell;
+use mm_core::abi::MAX_VCPUS;
+
+/// How a user program ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It called `exit` with this status.
+    Code(u64),
+    /// It took an exception the kernel could not handle.
+    Fault {
+        /// Exception vector.
+        vector: u64,
+        /// Error code.
+        error_code: u64,
+        /// CR2 (the faulting address for a page fault).
+        cr2: u64,
+        /// Where.
+        rip: u64,
+    },
+}
+
+struct Exits(UnsafeCell<[Exit; MAX_VCPUS]>);
+// SAFETY: vCPU `i` touches only entry `i`.
+unsafe impl Sync for Exits {}
+static EXITS: Exits = Exits(UnsafeCell::new([Exit::Code(0); MAX_VCPUS]));
+
+/// The x86 rflags a program starts with: only the reserved bit (interrupts stay off for now).
+const USER_RFLAGS: u64 = 0x2;
+
+global_asm!(
+    r#"
+    .section .text
+    .global enter_user_asm
+    // rdi = entry, rsi = user stack, rdx = argument; returns when the program exits.
+    enter_user_asm:
+        push rbx
+        push rbp
+        push r12
+        push r13
+        push r14
+        push r15
+        sub rsp, 8
+        mov gs:[{resume}], rsp
+        mov rax, gs:[{tss}]
+        mov [rax + 4], rsp
+        push {user_ds}
+        push rsi
+        push {rflags}
+        push {user_cs}
+        push rdi
+        mov rdi, rdx
+        xor eax, eax
+        xor ebx, ebx
+        xor ecx, ecx
+        xor edx, edx
+        xor esi, esi
+        xor ebp, ebp
+        xor r8d, r8d
+        xor r9d, r9d
+        xor r10d, r10d
+        xor r11d, r11d
+        xor r12d, r12d
+        xor r13d, r13d
+        xor r14d, r14d
+        xor r15d, r15d
+        swapgs
+        iretq
+
+    .global exit_to_kernel_asm
+    exit_to_kernel_asm:
+        mov eax, {kernel_ds}
+        mov ss, eax
+        mov rsp, gs:[{resume}]
+        add rsp, 8
+        pop r15
+        pop r14
+        pop r13
+        pop r12
+        pop rbp
+        pop rbx
+        ret
+    "#,
+    resume = const OFF_RESUME_RSP,
+    kernel_ds = const crate::gdt::KERNEL_DS as u64,
+    tss = const OFF_TSS,
+    user_ds = const USER_DS as u64,
+    user_cs = const USER_CS as u64,
+    rflags = const USER_RFLAGS,
+);
+
+extern "sysv64" {
+    fn enter_user_asm(entry: u64, user_rsp: u64, arg: u64);
+    fn exit_to_kernel_asm() -> !;
+}
+
+/// Runs `entry(arg)` in ring 3 on `user_rsp` until the program exits.
+pub fn enter_user(cpu: usize, entry: u64, user_rsp: u64, arg: u64) -> Exit {
+    // SAFETY: enter_user_asm saves everything the SysV ABI asks a callee to keep and returns only
+    // through exit_to_kernel_asm, which restores it; GS points at this vCPU's per-CPU data.
+    unsafe { enter_user_asm(entry, user_rsp, arg) };
+    // SAFETY: only this vCPU touches its entry.
+    unsafe { (*EXITS.0.get())[cpu] }
+}
+
+/// Ends the running program with `exit`, from a trap handler on this vCPU's trap stack.
+pub fn exit_to_kernel(exit: Exit) -> ! {
+    let cpu = crate::percpu::this_cpu();
+    // SAFETY: only this vCPU touches its entry; exit_to_kernel_asm returns into enter_user on this
+    // vCPU, discarding only trap frames below the saved kernel state.
+    unsafe {
+        (*EXITS.0.get())[cpu] = exit;
+        exit_to_kernel_asm()
+    }
+}
+
+/// A page fault in ring 3: true if the memory manager fixed it and the program may go on.
+pub fn handle_page_fault(_frame: &mut TrapFrame, _cr2: u64) -> bool {
+    false
+}
+
+extern "C" {
+    static __user_start: u8;
+    static __user_end: u8;
+}
+
+/// Page-table bits the boot tables use.
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const HUGE: u64 = 1 << 7;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Lets ring 3 run the user segment: marks its 2 MiB page of the identity map user-accessible and
+/// read-only, and the PML4 and PDPT entries above it user-accessible (every other leaf of the
+/// identity map stays supervisor-only, so the rest of the kernel stays out of reach).
+pub fn expose_user_segment() {
+    // SAFETY: linker symbols; only their addresses are used.
+    let (start, end) = unsafe {
+        (
+            &__user_start as *const u8 as u64,
+            &__user_end as *const u8 as u64,
+        )
+    };
+    assert!(
+        end - start == 2 << 20 && start < 1 << 30,
+        "user segment must be one 2 MiB page in the first GiB"
+    );
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    // SAFETY: the boot page tables are identity-mapped RAM owned by the kernel; vCPU 0 edits them
+    // once, before any other vCPU or ring-3 code runs, and flushes the changed translation.
+    unsafe {
+        let pml4 = (cr3 & ADDR_MASK) as *mut u64;
+        *pml4 |= USER;
+        let pdpt = (*pml4 & ADDR_MASK) as *mut u64;
+        *pdpt |= USER;
+        let pd = (*pdpt & ADDR_MASK) as *mut u64;
+        let pde = pd.add((start >> 21) as usize);
+        assert!(
+            *pde & (PRESENT | HUGE) == PRESENT | HUGE,
+            "user segment not mapped by a 2 MiB page"
+        );
+        *pde = (*pde | USER) & !WRITABLE;
+        asm!("invlpg [{}]", in(reg) start, options(nostack, preserves_flags));
+    }
+}
+
+/// The user segment's bounds.
+pub fn segment() -> (u64, u64) {
+    // SAFETY: linker symbols; only their addresses are used.
+    unsafe {
+        (
+            &__user_start as *const u8 as u64,
+            &__user_end as *const u8 as u64,
+        )
+    }
+}

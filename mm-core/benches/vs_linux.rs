@@ -1,2 +1,0 @@
-//! mm-core against Linux's native system calls (work in progress).
-fn main() {}
