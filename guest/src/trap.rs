@@ -44,7 +44,7 @@ pub struct TrapFrame {
 
 impl TrapFrame {
     /// True when the trap came from ring 3.
-    pub fn from_user(&self) -> bool {
+    pub fn is_from_user(&self) -> bool {
         self.cs & 3 == 3
     }
 }
@@ -118,7 +118,7 @@ pub fn cr2() -> u64 {
 /// anything else ends the program. A fault in the kernel is reported to the host.
 extern "sysv64" fn dispatch(frame: &mut TrapFrame) {
     let cr2 = cr2();
-    if frame.from_user() {
+    if frame.is_from_user() {
         if frame.vector == idt::SYSCALL_VECTOR as u64 {
             crate::syscall::dispatch(frame);
             return;
