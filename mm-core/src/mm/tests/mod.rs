@@ -3,6 +3,7 @@
 mod basic;
 mod floor_ceiling;
 mod inject;
+mod model;
 mod variants;
 
 use crate::addr::{VirtAddr, PAGE_SIZE};
