@@ -80,7 +80,13 @@ impl OrderCheck {
             }
         }
         for m in k.mappings() {
-            for vma in m.get().i_mmap_vmas().filter(|v| meets(*v)) {
+            for vma in m
+                .get()
+                .lock_i_mmap(k)
+                .vmas()
+                .into_iter()
+                .filter(|v| meets(*v))
+            {
                 report(vma, UnlinkKind::File);
             }
         }

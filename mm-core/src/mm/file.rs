@@ -1,21 +1,21 @@
 //! Files: `AddressSpace` (the inode's page cache and `i_mmap`) and `File` (an open reference).
 //!
-//! `i_mmap` holds every VMA mapping the file, so truncate and rmap can find them. It is kept here as
-//! an intrusive doubly linked list through `Vma::shared` (an O(n) overlap query) until the
-//! augmented interval tree of `crate::interval_tree` is wired in: only [`vma_link_file`],
-//! [`unlink_file_vma`] and [`AddressSpace::vmas_overlapping`] touch it.
+//! `i_mmap` holds every VMA mapping the file, so truncate and rmap can find them: an augmented
+//! interval tree (see [`crate::mm::i_mmap`]) of the nodes embedded in `Vma::shared`.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{RefCell, UnsafeCell};
 
 use crate::addr::PhysAddr;
 use crate::cell::U64Cell;
 use crate::hooks::{UnlinkKind, VmaUnlinkEvent};
+use crate::interval_tree::IntervalTreeRoot;
 use crate::kernel::Kernel;
 use crate::lockdep::I_MMAP_LOCK;
 use crate::mm::error::FileError;
-use crate::mm::kobj::{addr_of, list_add, list_del, KPtr, ListLink};
+use crate::mm::i_mmap::IMmapGuard;
+use crate::mm::kobj::{list_add, list_del, KPtr, ListLink};
 use crate::mm::lock::MmSpinLock;
 use crate::mm::vma::{Vma, VmaPtr};
 use crate::phys::{AllocKind, PageFlags};
@@ -24,16 +24,6 @@ use crate::phys::{AllocKind, PageFlags};
 pub type FilePtr = KPtr<File>;
 /// Handle to an [`AddressSpace`].
 pub type MappingPtr = KPtr<AddressSpace>;
-
-/// A VMA's links in its file's `i_mmap`.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct ImmapNode {
-    /// Next VMA in `i_mmap` (0 = last).
-    pub next: U64Cell,
-    /// Previous VMA in `i_mmap` (0 = first).
-    pub prev: U64Cell,
-}
 
 /// Operations a mapping's owner provides (Linux's `vm_operations_struct`); only `close` here.
 pub trait VmOps {
@@ -46,10 +36,9 @@ pub trait VmOps {
 #[repr(C)]
 #[derive(Debug)]
 pub struct AddressSpace {
-    /// First VMA in `i_mmap` (0 = none).
-    pub i_mmap: U64Cell,
-    /// VMAs in `i_mmap`.
-    pub i_mmap_count: U64Cell,
+    /// The interval tree of VMAs mapping the file (`IntervalTreeRoot`: root node address, count);
+    /// reach it through [`IMmapGuard`].
+    pub i_mmap: UnsafeCell<IntervalTreeRoot>,
     /// Pages in the page cache.
     pub nrpages: U64Cell,
     /// File size in pages.
@@ -81,8 +70,7 @@ impl AddressSpace {
             return Err(FileError::NoMemory);
         }
         let m = KPtr::alloc(AddressSpace {
-            i_mmap: U64Cell::new(0),
-            i_mmap_count: U64Cell::new(0),
+            i_mmap: UnsafeCell::new(IntervalTreeRoot::new()),
             nrpages: U64Cell::new(0),
             i_size_pages: U64Cell::new(size_pages),
             i_count: U64Cell::new(1),
@@ -96,18 +84,9 @@ impl AddressSpace {
         Ok(m)
     }
 
-    /// VMAs in `i_mmap` mapping any page offset in `[first, last]`.
-    pub fn vmas_overlapping(&self, first: u64, last: u64) -> Vec<VmaPtr> {
-        self.i_mmap_vmas()
-            .filter(|v| v.get().pgoff() <= last && v.get().last_pgoff() >= first)
-            .collect()
-    }
-
-    /// Every VMA in `i_mmap`.
-    pub fn i_mmap_vmas(&self) -> impl Iterator<Item = VmaPtr> {
-        core::iter::successors(KPtr::from_addr(self.i_mmap.get()), |v: &VmaPtr| {
-            KPtr::from_addr(v.get().shared.next.get())
-        })
+    /// Locks `i_mmap` for queries and updates.
+    pub fn lock_i_mmap<'a>(&'a self, k: &'a Kernel<'_>) -> IMmapGuard<'a> {
+        IMmapGuard::lock(k, self)
     }
 
     /// The cached page at `pgoff`.
@@ -175,7 +154,7 @@ pub fn iput(k: &Kernel<'_>, mapping: MappingPtr) {
     if m.i_count.sub(1) != 0 {
         return;
     }
-    assert_eq!(m.i_mmap.get(), 0, "iput of a file still mapped");
+    assert!(m.lock_i_mmap(k).is_empty(), "iput of a file still mapped");
     for (pgoff, _) in m.cached_from(0) {
         m.delete_from_page_cache(k, pgoff);
     }
@@ -238,48 +217,21 @@ pub fn fput(k: &Kernel<'_>, file: FilePtr) {
 
 /// Puts a file-backed `vma` into its file's `i_mmap` (Linux's `__vma_link_file`).
 pub(crate) fn vma_link_file(k: &Kernel<'_>, vma: VmaPtr) {
-    let v = vma.get();
-    let Some(file) = v.file() else { return };
+    let Some(file) = vma.get().file() else { return };
     let m = file.get().mapping();
-    let m = m.get();
-    let _guard = m.i_mmap_lock.lock(k);
-    let head: Option<VmaPtr> = KPtr::from_addr(m.i_mmap.get());
-    v.shared.prev.set(0);
-    v.shared.next.set(addr_of(head));
-    if let Some(h) = head {
-        h.get().shared.prev.set(vma.addr());
-    }
-    m.i_mmap.set(vma.addr());
-    m.i_mmap_count.add(1);
+    m.get().lock_i_mmap(k).insert(vma);
 }
 
-fn in_i_mmap(m: &AddressSpace, vma: VmaPtr) -> bool {
-    m.i_mmap.get() == vma.addr() || vma.get().shared.prev.get() != 0
-}
-
-/// Unlinks a file-backed VMA from its file's `i_mmap`, to hide it from rmap and vmtruncate before
-/// its page tables are freed. Idempotent.
+/// Unlinks a file-based VMA from its file's `i_mmap`, to hide it from rmap and vmtruncate before
+/// freeing its page tables. Idempotent.
 pub fn unlink_file_vma(k: &Kernel<'_>, vma: VmaPtr) {
     let v = vma.get();
     let Some(file) = v.file() else { return };
     let m = file.get().mapping();
-    let m = m.get();
-    let _guard = m.i_mmap_lock.lock(k);
-    if !in_i_mmap(m, vma) {
+    let mut i_mmap = m.get().lock_i_mmap(k);
+    if !i_mmap.remove(vma) {
         return;
     }
-    let prev: Option<VmaPtr> = KPtr::from_addr(v.shared.prev.get());
-    let next: Option<VmaPtr> = KPtr::from_addr(v.shared.next.get());
-    match prev {
-        Some(p) => p.get().shared.next.set(addr_of(next)),
-        None => m.i_mmap.set(addr_of(next)),
-    }
-    if let Some(n) = next {
-        n.get().shared.prev.set(addr_of(prev));
-    }
-    v.shared.next.set(0);
-    v.shared.prev.set(0);
-    m.i_mmap_count.sub(1);
     k.hooks().vma_unlinked(
         k,
         &VmaUnlinkEvent {
@@ -292,10 +244,25 @@ pub fn unlink_file_vma(k: &Kernel<'_>, vma: VmaPtr) {
     );
 }
 
+/// Re-keys a linked file VMA after its range changed (`set_end` does the change in between).
+pub(crate) fn vma_rekey_file(k: &Kernel<'_>, vma: VmaPtr, set_end: impl FnOnce()) {
+    let Some(file) = vma.get().file() else {
+        set_end();
+        return;
+    };
+    let m = file.get().mapping();
+    let mut i_mmap = m.get().lock_i_mmap(k);
+    let linked = i_mmap.remove(vma);
+    set_end();
+    if linked {
+        i_mmap.insert(vma);
+    }
+}
+
 /// Whether `vma` is reachable from its file's `i_mmap` (validate_mm and tests).
-pub fn is_in_i_mmap(vma: VmaPtr) -> bool {
+pub fn is_in_i_mmap(k: &Kernel<'_>, vma: VmaPtr) -> bool {
     match vma.get().file() {
-        Some(f) => f.get().mapping().get().i_mmap_vmas().any(|x| x == vma),
+        Some(f) => f.get().mapping().get().lock_i_mmap(k).vmas().contains(&vma),
         None => false,
     }
 }

@@ -58,6 +58,16 @@ impl<T> KPtr<T> {
         unsafe { self.0.as_ref() }
     }
 
+    /// A handle from a pointer the interval tree hands back (the object is live by Invariant 7).
+    pub(crate) fn from_nonnull(p: NonNull<T>) -> Self {
+        Self(p)
+    }
+
+    /// The raw pointer, with provenance over the whole object.
+    pub(crate) fn as_nonnull(self) -> NonNull<T> {
+        self.0
+    }
+
     /// The object's address, as stored in intrusive links.
     pub fn addr(self) -> u64 {
         self.0.as_ptr() as u64

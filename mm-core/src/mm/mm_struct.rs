@@ -7,6 +7,7 @@ use crate::cell::U64Cell;
 use crate::kernel::Kernel;
 use crate::lockdep::PAGE_TABLE_LOCK;
 use crate::mm::error::MmNewError;
+use crate::mm::file::vma_rekey_file;
 use crate::mm::kobj::{addr_of, KPtr};
 use crate::mm::lock::MmSpinLock;
 use crate::mm::vma::VmaPtr;
@@ -212,10 +213,10 @@ impl Mm {
     }
 
     /// Moves `vma`'s end, keeping the index keyed right.
-    pub(crate) fn set_vma_end(&mut self, vma: VmaPtr, end: VirtAddr) {
+    pub(crate) fn set_vma_end(&mut self, k: &Kernel<'_>, vma: VmaPtr, end: VirtAddr) {
         let v = vma.get();
         self.index.remove(&v.vm_end.get());
-        v.vm_end.set(end.0);
+        vma_rekey_file(k, vma, || v.vm_end.set(end.0));
         self.index.insert(end.0, vma);
     }
 

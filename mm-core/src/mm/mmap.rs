@@ -98,7 +98,7 @@ impl Mm {
         let prev = self.find_vma_prev(addr);
         let vma = match prev.filter(|p| can_extend(p.get(), addr, flags, file, pgoff)) {
             Some(p) => {
-                self.set_vma_end(p, end);
+                self.set_vma_end(k, p, end);
                 p
             }
             None => {
@@ -181,7 +181,7 @@ impl Mm {
         if let Some(f) = v.file() {
             get_file(f);
         }
-        self.set_vma_end(vma, addr);
+        self.set_vma_end(k, vma, addr);
         self.vma_link(k, upper, Some(vma));
         Ok(upper)
     }
@@ -214,7 +214,7 @@ impl Mm {
         // SAFETY: b is off the list, the index, its anon_vma and i_mmap (Invariant 7), and its
         // handle is not used again.
         unsafe { b.free() };
-        self.set_vma_end(a, end);
+        self.set_vma_end(k, a, end);
         true
     }
 

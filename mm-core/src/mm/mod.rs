@@ -17,6 +17,7 @@ pub mod anon;
 pub mod error;
 pub mod fault;
 pub mod file;
+pub mod i_mmap;
 pub mod kobj;
 pub mod lock;
 pub mod mm_struct;

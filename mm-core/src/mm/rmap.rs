@@ -8,7 +8,9 @@ use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::kernel::Kernel;
 use crate::mm::anon::{anon_mapping_value, AnonVma, AnonVmaPtr};
 use crate::mm::file::AddressSpace;
+use crate::mm::i_mmap::IMmapGuard;
 use crate::mm::kobj::KPtr;
+use crate::mm::lock::MmLockGuard;
 use crate::mm::mm_struct::MmStruct;
 use crate::mm::vma::VmaPtr;
 use crate::paging::walk::{lookup, PteSlot};
@@ -57,6 +59,12 @@ pub(crate) fn page_remove_rmap(k: &Kernel<'_>, mm: &MmStruct, frame: PhysAddr) {
     }
 }
 
+/// The lock an rmap walk holds.
+enum Held<'a> {
+    AnonVma(#[allow(dead_code)] MmLockGuard<'a>),
+    IMmap(#[allow(dead_code)] IMmapGuard<'a>),
+}
+
 /// Calls `f(vma, va, slot)` for every PTE that maps `frame`, found through its anon_vma or its
 /// file's i_mmap (Linux's `rmap_walk`). Returns how many were found.
 pub fn rmap_walk(
@@ -72,18 +80,19 @@ pub fn rmap_walk(
     let index = page.index.get();
     // Walkers hold the anon_vma lock or i_mmap_lock for the whole walk: an unlinker that takes it
     // for writing waits for us, and once it has run we cannot find its VMA (Invariant 3).
-    let (_guard, vmas): (_, alloc::vec::Vec<VmaPtr>) = if mapping & PAGE_MAPPING_ANON != 0 {
+    let (_held, vmas): (Held<'_>, alloc::vec::Vec<VmaPtr>) = if mapping & PAGE_MAPPING_ANON != 0 {
         let Some(anon) = KPtr::<AnonVma>::from_addr(mapping & !PAGE_MAPPING_ANON) else {
             return 0;
         };
         let a = anon.get();
-        (a.lock.lock(k), a.vmas().collect())
+        (Held::AnonVma(a.lock.lock(k)), a.vmas().collect())
     } else {
         let Some(m) = KPtr::<AddressSpace>::from_addr(mapping) else {
             return 0;
         };
-        let m = m.get();
-        (m.i_mmap_lock.lock(k), m.vmas_overlapping(index, index))
+        let i_mmap = m.get().lock_i_mmap(k);
+        let vmas = i_mmap.vmas_overlapping(index, index);
+        (Held::IMmap(i_mmap), vmas)
     };
     let mut found = 0;
     for vma in vmas {

@@ -14,9 +14,8 @@ use crate::paging::MmuGather;
 /// Zaps, in every VMA mapping `mapping`, the PTEs of page offsets `[first, last]` — including
 /// private copies made from them (Linux's `unmap_mapping_range` with `even_cows`).
 pub fn unmap_mapping_range(k: &Kernel<'_>, mapping: MappingPtr, first: u64, last: u64) {
-    let m = mapping.get();
-    let _guard = m.i_mmap_lock.lock(k);
-    for vma in m.vmas_overlapping(first, last) {
+    let i_mmap = mapping.get().lock_i_mmap(k);
+    for vma in i_mmap.vmas_overlapping(first, last) {
         let v = vma.get();
         let lo = first.max(v.pgoff());
         let hi = last.min(v.last_pgoff());

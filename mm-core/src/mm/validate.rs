@@ -76,6 +76,13 @@ pub enum Violation {
         /// Address of the VMA.
         vma: u64,
     },
+    /// An i_mmap tree breaks its own invariants (order, colours, augmentation).
+    IMmapTree {
+        /// Address of the address_space.
+        mapping: u64,
+        /// How many tree invariants are broken.
+        problems: u64,
+    },
     /// An i_mmap holds a VMA of this mm that is not on the mm's list.
     IMmapStray {
         /// Address of the address_space.
@@ -169,7 +176,7 @@ impl Mm {
                 }
             }
             if let Some(file) = v.file() {
-                if !is_in_i_mmap(vma) {
+                if !is_in_i_mmap(k, vma) {
                     out.push(Violation::IMmapMissing { vma: a });
                 }
                 let m = file.get().mapping();
@@ -201,7 +208,20 @@ impl Mm {
             }
         }
         for m in &mappings {
-            for vma in m.get().i_mmap_vmas().filter(|v| ours(*v)) {
+            let problems = m.get().lock_i_mmap(k).violations() as u64;
+            if problems != 0 {
+                out.push(Violation::IMmapTree {
+                    mapping: m.addr(),
+                    problems,
+                });
+            }
+            for vma in m
+                .get()
+                .lock_i_mmap(k)
+                .vmas()
+                .into_iter()
+                .filter(|v| ours(*v))
+            {
                 if !listed(vma) {
                     out.push(Violation::IMmapStray {
                         mapping: m.addr(),

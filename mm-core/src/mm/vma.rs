@@ -1,13 +1,16 @@
 //! `Vma`: one contiguous range of an address space with uniform permissions and backing.
 //!
 //! The struct is `#[repr(C)]` and all `u64`, because the host walks it from raw guest memory: the
-//! mm's list through `vm_next`/`vm_prev`, anon_vma lists through `anon_vma_node`, and i_mmap through
-//! `shared`.
+//! mm's list through `vm_next`/`vm_prev`, anon_vma lists through `anon_vma_next`/`anon_vma_prev`,
+//! and i_mmap through the interval-tree node `shared`.
 
 use crate::addr::{VirtAddr, PAGE_SHIFT};
 use crate::cell::U64Cell;
 use crate::mm::anon::AnonVma;
-use crate::mm::file::{File, ImmapNode};
+use core::cell::UnsafeCell;
+
+use crate::interval_tree::IntervalNode;
+use crate::mm::file::File;
 use crate::mm::kobj::KPtr;
 
 /// Handle to a [`Vma`].
@@ -99,7 +102,7 @@ impl MapFlags {
 
 /// A virtual memory area (Linux's `vm_area_struct`).
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Vma {
     /// Address of the owning `MmStruct`.
     pub vm_mm: U64Cell,
@@ -123,8 +126,29 @@ pub struct Vma {
     pub anon_vma_next: U64Cell,
     /// Previous VMA on the anon_vma's list (0 = first).
     pub anon_vma_prev: U64Cell,
-    /// Links in the file's i_mmap.
-    pub shared: ImmapNode,
+    /// Node in the file's i_mmap interval tree, keyed `[vm_pgoff, last_pgoff]` (7 `u64`s; only
+    /// `crate::mm::i_mmap` touches it).
+    pub shared: UnsafeCell<IntervalNode>,
+}
+
+impl Default for Vma {
+    fn default() -> Self {
+        let z = || U64Cell::new(0);
+        Self {
+            vm_mm: z(),
+            vm_start: z(),
+            vm_end: z(),
+            vm_next: z(),
+            vm_prev: z(),
+            vm_flags: z(),
+            vm_pgoff: z(),
+            vm_file: z(),
+            anon_vma: z(),
+            anon_vma_next: z(),
+            anon_vma_prev: z(),
+            shared: UnsafeCell::new(IntervalNode::new(0, 0)),
+        }
+    }
 }
 
 impl Vma {
@@ -193,6 +217,7 @@ mod tests {
         assert_eq!(core::mem::align_of::<Vma>(), 8);
         assert_eq!(core::mem::offset_of!(Vma, vm_start), 8);
         assert_eq!(core::mem::offset_of!(Vma, shared), 11 * 8);
+        assert_eq!(core::mem::size_of::<Vma>(), 18 * 8);
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod basic;
 mod floor_ceiling;
 mod inject;
 mod model;
+mod rmap;
 mod variants;
 
 use crate::addr::{VirtAddr, PAGE_SIZE};

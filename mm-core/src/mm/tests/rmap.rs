@@ -1,0 +1,120 @@
+//! Reverse mapping through i_mmap and anon_vma: rmap finds every mapping, and only live ones.
+
+use super::*;
+use crate::addr::USER_BASE;
+use crate::mm::file::{fput, iput, AddressSpace, File};
+use crate::mm::{rmap, truncate};
+use crate::paging::walk::lookup;
+
+const BASE: u64 = USER_BASE.0 + (9 << 30);
+
+#[test]
+fn rmap_finds_a_file_page_in_every_vma_that_maps_it_and_truncate_zaps_them_all() {
+    rig!(ram, tlb, k);
+    let mapping = AddressSpace::create(&k, 4).expect("inode");
+    let file = File::open(&k, mapping, None).expect("file");
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let n = 100;
+    for i in 0..n {
+        // Every other page, so the VMAs (all at pgoff 0) cannot merge.
+        let at = VirtAddr(BASE + 2 * i * PAGE_SIZE);
+        let flags = MapFlags(MapFlags::SHARED.0 | MapFlags::FIXED.0);
+        mm.mmap(&k, at, PAGE_SIZE, Prot::READ, flags, Some(file), 0)
+            .expect("mmap");
+        mm.handle_mm_fault(&k, at, Access::Read).expect("fault");
+    }
+    assert_eq!(mm.raw().map_count.get(), n);
+    let page = mapping.get().find_get_page(0).expect("cached");
+    assert_eq!(k.page(page).mapcount.get(), n);
+    assert_eq!(
+        rmap::page_referenced(&k, page),
+        n,
+        "every mapping was accessed"
+    );
+    assert_eq!(
+        rmap::page_referenced(&k, page),
+        0,
+        "the accessed bits were cleared"
+    );
+    assert_valid(&k, &mm);
+    // Unmap half of them: rmap must no longer find those.
+    for i in (0..n).step_by(2) {
+        mm.munmap(&k, VirtAddr(BASE + 2 * i * PAGE_SIZE), PAGE_SIZE)
+            .expect("munmap");
+    }
+    assert_eq!(rmap::rmap_walk(&k, page, &mut |_, _, _| {}), n / 2);
+    truncate::vmtruncate(&k, mapping, 0);
+    assert_eq!(mm.raw().file_rss.get(), 0);
+    assert!(lookup(&k, mm.raw().pgd(), VirtAddr(BASE + 2 * PAGE_SIZE))
+        .is_some_and(|s| s.read(&k).is_none()));
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+    fput(&k, file);
+    iput(&k, mapping);
+    assert_eq!(ram.frames_in_use(), 0);
+}
+
+#[test]
+fn try_to_unmap_takes_an_anonymous_page_out_of_its_only_mapping() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    map_anon(&k, &mut mm, BASE, 2);
+    touch(&k, &mut mm, BASE, 2);
+    let slot = lookup(&k, mm.raw().pgd(), VirtAddr(BASE + PAGE_SIZE)).expect("slot");
+    let frame = slot.read(&k).frame();
+    assert!(rmap::try_to_unmap(&k, frame));
+    assert!(slot.read(&k).is_none());
+    assert!(
+        !ram.is_allocated(frame),
+        "the page was freed with its last mapping"
+    );
+    assert_eq!(mm.raw().anon_rss.get(), 1);
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
+
+#[test]
+fn splitting_and_merging_file_vmas_keeps_the_interval_tree_keyed_right() {
+    rig!(ram, tlb, k);
+    let mapping = AddressSpace::create(&k, 16).expect("inode");
+    let file = File::open(&k, mapping, None).expect("file");
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let flags = MapFlags(MapFlags::PRIVATE.0 | MapFlags::FIXED.0);
+    mm.mmap(
+        &k,
+        VirtAddr(BASE),
+        8 * PAGE_SIZE,
+        Prot::RW,
+        flags,
+        Some(file),
+        4,
+    )
+    .expect("mmap");
+    mm.mprotect(
+        &k,
+        VirtAddr(BASE + 2 * PAGE_SIZE),
+        3 * PAGE_SIZE,
+        Prot::READ,
+    )
+    .expect("split");
+    assert_eq!(mm.raw().map_count.get(), 3);
+    assert_valid(&k, &mm);
+    let i_mmap = mapping.get().lock_i_mmap(&k);
+    let hits = i_mmap.vmas_overlapping(7, 7);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].get().start().0, BASE + 2 * PAGE_SIZE);
+    drop(i_mmap);
+    mm.mprotect(&k, VirtAddr(BASE + 2 * PAGE_SIZE), 3 * PAGE_SIZE, Prot::RW)
+        .expect("merge");
+    assert_eq!(mm.raw().map_count.get(), 1);
+    assert_eq!(
+        mapping.get().lock_i_mmap(&k).vmas_overlapping(11, 11).len(),
+        1
+    );
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+    fput(&k, file);
+    iput(&k, mapping);
+    assert_eq!(ram.frames_in_use(), 0);
+}
