@@ -58,7 +58,16 @@ impl Mm {
             return Err(FaultError::AccErr);
         }
         let addr = addr.align_down(PAGE_SIZE);
-        let slot = pte_alloc(k, self.raw(), addr).ok_or(FaultError::Oom)?;
+        // anon_vma_prepare takes the anon_vma lock, which ranks above the page-table lock: do it
+        // before taking that, whenever the fault may end with an anonymous page.
+        let private = !flags.contains(VmFlags::SHARED);
+        let may_need_anon = vma.get().file().is_none() || (access == Access::Write && private);
+        if may_need_anon && !anon_vma_prepare(k, vma) {
+            return Err(FaultError::Oom);
+        }
+        let raw = self.raw();
+        let slot = pte_alloc(k, raw, addr).ok_or(FaultError::Oom)?;
+        let _ptl = raw.page_table_lock.lock(k);
         let e = slot.read(k);
         if !e.holds_frame() {
             return self.do_no_page(k, vma, addr, slot, access);
@@ -78,7 +87,7 @@ impl Mm {
     }
 
     fn do_no_page(
-        &mut self,
+        &self,
         k: &Kernel<'_>,
         vma: VmaPtr,
         addr: VirtAddr,
@@ -106,24 +115,24 @@ impl Mm {
         Ok(())
     }
 
-    /// Maps a new anonymous page at `addr`: zeroed, or a copy of `copy_of`.
+    /// Maps a new anonymous page at `addr`: zeroed, or a copy of `copy_of`. The VMA already has its
+    /// anon_vma (prepared before the page-table lock was taken).
     fn map_new_anon(
-        &mut self,
+        &self,
         k: &Kernel<'_>,
         vma: VmaPtr,
         addr: VirtAddr,
         slot: PteSlot,
         copy_of: Option<crate::addr::PhysAddr>,
     ) -> Result<(), FaultError> {
-        if !anon_vma_prepare(k, vma) {
-            return Err(FaultError::Oom);
-        }
+        let v = vma.get();
+        let Some(anon) = v.anon() else {
+            panic!("anonymous fault in a VMA without an anon_vma");
+        };
         let frame = k.alloc_frame(AllocKind::DataPage).ok_or(FaultError::Oom)?;
         if let Some(src) = copy_of {
             k.copy_frame(frame, src);
         }
-        let v = vma.get();
-        let anon = v.anon().ok_or(FaultError::Oom)?;
         page_add_new_anon_rmap(k, self.raw(), frame, anon, v.linear_page_index(addr));
         let f = leaf_flags(v.flags(), true) | PteFlags::ACCESSED | PteFlags::DIRTY;
         slot.write(k, PageTableEntry::new(frame, f));
@@ -132,7 +141,7 @@ impl Mm {
 
     /// A write to a present, write-protected page of a writable VMA (Linux's `do_wp_page`).
     fn do_wp_page(
-        &mut self,
+        &self,
         k: &Kernel<'_>,
         vma: VmaPtr,
         addr: VirtAddr,

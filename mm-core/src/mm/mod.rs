@@ -12,6 +12,8 @@
 //! - [`truncate`]: `vmtruncate`, `unmap_mapping_range`.
 //! - [`validate`]: `validate_mm`, every invariant as a list of violations.
 //! - [`error`]: one error enum per operation.
+//! - [`layout`]: the `#[repr(C)]` layouts the host reads, pinned by compile-time assertions.
+//! - [`i_mmap`]: the locked interval tree of a file's VMAs; [`lock`]: the embedded spinlocks.
 
 pub mod anon;
 pub mod error;
@@ -19,6 +21,7 @@ pub mod fault;
 pub mod file;
 pub mod i_mmap;
 pub mod kobj;
+pub mod layout;
 pub mod lock;
 pub mod mm_struct;
 pub mod mmap;

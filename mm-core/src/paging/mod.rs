@@ -5,6 +5,7 @@
 //! - [`walk`]: lookups, allocation on demand, and leaf iteration over a range.
 //! - [`gather`]: the [`MmuGather`] that holds freed pages and tables until after the TLB flush.
 //! - [`free`]: `free_pgd_range` with Linux's floor/ceiling rules.
+//! - `native` (bare-metal builds only): `NativeTlb`, flushing with `invlpg` / a CR3 reload.
 //!
 //! Protocol: a page-table page is unhooked from its parent, then the TLB is flushed for its span,
 //! then it goes back to the allocator (Invariant 4); the VMAs whose range it maps left rmap's reach
@@ -13,9 +14,13 @@
 pub mod entry;
 pub mod free;
 pub mod gather;
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub mod native;
 pub mod table;
 pub mod walk;
 
 pub use entry::{Level, PageTableEntry, PteFlags};
 pub use free::free_pgd_range;
 pub use gather::{CountingTlb, MmuGather, TlbFlush};
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
+pub use native::NativeTlb;
