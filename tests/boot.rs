@@ -88,7 +88,16 @@ fn ring_3_programs_make_system_calls_and_cannot_touch_the_kernel() {
         return;
     }
     let (stdout, stderr) = expect_exit(&["run", "--scenario", "user-mode"], 0);
-    assert!(stdout.contains("ring 3: exit, getcpu and a kernel-memory fault all came back"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ring 3: exit, getcpu, a script and a kernel-memory fault all came back"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn mm_core_serves_a_ring_3_process_on_the_real_mmu_without_leaking() {
+    if !kvm_available("mm_core_serves_a_ring_3_process_on_the_real_mmu_without_leaking") {
+        return;
+    }
+    let (stdout, stderr) = expect_exit(&["run", "--scenario", "mm-smoke"], 0);
+    assert!(stdout.contains("served on the real MMU; no frame leaked"), "{stdout}\n{stderr}");
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //! - [`gdt`], [`percpu`]: each vCPU's GDT, TSS and per-CPU data (reached through GS).
 //! - [`syscall`]: the system calls ring-3 programs make.
 //! - [`user`]: entering ring 3 and coming back; the user segment.
-//! - [`programs`]: the ring-3 programs.
+//! - [`programs`]: the ring-3 programs, among them the script interpreter workloads run on.
+//! - [`mm`]: mm-core over real RAM and the real MMU.
+//! - [`process`]: address spaces running scripts; their system calls and page faults.
 //! - [`frame`]: the physical frame allocator over the RAM the boot info names.
 //! - [`heap`]: the kernel heap behind `alloc`.
 //! - [`smp`]: vCPU check-in and the start barrier.
@@ -27,7 +29,9 @@ mod frame;
 mod gdt;
 mod heap;
 mod idt;
+mod mm;
 mod percpu;
+mod process;
 mod programs;
 mod scenarios;
 mod smp;
@@ -74,6 +78,7 @@ fn boot_cpu(info: &'static BootInfo) -> ! {
     }
     frame::init(info);
     heap::init();
+    mm::init(info.ram_size);
     ucall::sync(0, Ucall::STAGE_ONLINE);
     ucall::sync(0, Ucall::STAGE_READY);
 

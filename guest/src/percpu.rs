@@ -55,6 +55,36 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     }
 }
 
+/// Reads a model-specific register.
+///
+/// # Safety
+/// `msr` must exist.
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: per the function's contract.
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack, nomem, preserves_flags));
+    }
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+const IA32_EFER: u32 = 0xc000_0080;
+/// EFER: the no-execute bit of page-table entries is honoured (mm-core sets it on non-exec pages).
+const EFER_NXE: u64 = 1 << 11;
+/// CPUID 0x8000_0001 EDX: NX supported.
+const CPUID_NX: u32 = 1 << 20;
+
+/// Turns on no-execute pages: without EFER.NXE a PTE with bit 63 set is a reserved-bit fault.
+fn enable_nx() {
+    let edx = core::arch::x86_64::__cpuid(0x8000_0001).edx;
+    assert!(
+        edx & CPUID_NX != 0,
+        "this CPU has no NX bit; mm-core's page tables need it"
+    );
+    // SAFETY: EFER exists in long mode; NXE only changes how bit 63 of a PTE is read.
+    unsafe { wrmsr(IA32_EFER, rdmsr(IA32_EFER) | EFER_NXE) };
+}
+
 /// Sets up vCPU `cpu`'s per-CPU data, GDT and TSS; `stack_top` is its kernel stack's top.
 pub fn init(cpu: usize, stack_top: u64) {
     // SAFETY: only this vCPU touches entry `cpu`, here, before GS points at it.
@@ -62,6 +92,7 @@ pub fn init(cpu: usize, stack_top: u64) {
     this.cpu = cpu as u64;
     this.tss = gdt::tss_of(cpu) as u64;
     gdt::init(cpu, stack_top);
+    enable_nx();
     // SAFETY: both MSRs exist on x86_64; GS is not used by compiled code, only by the trap entry.
     unsafe {
         wrmsr(IA32_GS_BASE, this as *mut PerCpu as u64);

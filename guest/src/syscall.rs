@@ -18,6 +18,6 @@ pub fn dispatch(frame: &mut TrapFrame) {
     frame.rax = match frame.rax {
         SYS_EXIT => exit_to_kernel(Exit::Code(frame.rdi)),
         SYS_GETCPU => crate::percpu::this_cpu() as u64,
-        _ => ENOSYS.wrapping_neg(),
+        _ => crate::process::syscall(frame).unwrap_or(ENOSYS.wrapping_neg()),
     };
 }

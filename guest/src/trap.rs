@@ -133,6 +133,10 @@ extern "sysv64" fn dispatch(frame: &mut TrapFrame) {
             rip: frame.rip,
         });
     }
+    // The kernel touching a process's memory (copying its script in) faults pages in like ring 3.
+    if frame.vector == PAGE_FAULT && crate::process::handle_fault(cr2, frame.error_code) {
+        return;
+    }
     ucall::exception(
         smp::this_cpu(),
         frame.vector,

@@ -125,8 +125,8 @@ pub fn exit_to_kernel(exit: Exit) -> ! {
 }
 
 /// A page fault in ring 3: true if the memory manager fixed it and the program may go on.
-pub fn handle_page_fault(_frame: &mut TrapFrame, _cr2: u64) -> bool {
-    false
+pub fn handle_page_fault(frame: &mut TrapFrame, cr2: u64) -> bool {
+    crate::process::handle_fault(cr2, frame.error_code)
 }
 
 extern "C" {

@@ -39,6 +39,11 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "mm-smoke",
+        about: "a ring-3 process maps, touches, splits, protects, truncates and unmaps memory (mm-core on the real MMU)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "panic",
         about: "panic in the kernel: the VMM reports the message with file and line",
         expect: Expect::Failure,

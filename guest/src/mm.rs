@@ -1,0 +1,120 @@
+//! mm-core in the guest: the memory manager over real RAM and the real MMU.
+//!
+//! Frames come from [`crate::frame`], physical memory is reached through the identity map, the
+//! per-frame `Page` array covers all of RAM, and TLB flushes are `invlpg` (or a CR3 reload for a
+//! large range) when the flushed address space is the one loaded. Only vCPU 0 runs mm operations
+//! for now, so the one [`Kernel`] lives in a static that vCPU 0 alone touches.
+
+use crate::frame;
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use mm_core::paging::TlbFlush;
+use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page};
+use mm_core::{Kernel, Pfn, PhysAddr, VirtAddr};
+
+/// The guest's frame allocator, as mm-core sees it.
+pub struct GuestFrames;
+
+impl FrameAllocator for GuestFrames {
+    fn alloc_frame(&self) -> Option<PhysAddr> {
+        frame::alloc().map(PhysAddr)
+    }
+
+    fn free_frame(&self, frame: PhysAddr) {
+        // SAFETY: mm-core gives back only frames it took from `alloc_frame` and no longer uses.
+        unsafe { frame::free(frame.0) }
+    }
+}
+
+/// Ranges longer than this many pages are flushed with a CR3 reload instead of `invlpg`s.
+const INVLPG_MAX_PAGES: u64 = 32;
+
+/// TLB flushes on this vCPU.
+pub struct GuestTlb;
+
+impl TlbFlush for GuestTlb {
+    fn flush_range(&self, pgd: PhysAddr, start: VirtAddr, end: VirtAddr) {
+        // An address space that is not loaded has nothing cached: every switch reloads CR3, which
+        // drops all non-global translations (the kernel uses no PCIDs and no global user pages).
+        if read_cr3() != pgd.0 {
+            return;
+        }
+        let pages = (end.0 - start.0).div_ceil(4096);
+        if pages > INVLPG_MAX_PAGES {
+            write_cr3(pgd.0);
+            return;
+        }
+        for page in 0..pages {
+            // SAFETY: invlpg only drops a cached translation.
+            unsafe {
+                core::arch::asm!("invlpg [{}]", in(reg) start.0 + page * 4096, options(nostack, preserves_flags))
+            };
+        }
+    }
+}
+
+/// The loaded page-table root.
+pub fn read_cr3() -> u64 {
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags))
+    };
+    cr3
+}
+
+/// Loads `pgd` as the page-table root (and flushes every non-global translation).
+pub fn write_cr3(pgd: u64) {
+    // SAFETY: callers pass the boot PML4 or the PGD of a live mm, both of which keep the kernel's
+    // identity map (mm-core copies the kernel's entries into every new PGD).
+    unsafe { core::arch::asm!("mov cr3, {}", in(reg) pgd, options(nostack, preserves_flags)) };
+}
+
+static FRAMES: GuestFrames = GuestFrames;
+static TLB: GuestTlb = GuestTlb;
+// SAFETY: RAM is identity-mapped (the VMM's boot page tables, shared by every mm).
+static PHYS: DirectMap = unsafe { DirectMap::new(0) };
+
+struct KernelCell(UnsafeCell<Option<Kernel<'static>>>);
+
+// SAFETY: only vCPU 0 reaches the cell (see the module doc).
+unsafe impl Sync for KernelCell {}
+
+static KERNEL: KernelCell = KernelCell(UnsafeCell::new(None));
+
+/// The boot page-table root: the kernel half every address space copies.
+static mut KERNEL_PGD: u64 = 0;
+
+/// Builds the memory manager over `ram_size` bytes of RAM. Called once by vCPU 0 after the frame
+/// allocator and the heap are up.
+pub fn init(ram_size: u64) {
+    let pages = ram_size / frame::FRAME_SIZE;
+    let bytes = pages * core::mem::size_of::<Page>() as u64;
+    let Some(map) = frame::alloc_contiguous(bytes.div_ceil(frame::FRAME_SIZE)) else {
+        panic!("no RAM left for the {bytes}-byte page array");
+    };
+    // SAFETY: the frames were just carved from RAM nobody has written since the VMM zeroed it, and
+    // an all-zero `Page` is a free frame; they stay reserved for the array for good.
+    let mem_map =
+        unsafe { MemMap::from_raw(NonNull::new_unchecked(map as *mut Page), Pfn(0), pages) };
+    // SAFETY: vCPU 0 alone, once, before anything reads the cell.
+    unsafe {
+        KERNEL_PGD = read_cr3();
+        *KERNEL.0.get() = Some(Kernel::new(&FRAMES, &PHYS, mem_map, &TLB));
+    }
+}
+
+/// The memory manager's context.
+pub fn kernel() -> &'static Kernel<'static> {
+    // SAFETY: set once by `init` before any caller; only vCPU 0 calls (module doc).
+    match unsafe { &*KERNEL.0.get() } {
+        Some(k) => k,
+        None => panic!("mm::kernel() before mm::init()"),
+    }
+}
+
+/// The boot page-table root.
+pub fn kernel_pgd() -> PhysAddr {
+    // SAFETY: written once by `init` before any reader.
+    PhysAddr(unsafe { KERNEL_PGD })
+}

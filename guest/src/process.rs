@@ -1,0 +1,216 @@
+//! Processes: a fresh address space, a [`Script`] copied into it, the script interpreter run in
+//! ring 3, and the system calls and page faults it raises served by mm-core.
+//!
+//! One process runs at a time, on vCPU 0 (see `mm`); [`CURRENT`] is the process the trap handlers
+//! serve.
+
+use crate::mm::{kernel, kernel_pgd, read_cr3, write_cr3};
+use crate::programs::{self, Script};
+use crate::trap::TrapFrame;
+use crate::user::{self, Exit};
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use mm_core::mm::{Access, FilePtr, MapFlags, Mm, Prot};
+use mm_core::VirtAddr;
+
+/// Where a process's script is mapped: the first user page table (`USER_BASE`).
+pub const SCRIPT_BASE: u64 = mm_core::addr::USER_BASE.0;
+
+/// Page-fault error-code bits.
+const PF_WRITE: u64 = 1 << 1;
+const PF_USER: u64 = 1 << 2;
+const PF_FETCH: u64 = 1 << 4;
+
+/// Linux system-call numbers this kernel serves (besides `exit` and `getcpu`, in `syscall`).
+pub mod nr {
+    /// `mmap(addr, len, prot, flags, fd, offset)`.
+    pub const MMAP: u64 = 9;
+    /// `mprotect(addr, len, prot)`.
+    pub const MPROTECT: u64 = 10;
+    /// `munmap(addr, len)`.
+    pub const MUNMAP: u64 = 11;
+    /// `brk(addr)`.
+    pub const BRK: u64 = 12;
+    /// `ftruncate(fd, length)`.
+    pub const FTRUNCATE: u64 = 77;
+}
+
+const EBADF: i64 = 9;
+const EINVAL: i64 = 22;
+
+/// A running process.
+pub struct Process {
+    /// Its address space.
+    pub mm: Mm,
+    /// Open files: descriptor `i` is `files[i]`.
+    pub files: Vec<FilePtr>,
+    /// Page faults served.
+    pub faults: u64,
+    /// System calls served.
+    pub syscalls: u64,
+}
+
+struct Current(UnsafeCell<Option<Process>>);
+// SAFETY: only vCPU 0 runs processes (module doc).
+unsafe impl Sync for Current {}
+static CURRENT: Current = Current(UnsafeCell::new(None));
+
+fn current() -> Option<&'static mut Process> {
+    // SAFETY: vCPU 0 alone; the trap handlers run with interrupts off, nested in the code that set
+    // CURRENT, and never keep the reference past their return.
+    unsafe { (*CURRENT.0.get()).as_mut() }
+}
+
+/// What a finished process leaves behind for the scenario to check.
+pub struct Finished {
+    /// How it ended.
+    pub exit: Exit,
+    /// Page faults served.
+    pub faults: u64,
+    /// System calls served.
+    pub syscalls: u64,
+}
+
+/// Why a process could not start.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// No memory for the address space.
+    NoMemory,
+    /// The script could not be mapped (the errno mmap gave).
+    ScriptMap(i32),
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SpawnError::NoMemory => write!(f, "no memory for a new address space"),
+            SpawnError::ScriptMap(errno) => {
+                write!(f, "mapping the script failed with errno {errno}")
+            }
+        }
+    }
+}
+
+/// Runs `script` as a new process with `files` as its descriptors (the process takes those
+/// references and drops them at exit), tears it down, and reports how it went.
+pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError> {
+    let k = kernel();
+    let mut mm = Mm::new(k, Some(kernel_pgd())).map_err(|_| SpawnError::NoMemory)?;
+    let words = script.words();
+    let len = (words.len() as u64 * 8).next_multiple_of(4096);
+    let rw_private = MapFlags::PRIVATE
+        .union(MapFlags::ANONYMOUS)
+        .union(MapFlags::FIXED);
+    if let Err(e) = mm.mmap(k, VirtAddr(SCRIPT_BASE), len, Prot::RW, rw_private, None, 0) {
+        mm.destroy(k);
+        return Err(SpawnError::ScriptMap(e.errno()));
+    }
+    let pgd = mm.raw().pgd().0;
+    // SAFETY: vCPU 0 alone; no process is running.
+    unsafe {
+        *CURRENT.0.get() = Some(Process {
+            mm,
+            files,
+            faults: 0,
+            syscalls: 0,
+        })
+    };
+    write_cr3(pgd);
+    // The copy faults the script's pages in, as copy_to_user would.
+    for (i, word) in words.iter().enumerate() {
+        // SAFETY: the script VMA is mapped read-write at SCRIPT_BASE in the loaded address space.
+        unsafe { core::ptr::write_volatile((SCRIPT_BASE as *mut u64).add(i), *word) };
+    }
+    let exit = user::enter_user(0, programs::script(), 0, SCRIPT_BASE);
+    write_cr3(kernel_pgd().0);
+    // SAFETY: the process has exited; nothing refers to CURRENT any more.
+    let process = unsafe { (*CURRENT.0.get()).take() }.expect("the running process");
+    let finished = Finished {
+        exit,
+        faults: process.faults,
+        syscalls: process.syscalls,
+    };
+    for file in process.files {
+        mm_core::mm::fput(k, file);
+    }
+    process.mm.destroy(k);
+    Ok(finished)
+}
+
+/// A page fault at `addr` (from ring 3, or from the kernel touching user memory for the process):
+/// true when mm-core mapped the page and the access may be retried.
+pub fn handle_fault(addr: u64, error_code: u64) -> bool {
+    let Some(p) = current() else { return false };
+    if read_cr3() != p.mm.raw().pgd().0 || !VirtAddr(addr).is_user() {
+        return false;
+    }
+    let access = if error_code & PF_FETCH != 0 {
+        Access::Exec
+    } else if error_code & PF_WRITE != 0 {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    p.faults += 1;
+    let handled =
+        p.mm.handle_mm_fault(kernel(), VirtAddr(addr), access)
+            .is_ok();
+    if !handled && error_code & PF_USER == 0 {
+        log::warn!("kernel access to user address {addr:#x} failed");
+    }
+    handled
+}
+
+/// Serves the memory system calls of the current process; `None` for numbers it does not know.
+pub fn syscall(frame: &TrapFrame) -> Option<u64> {
+    let p = current()?;
+    let k = kernel();
+    let (a0, a1, a2) = (frame.rdi, frame.rsi, frame.rdx);
+    let result: Result<u64, i32> = match frame.rax {
+        nr::MMAP => {
+            let file = match frame.r8 as i64 {
+                -1 => None,
+                fd => match usize::try_from(fd).ok().and_then(|fd| p.files.get(fd)) {
+                    Some(f) => Some(*f),
+                    None => return Some(errno(EBADF)),
+                },
+            };
+            if !frame.r9.is_multiple_of(4096) {
+                return Some(errno(EINVAL));
+            }
+            let (prot, flags) = (Prot(a2), MapFlags(frame.r10));
+            p.mm.mmap(k, VirtAddr(a0), a1, prot, flags, file, frame.r9 / 4096)
+                .map(|va| va.0)
+                .map_err(|e| e.errno())
+        }
+        nr::MUNMAP => {
+            p.mm.munmap(k, VirtAddr(a0), a1)
+                .map(|()| 0)
+                .map_err(|e| e.errno())
+        }
+        nr::MPROTECT => {
+            p.mm.mprotect(k, VirtAddr(a0), a1, Prot(a2))
+                .map(|()| 0)
+                .map_err(|e| e.errno())
+        }
+        nr::BRK => {
+            p.mm.brk(k, VirtAddr(a0))
+                .map(|va| va.0)
+                .map_err(|e| e.errno())
+        }
+        nr::FTRUNCATE => match usize::try_from(a0).ok().and_then(|fd| p.files.get(fd)) {
+            Some(f) => {
+                mm_core::mm::truncate::vmtruncate(k, f.get().mapping(), a1.div_ceil(4096));
+                Ok(0)
+            }
+            None => Err(EBADF as i32),
+        },
+        _ => return None,
+    };
+    p.syscalls += 1;
+    Some(result.unwrap_or_else(|e| errno(i64::from(e))))
+}
+
+fn errno(e: i64) -> u64 {
+    (-e) as u64
+}
