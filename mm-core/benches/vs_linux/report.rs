@@ -152,7 +152,8 @@ pub fn print_goal_table(samples: &Samples, rows: &[RowSpec]) {
                     } else {
                         "MISSED"
                     };
-                    (format!("{q:.3}"), v)
+                    // Rounded up, so a shown 0.500 never hides a miss.
+                    (format!("{:.3}", (q * 1000.0).ceil() / 1000.0), v)
                 }
                 _ => ("—".into(), "not measured"),
             };
