@@ -1,16 +1,16 @@
 //! mm-core in the guest: the memory manager over real RAM and the real MMU.
 //!
 //! Frames come from [`crate::frame`], physical memory is reached through the identity map, the
-//! per-frame `Page` array covers all of RAM, and TLB flushes are `invlpg` (or a CR3 reload for a
-//! large range) when the flushed address space is the one loaded. Only vCPU 0 runs mm operations
+//! per-frame `Page` array covers all of RAM, and TLB flushes are mm-core's `NativeTlb` (`invlpg`, or
+//! a CR3 reload for a large range). Only vCPU 0 runs mm operations
 //! for now, so the one [`Kernel`] lives in a static that vCPU 0 alone touches.
 
 use crate::frame;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use mm_core::paging::TlbFlush;
+use mm_core::paging::NativeTlb;
 use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page};
-use mm_core::{Kernel, Pfn, PhysAddr, VirtAddr};
+use mm_core::{Kernel, Pfn, PhysAddr};
 
 /// The guest's frame allocator, as mm-core sees it.
 pub struct GuestFrames;
@@ -23,33 +23,6 @@ impl FrameAllocator for GuestFrames {
     fn free_frame(&self, frame: PhysAddr) {
         // SAFETY: mm-core gives back only frames it took from `alloc_frame` and no longer uses.
         unsafe { frame::free(frame.0) }
-    }
-}
-
-/// Ranges longer than this many pages are flushed with a CR3 reload instead of `invlpg`s.
-const INVLPG_MAX_PAGES: u64 = 32;
-
-/// TLB flushes on this vCPU.
-pub struct GuestTlb;
-
-impl TlbFlush for GuestTlb {
-    fn flush_range(&self, pgd: PhysAddr, start: VirtAddr, end: VirtAddr) {
-        // An address space that is not loaded has nothing cached: every switch reloads CR3, which
-        // drops all non-global translations (the kernel uses no PCIDs and no global user pages).
-        if read_cr3() != pgd.0 {
-            return;
-        }
-        let pages = (end.0 - start.0).div_ceil(4096);
-        if pages > INVLPG_MAX_PAGES {
-            write_cr3(pgd.0);
-            return;
-        }
-        for page in 0..pages {
-            // SAFETY: invlpg only drops a cached translation.
-            unsafe {
-                core::arch::asm!("invlpg [{}]", in(reg) start.0 + page * 4096, options(nostack, preserves_flags))
-            };
-        }
     }
 }
 
@@ -71,7 +44,7 @@ pub fn write_cr3(pgd: u64) {
 }
 
 static FRAMES: GuestFrames = GuestFrames;
-static TLB: GuestTlb = GuestTlb;
+static TLB: NativeTlb = NativeTlb;
 // SAFETY: RAM is identity-mapped (the VMM's boot page tables, shared by every mm).
 static PHYS: DirectMap = unsafe { DirectMap::new(0) };
 
