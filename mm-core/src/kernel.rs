@@ -163,7 +163,7 @@ impl<'a> Kernel<'a> {
     pub(crate) fn free_frame(&self, frame: PhysAddr, kind: AllocKind) {
         self.hooks.frame_free(self, frame, kind);
         self.page(frame).reset(PageFlags(0));
-        self.frames.free_frame(frame);
+        self.frames.free_frame_of_kind(frame, kind);
     }
 
     /// Drops one reference to a data page, freeing it with the last one.

@@ -19,6 +19,13 @@ pub trait FrameAllocator {
     fn alloc_frame(&self) -> Option<PhysAddr>;
     /// Returns a frame obtained from [`FrameAllocator::alloc_frame`] that nothing references any more.
     fn free_frame(&self, frame: PhysAddr);
+
+    /// Like [`FrameAllocator::free_frame`], told what the frame held, for allocators whose
+    /// debugging aids depend on it (SimRam poisons page tables whole, data pages sparsely).
+    fn free_frame_of_kind(&self, frame: PhysAddr, kind: AllocKind) {
+        let _ = kind;
+        self.free_frame(frame)
+    }
 }
 
 /// Access to physical memory from the kernel's address space.

@@ -1,21 +1,27 @@
 //! `SimRam`: simulated physical memory for host tests.
 //!
-//! A zeroed heap arena of frames that plays both [`FrameAllocator`] and [`PhysMem`], owns the
-//! [`MemMap`] for its frames, counts allocations and frees so tests can assert "zero frames left", can
-//! be capped to simulate exhaustion, panics on a double free, and poisons freed frames so a stale use
-//! shows up as garbage instead of plausible data.
+//! A heap arena of frames that plays both [`FrameAllocator`] and [`PhysMem`], owns the [`MemMap`]
+//! for its frames, counts allocations and frees so tests can assert "zero frames left", can be
+//! capped to simulate exhaustion, panics on a double free, and poisons freed frames so a stale use
+//! shows up as garbage instead of plausible data. Only page-table frames are poisoned (a stale walk
+//! must find no plausible entry anywhere, which is what probe P4 looks for): poisoning data pages
+//! would cost a cache miss per freed page and would dominate every unmap benchmark, while their
+//! lifetime is already checked by refcounts, the double-free panic and the frame counts.
+//!
+//! The arena is made resident when it is created, as RAM is: the host's demand paging would
+//! otherwise be timed as part of mm-core's first touch of each frame.
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
 
-use super::{FrameAllocator, MemMap, Page, PhysMem};
+use super::{AllocKind, FrameAllocator, MemMap, Page, PhysMem};
 use crate::addr::{PhysAddr, PAGE_SIZE};
 
 /// Physical address of the first simulated frame (16 MiB, so no frame is at 0).
 pub const SIM_RAM_BASE: PhysAddr = PhysAddr(16 << 20);
-/// Byte written over every freed frame.
+/// Byte written over freed page-table frames.
 pub const POISON_BYTE: u8 = 0x6b;
 
 /// Simulated RAM: `nr_frames` frames starting at [`SIM_RAM_BASE`].
@@ -46,6 +52,10 @@ impl SimRam {
             Some(p) => p,
             None => alloc::alloc::handle_alloc_error(layout),
         };
+        for i in 0..nr_frames {
+            // SAFETY: i < nr_frames keeps the byte inside the arena, which nothing else uses yet.
+            unsafe { arena.as_ptr().add(i * PAGE_SIZE as usize).write_volatile(0) };
+        }
         Self {
             arena,
             layout,
@@ -108,16 +118,22 @@ impl FrameAllocator for SimRam {
     }
 
     fn free_frame(&self, frame: PhysAddr) {
+        self.free_frame_of_kind(frame, AllocKind::PageTable);
+    }
+
+    fn free_frame_of_kind(&self, frame: PhysAddr, kind: AllocKind) {
         let Some(i) = self.index(frame) else {
             panic!("SimRam: free of foreign frame {frame}");
         };
         let mut in_use = self.in_use.borrow_mut();
         assert!(in_use[i], "SimRam: double free of frame {frame}");
         in_use[i] = false;
-        // SAFETY: i < nr_frames, so the 4 KiB at offset i * PAGE_SIZE lie inside the arena, and the
-        // frame was just returned, so no one else accesses it.
-        unsafe {
-            core::ptr::write_bytes(self.frame_ptr(frame), POISON_BYTE, PAGE_SIZE as usize);
+        if kind != AllocKind::DataPage {
+            // SAFETY: i < nr_frames, so the 4 KiB at offset i * PAGE_SIZE lie inside the arena, and
+            // the frame was just returned, so no one else accesses it.
+            unsafe {
+                core::ptr::write_bytes(self.frame_ptr(frame), POISON_BYTE, PAGE_SIZE as usize);
+            }
         }
         self.free.borrow_mut().push(i as u32);
         self.frees.set(self.frees.get() + 1);
