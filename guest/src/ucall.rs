@@ -24,7 +24,7 @@ fn call(cpu: usize, cmd: UcallCmd, fill: impl FnOnce(&mut Ucall)) {
     let buf = unsafe { &mut *slot.get() };
     buf.cmd = cmd as u64;
     buf.cpu = cpu as u64;
-    buf.args = [0; 4];
+    buf.args = [0; 6];
     buf.text_len = 0;
     fill(buf);
     // The kernel is linked and loaded below 4 GiB with physical = virtual, so the address fits the
@@ -60,7 +60,14 @@ pub fn abort_fmt(cpu: usize, message: fmt::Arguments, file: &str, line: u32) -> 
         let _ = text.write_fmt(message);
         let message_len = text.0.text_len;
         text.0.push_text(file);
-        c.args = [u64::from(line), message_len, c.text_len - message_len, 0];
+        c.args = [
+            u64::from(line),
+            message_len,
+            c.text_len - message_len,
+            0,
+            0,
+            0,
+        ];
     });
     crate::halt_forever()
 }
@@ -68,7 +75,7 @@ pub fn abort_fmt(cpu: usize, message: fmt::Arguments, file: &str, line: u32) -> 
 /// Reports a CPU exception the kernel cannot handle.
 pub fn exception(cpu: usize, vector: u64, error_code: u64, cr2: u64, rip: u64) -> ! {
     call(cpu, UcallCmd::Exception, |c| {
-        c.args = [vector, error_code, cr2, rip]
+        c.args = [vector, error_code, cr2, rip, 0, 0]
     });
     crate::halt_forever()
 }

@@ -13,6 +13,7 @@
 //! - [`devices`]: the COM1 console.
 //! - [`ucall`]: the host side of the guest→host call channel.
 //! - [`loader`]: checks and loads the kernel ELF.
+//! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: the boot-time benchmark against the bare KVM floor.
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod cli;
 pub mod devices;
 pub mod loader;
+pub mod probe;
 pub mod run;
 pub mod ucall;
 pub mod vstate;

@@ -95,6 +95,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         timeout: args.timeout,
         started,
         console: Box::new(std::io::stdout()),
+        thorough: false,
     };
     let report = match run(config) {
         Ok(report) => report,

@@ -2,6 +2,7 @@
 //! guest reports an outcome or the watchdog fires, then stop every vCPU.
 
 use crate::devices::serial::Serial;
+use crate::probe::{Probe, Summary};
 use crate::ucall::GuestCall;
 use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuEvent, VcpuShared};
 use crate::vstate::vm::{Vm, VmConfig, VmError};
@@ -30,6 +31,8 @@ pub struct RunConfig<'a> {
     pub started: Instant,
     /// Where the guest console goes.
     pub console: Box<dyn Write + Send>,
+    /// Widen the probes' P1 and P2 searches (see `probe`).
+    pub thorough: bool,
 }
 
 /// Why a run failed in the guest.
@@ -84,6 +87,11 @@ pub enum Failure {
     },
     /// The watchdog stopped the guest.
     Timeout(Duration),
+    /// The probes found broken ordering rules or unwalkable guest structures.
+    ProbeViolations {
+        /// How many violations and walk errors.
+        count: usize,
+    },
 }
 
 /// The x86 exception mnemonics, by vector.
@@ -169,6 +177,12 @@ impl fmt::Display for Failure {
                     "guest finished but vCPU(s) {cpus:?} never reached the scenario"
                 )
             }
+            Failure::ProbeViolations { count } => {
+                write!(
+                    f,
+                    "the probes found {count} violation(s) of the page-table ordering rule"
+                )
+            }
             Failure::Timeout(t) => write!(
                 f,
                 "watchdog: guest did not finish within {:.1} s",
@@ -189,6 +203,8 @@ pub struct RunReport {
     pub in_scenario: Vec<bool>,
     /// The last console lines.
     pub console_tail: Vec<String>,
+    /// What the probes saw.
+    pub probes: Summary,
 }
 
 impl RunReport {
@@ -244,11 +260,13 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
     let serial = Arc::new(Mutex::new(Serial::new(config.console)));
     let stop = Arc::new(AtomicBool::new(false));
     let (events, rx) = mpsc::channel();
+    let probe = Arc::new(Mutex::new(Probe::new(vm.mem.clone(), config.thorough)));
     let shared = VcpuShared {
         mem: vm.mem.clone(),
         serial: serial.clone(),
         stop: stop.clone(),
         events,
+        probe: probe.clone(),
     };
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, vcpu) in vcpus.into_iter().enumerate() {
@@ -295,6 +313,11 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
                 }
                 stage => log::debug!("vCPU {cpu} reached stage {stage}"),
             },
+            VcpuEvent::Violations { cpu, violations } => {
+                for v in &violations {
+                    log::error!("vCPU {cpu}: {v}");
+                }
+            }
             VcpuEvent::End { cpu, end } => match decide(cpu, end, &in_scenario) {
                 Decision::Pass => break None,
                 Decision::Fail(failure) => break Some(failure),
@@ -304,12 +327,22 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
     };
 
     stop_vcpus(&stop, &threads);
+    let probes = probe
+        .lock()
+        .map(|p| p.summary().clone())
+        .unwrap_or_default();
+    // The guest may think it passed; a broken ordering rule still fails the run.
+    let failure = failure.or_else(|| {
+        let count = probes.violations.len() + probes.errors.len();
+        (count > 0).then_some(Failure::ProbeViolations { count })
+    });
     let console_tail = serial.lock().map(|s| s.tail()).unwrap_or_default();
     Ok(RunReport {
         failure,
         ready_after,
         in_scenario,
         console_tail,
+        probes,
     })
 }
 
@@ -356,7 +389,9 @@ fn decide(cpu: usize, end: VcpuEnd, in_scenario: &[bool]) -> Decision {
             cr2,
             rip,
         },
-        VcpuEnd::Call(GuestCall::Sync { .. }) => unreachable!("Sync never ends a vCPU"),
+        VcpuEnd::Call(GuestCall::Sync { .. } | GuestCall::Probe(_)) => {
+            unreachable!("Sync and probe events never end a vCPU")
+        }
         VcpuEnd::Shutdown(regs) => Failure::TripleFault { cpu, regs },
         VcpuEnd::Failed { reason, regs } => Failure::VcpuFailed { cpu, reason, regs },
         VcpuEnd::Stopped => return Decision::Undecided,

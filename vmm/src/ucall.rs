@@ -1,5 +1,6 @@
 //! The host side of the guest→host call channel (layout in `mm_core::abi::Ucall`).
 
+use crate::probe::ProbeEvent;
 use mm_core::abi::{Ucall, UcallCmd};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -34,6 +35,8 @@ pub enum GuestCall {
         /// Source line of the abort.
         line: u64,
     },
+    /// The guest's memory manager reported a probe event.
+    Probe(ProbeEvent),
     /// An exception reached the guest's IDT.
     Exception {
         /// Exception vector.
@@ -59,6 +62,9 @@ pub enum CallError {
     /// The command is not one the ABI defines.
     #[error("unknown ucall command {0:#x}")]
     UnknownCommand(u64),
+    /// A probe event with arguments out of range.
+    #[error("malformed probe event (command {0:#x})")]
+    BadProbeEvent(u64),
 }
 
 /// Reads and decodes the call whose address the guest wrote to the ucall port.
@@ -96,6 +102,9 @@ pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallEr
                 cr2: call.args[2],
                 rip: call.args[3],
             },
+            probe => GuestCall::Probe(
+                ProbeEvent::from_call(probe, &call).ok_or(CallError::BadProbeEvent(call.cmd))?,
+            ),
         },
     )
 }
@@ -123,7 +132,7 @@ mod tests {
         let mut call = Ucall::new(UcallCmd::Abort, 0);
         call.push_text("boom");
         call.push_text("src/x.rs");
-        call.args = [42, 4, 8, 0];
+        call.args = [42, 4, 8, 0, 0, 0];
         write_call(&mem, GuestAddress(0x4000), call).unwrap();
         let decoded = read_call(&mem, &0x4000u32.to_le_bytes()).unwrap();
         assert_eq!(
@@ -141,7 +150,7 @@ mod tests {
         let mem = mem();
         let mut call = Ucall::new(UcallCmd::Abort, 0);
         call.push_text("abc");
-        call.args = [1, u64::MAX, u64::MAX, 0];
+        call.args = [1, u64::MAX, u64::MAX, 0, 0, 0];
         write_call(&mem, GuestAddress(0x4000), call).unwrap();
         let GuestCall::Abort { message, file, .. } =
             read_call(&mem, &0x4000u32.to_le_bytes()).unwrap()

@@ -13,7 +13,7 @@ pub use scenarios::{find_scenario, Expect, ScenarioInfo, DEFAULT_SCENARIO, SCENA
 pub use ucall::{Ucall, UcallCmd, UCALL_PORT, UCALL_TEXT_MAX};
 
 /// Layout version of every structure in this module.
-pub const ABI_VERSION: u64 = 1;
+pub const ABI_VERSION: u64 = 2;
 
 /// Most vCPUs a VM may have: the guest sizes its per-CPU tables by it.
 pub const MAX_VCPUS: usize = 8;

@@ -9,9 +9,9 @@
 pub const UCALL_PORT: u16 = 0x0510;
 
 /// Bytes of free text a call carries (messages, file names).
-pub const UCALL_TEXT_MAX: usize = 448;
+pub const UCALL_TEXT_MAX: usize = 432;
 
-/// What a [`Ucall`] asks of the host. Values from `0x100` up are left for the probe events.
+/// What a [`Ucall`] asks of the host. Values from `0x100` up are the probe events.
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UcallCmd {
@@ -25,6 +25,19 @@ pub enum UcallCmd {
     Abort = 3,
     /// A CPU exception reached the guest's IDT: `args` are vector, error code, CR2 and RIP.
     Exception = 4,
+    /// The memory manager is up: `args` are the address of its `KernelRoots`, the address and
+    /// length (in entries) of its `Page` array, and the kernel's page-table root.
+    ProbeRoots = 0x100,
+    /// A VMA left rmap's reach: `args` are mm, VMA, start, end and the `UnlinkKind`.
+    ProbeVmaUnlinked = 0x101,
+    /// A page-table page was unhooked from its parent: `args` are mm, level (1 = PTE table …
+    /// 4 = PGD), frame, start and end of the span it maps.
+    ProbeTableUnhooked = 0x102,
+    /// A page-table page is about to be freed: `args` as for `ProbeTableUnhooked`. The vCPU waits
+    /// while the host checks the ordering rule.
+    ProbeTableFreeing = 0x103,
+    /// A TLB flush of `[start, end)` in an mm completed: `args` are mm, start and end.
+    ProbeTlbFlushed = 0x104,
 }
 
 impl UcallCmd {
@@ -35,6 +48,11 @@ impl UcallCmd {
             2 => UcallCmd::Done,
             3 => UcallCmd::Abort,
             4 => UcallCmd::Exception,
+            0x100 => UcallCmd::ProbeRoots,
+            0x101 => UcallCmd::ProbeVmaUnlinked,
+            0x102 => UcallCmd::ProbeTableUnhooked,
+            0x103 => UcallCmd::ProbeTableFreeing,
+            0x104 => UcallCmd::ProbeTlbFlushed,
             _ => return None,
         })
     }
@@ -49,7 +67,7 @@ pub struct Ucall {
     /// Index of the calling vCPU.
     pub cpu: u64,
     /// Arguments; their meaning depends on `cmd`.
-    pub args: [u64; 4],
+    pub args: [u64; 6],
     /// How many bytes of `text` are used.
     pub text_len: u64,
     /// Free text, UTF-8.
@@ -70,7 +88,7 @@ impl Ucall {
         Ucall {
             cmd: cmd as u64,
             cpu,
-            args: [0; 4],
+            args: [0; 6],
             text_len: 0,
             text: [0; UCALL_TEXT_MAX],
         }
@@ -91,7 +109,7 @@ impl Ucall {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Ucall>() == 7 * 8 + UCALL_TEXT_MAX);
+const _: () = assert!(core::mem::size_of::<Ucall>() == 9 * 8 + UCALL_TEXT_MAX);
 
 #[cfg(test)]
 mod tests {
@@ -117,6 +135,7 @@ mod tests {
     fn unknown_commands_are_refused() {
         assert_eq!(UcallCmd::from_raw(2), Some(UcallCmd::Done));
         assert_eq!(UcallCmd::from_raw(0), None);
-        assert_eq!(UcallCmd::from_raw(0x100), None);
+        assert_eq!(UcallCmd::from_raw(0x103), Some(UcallCmd::ProbeTableFreeing));
+        assert_eq!(UcallCmd::from_raw(0x1ff), None);
     }
 }

@@ -6,6 +6,7 @@ use super::vm::Vm;
 use crate::arch::x86_64::layout::BOOT_INFO_START;
 use crate::arch::x86_64::regs;
 use crate::devices::serial::Serial;
+use crate::probe::{Probe, Violation};
 use crate::ucall::GuestCall;
 use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::VcpuFd;
@@ -74,6 +75,13 @@ pub enum VcpuEvent {
         /// The stage.
         stage: u64,
     },
+    /// A probe check failed at an event of this vCPU.
+    Violations {
+        /// The vCPU.
+        cpu: usize,
+        /// What failed.
+        violations: Vec<Violation>,
+    },
     /// The vCPU stopped running.
     End {
         /// The vCPU.
@@ -94,6 +102,8 @@ pub struct VcpuShared {
     pub stop: Arc<AtomicBool>,
     /// Where events go.
     pub events: Sender<VcpuEvent>,
+    /// The probe engine every vCPU's probe events go to.
+    pub probe: Arc<Mutex<Probe>>,
 }
 
 /// A configured vCPU, ready to run.

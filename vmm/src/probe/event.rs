@@ -1,0 +1,141 @@
+//! Probe events as the guest reports them (see `mm_core::abi::UcallCmd::Probe*`).
+
+use mm_core::abi::{Ucall, UcallCmd};
+
+/// Which rmap structure a VMA left (the guest's `mm_core::hooks::UnlinkKind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnlinkKind {
+    /// Its anon_vma's list.
+    Anon,
+    /// Its file's i_mmap tree.
+    File,
+}
+
+/// A page-table page and the span of user addresses it maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSpan {
+    /// Guest address of the `MmStruct`.
+    pub mm: u64,
+    /// 1 = PTE table, 2 = PMD, 3 = PUD, 4 = PGD.
+    pub level: u8,
+    /// Guest-physical address of the table's frame.
+    pub frame: u64,
+    /// First address it maps.
+    pub start: u64,
+    /// End (exclusive) of what it maps.
+    pub end: u64,
+}
+
+/// One event from the guest's memory manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeEvent {
+    /// Where the guest's structures start; sent once, before any other event.
+    Roots {
+        /// Guest address of `mm_core::kernel::KernelRoots`.
+        roots: u64,
+        /// Guest address of the `Page` array (entry `i` describes frame `i`).
+        mem_map: u64,
+        /// Entries in the `Page` array.
+        mem_map_len: u64,
+        /// The kernel's page-table root.
+        kernel_pgd: u64,
+    },
+    /// A VMA left rmap's reach.
+    VmaUnlinked {
+        /// Guest address of the `MmStruct`.
+        mm: u64,
+        /// Guest address of the `Vma`.
+        vma: u64,
+        /// Its range.
+        start: u64,
+        /// End of its range.
+        end: u64,
+        /// What it left.
+        kind: UnlinkKind,
+    },
+    /// A table's parent entry was cleared.
+    TableUnhooked(TableSpan),
+    /// A table is about to go back to the allocator: the rule is checked here.
+    TableFreeing(TableSpan),
+    /// A TLB flush of `[start, end)` in an mm completed.
+    TlbFlushed {
+        /// Guest address of the `MmStruct`.
+        mm: u64,
+        /// Start.
+        start: u64,
+        /// End (exclusive).
+        end: u64,
+    },
+}
+
+impl ProbeEvent {
+    /// The event a probe call carries; `None` for other calls or an invalid level or kind.
+    pub fn from_call(cmd: UcallCmd, call: &Ucall) -> Option<ProbeEvent> {
+        let a = call.args;
+        let span = || {
+            let level = u8::try_from(a[1]).ok().filter(|l| (1..=4).contains(l))?;
+            Some(TableSpan {
+                mm: a[0],
+                level,
+                frame: a[2],
+                start: a[3],
+                end: a[4],
+            })
+        };
+        Some(match cmd {
+            UcallCmd::ProbeRoots => ProbeEvent::Roots {
+                roots: a[0],
+                mem_map: a[1],
+                mem_map_len: a[2],
+                kernel_pgd: a[3],
+            },
+            UcallCmd::ProbeVmaUnlinked => ProbeEvent::VmaUnlinked {
+                mm: a[0],
+                vma: a[1],
+                start: a[2],
+                end: a[3],
+                kind: match a[4] {
+                    1 => UnlinkKind::Anon,
+                    2 => UnlinkKind::File,
+                    _ => return None,
+                },
+            },
+            UcallCmd::ProbeTableUnhooked => ProbeEvent::TableUnhooked(span()?),
+            UcallCmd::ProbeTableFreeing => ProbeEvent::TableFreeing(span()?),
+            UcallCmd::ProbeTlbFlushed => ProbeEvent::TlbFlushed {
+                mm: a[0],
+                start: a[1],
+                end: a[2],
+            },
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_event_decodes_and_a_bad_level_is_refused() {
+        let mut call = Ucall::new(UcallCmd::ProbeTableFreeing, 0);
+        call.args = [0x5000, 1, 0x9000, 1 << 39, (1 << 39) + (2 << 20), 0];
+        let expected = TableSpan {
+            mm: 0x5000,
+            level: 1,
+            frame: 0x9000,
+            start: 1 << 39,
+            end: (1 << 39) + (2 << 20),
+        };
+        assert_eq!(
+            ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
+            Some(ProbeEvent::TableFreeing(expected))
+        );
+        call.args[1] = 9;
+        assert_eq!(
+            ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
+            None
+        );
+        assert_eq!(ProbeEvent::from_call(UcallCmd::Sync, &call), None);
+    }
+}
