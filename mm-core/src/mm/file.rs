@@ -5,7 +5,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use core::cell::{RefCell, UnsafeCell};
+use core::cell::UnsafeCell;
 
 use crate::addr::PhysAddr;
 use crate::cell::U64Cell;
@@ -19,6 +19,7 @@ use crate::mm::kobj::{list_add, list_del, KPtr, ListLink};
 use crate::mm::lock::MmSpinLock;
 use crate::mm::vma::{Vma, VmaPtr};
 use crate::phys::{AllocKind, PageFlags};
+use crate::sync::ArchSpinLock;
 
 /// Handle to a [`File`].
 pub type FilePtr = KPtr<File>;
@@ -34,7 +35,6 @@ pub trait VmOps {
 /// An inode's pages and mappings (Linux's `address_space`). The fields up to `i_count` are the ABI
 /// the host reads; the page cache after them is private.
 #[repr(C)]
-#[derive(Debug)]
 pub struct AddressSpace {
     /// The interval tree of VMAs mapping the file (`IntervalTreeRoot`: root node address, count);
     /// reach it through [`IMmapGuard`].
@@ -49,7 +49,18 @@ pub struct AddressSpace {
     pub all: ListLink,
     /// Protects `i_mmap` (kernel-private from here on; not part of the host ABI).
     pub i_mmap_lock: MmSpinLock,
-    cache: RefCell<BTreeMap<u64, PhysAddr>>,
+    /// The page cache (Linux's radix tree under `tree_lock`): page offset → frame.
+    cache: ArchSpinLock<BTreeMap<u64, PhysAddr>>,
+}
+
+impl core::fmt::Debug for AddressSpace {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AddressSpace")
+            .field("nrpages", &self.nrpages)
+            .field("i_size_pages", &self.i_size_pages)
+            .field("i_count", &self.i_count)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An open file (Linux's `struct file`); the ABI part is `f_count` and `f_mapping`.
@@ -76,7 +87,7 @@ impl AddressSpace {
             i_count: U64Cell::new(1),
             all: ListLink::default(),
             i_mmap_lock: MmSpinLock::new(&I_MMAP_LOCK),
-            cache: RefCell::new(BTreeMap::new()),
+            cache: ArchSpinLock::new(BTreeMap::new()),
         });
         let roots = k.roots();
         list_add(&roots.mappings, m, |x: &AddressSpace| &x.all);
@@ -91,13 +102,13 @@ impl AddressSpace {
 
     /// The cached page at `pgoff`.
     pub fn find_get_page(&self, pgoff: u64) -> Option<PhysAddr> {
-        self.cache.borrow().get(&pgoff).copied()
+        self.cache.lock().get(&pgoff).copied()
     }
 
     /// The cached pages at or after `pgoff`.
     pub(crate) fn cached_from(&self, pgoff: u64) -> Vec<(u64, PhysAddr)> {
         self.cache
-            .borrow()
+            .lock()
             .range(pgoff..)
             .map(|(o, p)| (*o, *p))
             .collect()
@@ -105,8 +116,10 @@ impl AddressSpace {
 
     /// The page at `pgoff`, read into the cache (zero-filled) on a miss; `None` if no frame.
     pub(crate) fn find_or_create_page(&self, k: &Kernel<'_>, pgoff: u64) -> Option<PhysAddr> {
-        if let Some(p) = self.find_get_page(pgoff) {
-            return Some(p);
+        // Held across the allocation, so two faults on the same offset cannot both add a page.
+        let mut cache = self.cache.lock();
+        if let Some(p) = cache.get(&pgoff) {
+            return Some(*p);
         }
         let frame = k.alloc_frame(AllocKind::DataPage)?;
         let page = k.page(frame);
@@ -114,7 +127,7 @@ impl AddressSpace {
         page.mapping.set(self as *const Self as u64);
         page.index.set(pgoff);
         page.refcount.set(1);
-        self.cache.borrow_mut().insert(pgoff, frame);
+        cache.insert(pgoff, frame);
         self.nrpages.add(1);
         Some(frame)
     }
@@ -122,7 +135,8 @@ impl AddressSpace {
     /// Removes the cached page at `pgoff` and drops the cache's reference (a mapped page lives on
     /// until its last mapping goes).
     pub(crate) fn delete_from_page_cache(&self, k: &Kernel<'_>, pgoff: u64) {
-        let Some(frame) = self.cache.borrow_mut().remove(&pgoff) else {
+        let removed = self.cache.lock().remove(&pgoff);
+        let Some(frame) = removed else {
             return;
         };
         self.nrpages.sub(1);

@@ -222,7 +222,8 @@ impl Mm {
     pub fn brk(&mut self, k: &Kernel<'_>, new: VirtAddr) -> Result<VirtAddr, BrkError> {
         let raw = self.raw();
         let (start_brk, cur) = (VirtAddr(raw.start_brk.get()), VirtAddr(raw.brk.get()));
-        if new < start_brk || new > TASK_SIZE {
+        // A heap that was never placed (start_brk below user space) cannot move.
+        if start_brk < USER_BASE || new < start_brk || new > TASK_SIZE {
             return Err(BrkError::Invalid);
         }
         let align = |a: VirtAddr| a.checked_align_up(PAGE_SIZE).unwrap_or(TASK_SIZE);

@@ -313,3 +313,16 @@ fn a_shared_file_mapping_writes_through_to_the_page_cache_and_truncate_zaps_it()
     crate::mm::iput(&k, mapping);
     assert_eq!(ram.frames_in_use(), 0);
 }
+
+#[test]
+fn brk_without_a_heap_base_is_refused() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    assert_eq!(
+        mm.brk(&k, VirtAddr(PAGE_SIZE)),
+        Err(crate::mm::BrkError::Invalid)
+    );
+    assert_eq!(mm.raw().map_count.get(), 0);
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
