@@ -326,3 +326,61 @@ fn brk_without_a_heap_base_is_refused() {
     mm.destroy(&k);
     assert_eq!(ram.frames_in_use(), 0);
 }
+
+static CLOSES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+struct CountCloses;
+
+impl crate::mm::VmOps for CountCloses {
+    fn close(&self, _vma: &crate::mm::Vma) {
+        CLOSES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn remove_vma_calls_close_once_per_vma_and_drops_each_file_reference() {
+    rig!(ram, tlb, k);
+    static OPS: CountCloses = CountCloses;
+    let mapping = AddressSpace::create(&k, 8).expect("inode");
+    let file = File::open(&k, mapping, Some(&OPS)).expect("file");
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let flags = MapFlags(MapFlags::PRIVATE.0 | MapFlags::FIXED.0);
+    mm.mmap(
+        &k,
+        VirtAddr(BASE),
+        8 * PAGE_SIZE,
+        Prot::READ,
+        flags,
+        Some(file),
+        0,
+    )
+    .expect("mmap");
+    let before = CLOSES.load(core::sync::atomic::Ordering::Relaxed);
+    mm.munmap(&k, VirtAddr(BASE + 2 * PAGE_SIZE), PAGE_SIZE)
+        .expect("split in two");
+    assert_eq!(file.get().f_count.get(), 3, "the opener and two VMAs");
+    mm.destroy(&k);
+    assert_eq!(
+        CLOSES.load(core::sync::atomic::Ordering::Relaxed) - before,
+        3,
+        "munmap'd piece + two at exit"
+    );
+    assert_eq!(file.get().f_count.get(), 1);
+    fput(&k, file);
+    crate::mm::iput(&k, mapping);
+    assert_eq!(ram.frames_in_use(), 0);
+}
+
+#[test]
+fn map_locked_counts_in_locked_vm_until_unmapped() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let flags = ANON_FIXED.union(MapFlags::LOCKED);
+    mm.mmap(&k, VirtAddr(BASE), 4 * PAGE_SIZE, Prot::RW, flags, None, 0)
+        .expect("mmap");
+    assert_eq!(mm.raw().locked_vm.get(), 4);
+    mm.munmap(&k, VirtAddr(BASE), PAGE_SIZE).expect("munmap");
+    assert_eq!(mm.raw().locked_vm.get(), 3);
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+}

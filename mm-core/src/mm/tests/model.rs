@@ -397,6 +397,9 @@ fn check_layout(sut: &Sut<'_>, model: &Model) {
 
 fn run(ops: &[Op]) {
     rig!(ram, tlb, k);
+    // Every page-table free along the way is checked against the probes' rules too.
+    let check = crate::check::OrderCheck::default();
+    let k = k.with_hooks(&check);
     let mapping = AddressSpace::create(&k, FILE_PAGES).expect("inode");
     let file = File::open(&k, mapping, None).expect("file");
     let mut mm = Mm::new(&k, None).expect("mm");
@@ -421,6 +424,7 @@ fn run(ops: &[Op]) {
     fput(&k, file);
     iput(&k, mapping);
     assert_eq!(ram.frames_in_use(), 0, "frames left after exit");
+    assert_eq!(check.violations(), [], "ordering rules broken");
 }
 
 proptest! {

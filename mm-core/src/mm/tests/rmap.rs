@@ -118,3 +118,46 @@ fn splitting_and_merging_file_vmas_keeps_the_interval_tree_keyed_right() {
     iput(&k, mapping);
     assert_eq!(ram.frames_in_use(), 0);
 }
+
+#[test]
+fn truncate_zaps_a_shared_file_in_every_address_space_and_exit_of_one_leaves_the_other() {
+    rig!(ram, tlb, k);
+    let mapping = AddressSpace::create(&k, 4).expect("inode");
+    let file = File::open(&k, mapping, None).expect("file");
+    let flags = MapFlags(MapFlags::SHARED.0 | MapFlags::FIXED.0);
+    let mut a = Mm::new(&k, None).expect("mm a");
+    let mut b = Mm::new(&k, None).expect("mm b");
+    for mm in [&mut a, &mut b] {
+        mm.mmap(
+            &k,
+            VirtAddr(BASE),
+            4 * PAGE_SIZE,
+            Prot::RW,
+            flags,
+            Some(file),
+            0,
+        )
+        .expect("mmap");
+        touch(&k, mm, BASE, 4);
+    }
+    let page = mapping.get().find_get_page(3).expect("cached");
+    assert_eq!(rmap::rmap_walk(&k, page, &mut |_, _, _| {}), 2);
+    truncate::vmtruncate(&k, mapping, 3);
+    assert_eq!((a.raw().file_rss.get(), b.raw().file_rss.get()), (3, 3));
+    assert!(
+        !ram.is_allocated(page),
+        "the truncated page went with its last mapping"
+    );
+    a.destroy(&k);
+    let page = mapping.get().find_get_page(0).expect("cached");
+    assert_eq!(
+        rmap::rmap_walk(&k, page, &mut |_, _, _| {}),
+        1,
+        "only b maps it now"
+    );
+    assert_valid(&k, &b);
+    b.destroy(&k);
+    fput(&k, file);
+    iput(&k, mapping);
+    assert_eq!(ram.frames_in_use(), 0);
+}
