@@ -5,6 +5,7 @@ mod floor_ceiling;
 mod inject;
 mod model;
 mod rmap;
+mod validate;
 mod variants;
 
 use crate::addr::{VirtAddr, PAGE_SIZE};
