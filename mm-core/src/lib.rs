@@ -44,6 +44,29 @@
 //! 6. Every frame reachable as a table from a PGD is an allocated frame marked `PAGETABLE`.
 //! 7. A kernel object (VMA, anon_vma, file, address_space, mm) is freed only after it is unlinked
 //!    from every structure that records its address.
+//!
+//! # Walkthrough
+//!
+//! An address space on simulated RAM: map, fault, unmap, tear down, and nothing is left.
+//!
+//! ```
+//! use mm_core::mm::{Access, MapFlags, Mm, Prot};
+//! use mm_core::paging::CountingTlb;
+//! use mm_core::phys::SimRam;
+//! use mm_core::{addr::USER_BASE, Kernel};
+//!
+//! let ram = SimRam::new(64);
+//! let tlb = CountingTlb::default();
+//! let k = Kernel::new(&ram, &ram, ram.mem_map(), &tlb); // guest: its allocator, DirectMap, NativeTlb
+//! let mut mm = Mm::new(&k, None).expect("a PGD"); // guest: Some(kernel PGD) to share the kernel half
+//! let flags = MapFlags::PRIVATE.union(MapFlags::ANONYMOUS);
+//! let a = mm.mmap(&k, USER_BASE, 8192, Prot::RW, flags, None, 0).expect("mmap");
+//! mm.handle_mm_fault(&k, a, Access::Write).expect("a zeroed page");
+//! assert!(mm.validate_mm(&k).is_empty());
+//! mm.munmap(&k, a, 8192).expect("munmap");
+//! mm.destroy(&k); // exit_mmap, then the PGD
+//! assert_eq!(ram.frames_in_use(), 0);
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 
