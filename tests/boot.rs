@@ -56,8 +56,8 @@ fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 #[test]
-fn hello_prints_the_banner_and_exits_0() {
-    if !kvm_available("hello_prints_the_banner_and_exits_0") {
+fn the_default_run_prints_the_banner_runs_the_tour_and_exits_0() {
+    if !kvm_available("the_default_run_prints_the_banner_runs_the_tour_and_exits_0") {
         return;
     }
     let (stdout, stderr) = expect_exit(&[], 0);
@@ -65,11 +65,21 @@ fn hello_prints_the_banner_and_exits_0() {
         stdout.contains("mm guest kernel"),
         "no banner in:\n{stdout}"
     );
-    assert!(stdout.contains("heap and frame allocator OK"), "{stdout}");
+    assert!(stdout.contains("tour: every mm scenario ran"), "{stdout}");
+    assert!(stderr.contains("guest passed: scenario 'tour'"), "{stderr}");
     assert!(
-        stderr.contains("guest passed: scenario 'hello'"),
-        "{stderr}"
+        stderr.contains("vmm: probes: "),
+        "no probe summary in {stderr}"
     );
+}
+
+#[test]
+fn hello_exercises_the_frame_allocator_and_heap() {
+    if !kvm_available("hello_exercises_the_frame_allocator_and_heap") {
+        return;
+    }
+    let (stdout, _) = expect_exit(&["run", "--scenario", "hello"], 0);
+    assert!(stdout.contains("heap and frame allocator OK"), "{stdout}");
 }
 
 #[test]
@@ -77,7 +87,7 @@ fn with_two_vcpus_both_check_in_with_the_host() {
     if !kvm_available("with_two_vcpus_both_check_in_with_the_host") {
         return;
     }
-    let (stdout, stderr) = expect_exit(&["run", "--vcpus", "2"], 0);
+    let (stdout, stderr) = expect_exit(&["run", "--scenario", "hello", "--vcpus", "2"], 0);
     assert!(stderr.contains("2/2 vCPUs checked in"), "{stderr}");
     assert!(stdout.contains("hello from 2 vCPU(s)"), "{stdout}");
 }
@@ -88,7 +98,10 @@ fn ring_3_programs_make_system_calls_and_cannot_touch_the_kernel() {
         return;
     }
     let (stdout, stderr) = expect_exit(&["run", "--scenario", "user-mode"], 0);
-    assert!(stdout.contains("ring 3: exit, getcpu, a script and a kernel-memory fault all came back"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ring 3: exit, getcpu, a script and a kernel-memory fault all came back"),
+        "{stdout}\n{stderr}"
+    );
 }
 
 #[test]
@@ -97,7 +110,10 @@ fn mm_core_serves_a_ring_3_process_on_the_real_mmu_without_leaking() {
         return;
     }
     let (stdout, stderr) = expect_exit(&["run", "--scenario", "mm-smoke"], 0);
-    assert!(stdout.contains("served on the real MMU; no frame leaked"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("served on the real MMU; no frame leaked"),
+        "{stdout}\n{stderr}"
+    );
 }
 
 #[test]
@@ -111,7 +127,7 @@ fn a_guest_panic_exits_1_with_the_message_and_location() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("src/scenarios.rs:"),
+        stderr.contains("src/scenarios/mod.rs:"),
         "no file:line in {stderr}"
     );
 }

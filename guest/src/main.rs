@@ -15,6 +15,7 @@
 //! - [`programs`]: the ring-3 programs, among them the script interpreter workloads run on.
 //! - [`mm`]: mm-core over real RAM and the real MMU.
 //! - [`process`]: address spaces running scripts; their system calls and page faults.
+//! - [`probes`]: mm-core's ordering events, reported to the host's probes.
 //! - [`frame`]: the physical frame allocator over the RAM the boot info names.
 //! - [`heap`]: the kernel heap behind `alloc`.
 //! - [`smp`]: vCPU check-in and the start barrier.
@@ -31,6 +32,7 @@ mod heap;
 mod idt;
 mod mm;
 mod percpu;
+mod probes;
 mod process;
 mod programs;
 mod scenarios;
@@ -78,7 +80,15 @@ fn boot_cpu(info: &'static BootInfo) -> ! {
     }
     frame::init(info);
     heap::init();
-    mm::init(info.ram_size);
+    let Some(&variant) = mm_core::Variant::ALL.get(info.variant as usize) else {
+        ucall::abort(
+            0,
+            "the boot info names an unknown ordering variant",
+            file!(),
+            line!(),
+        )
+    };
+    mm::init(info.ram_size, variant);
     ucall::sync(0, Ucall::STAGE_ONLINE);
     ucall::sync(0, Ucall::STAGE_READY);
 

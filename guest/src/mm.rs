@@ -5,11 +5,14 @@
 //! a CR3 reload for a large range). Only vCPU 0 runs mm operations
 //! for now, so the one [`Kernel`] lives in a static that vCPU 0 alone touches.
 
-use crate::frame;
+use crate::probes::HostProbes;
+use crate::{frame, ucall};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
+use mm_core::abi::UcallCmd;
 use mm_core::paging::NativeTlb;
 use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page};
+use mm_core::Variant;
 use mm_core::{Kernel, Pfn, PhysAddr};
 
 /// The guest's frame allocator, as mm-core sees it.
@@ -58,9 +61,12 @@ static KERNEL: KernelCell = KernelCell(UnsafeCell::new(None));
 /// The boot page-table root: the kernel half every address space copies.
 static mut KERNEL_PGD: u64 = 0;
 
-/// Builds the memory manager over `ram_size` bytes of RAM. Called once by vCPU 0 after the frame
-/// allocator and the heap are up.
-pub fn init(ram_size: u64) {
+static PROBES: HostProbes = HostProbes;
+
+/// Builds the memory manager over `ram_size` bytes of RAM, following ordering `variant`, and tells
+/// the host where its structures are. Called once by vCPU 0 after the frame allocator and the heap
+/// are up.
+pub fn init(ram_size: u64, variant: Variant) {
     let pages = ram_size / frame::FRAME_SIZE;
     let bytes = pages * core::mem::size_of::<Page>() as u64;
     let Some(map) = frame::alloc_contiguous(bytes.div_ceil(frame::FRAME_SIZE)) else {
@@ -73,8 +79,17 @@ pub fn init(ram_size: u64) {
     // SAFETY: vCPU 0 alone, once, before anything reads the cell.
     unsafe {
         KERNEL_PGD = read_cr3();
-        *KERNEL.0.get() = Some(Kernel::new(&FRAMES, &PHYS, mem_map, &TLB));
+        let k = Kernel::new(&FRAMES, &PHYS, mem_map, &TLB)
+            .with_hooks(&PROBES)
+            .with_variant(variant);
+        *KERNEL.0.get() = Some(k);
     }
+    let roots = kernel().roots() as *const _ as u64;
+    ucall::probe(
+        0,
+        UcallCmd::ProbeRoots,
+        [roots, map, pages, kernel_pgd().0, 0, 0],
+    );
 }
 
 /// The memory manager's context.

@@ -33,6 +33,9 @@ pub mod nr {
     pub const BRK: u64 = 12;
     /// `ftruncate(fd, length)`.
     pub const FTRUNCATE: u64 = 77;
+    /// This kernel's `reclaim(addr, len)`: runs `page_referenced` and `try_to_unmap` on every
+    /// page mapped in the range, as reclaim would; returns how many were unmapped.
+    pub const RECLAIM: u64 = 500;
 }
 
 const EBADF: i64 = 9;
@@ -205,10 +208,40 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
             }
             None => Err(EBADF as i32),
         },
+        nr::RECLAIM => Ok(reclaim(p, a0, a1)),
         _ => return None,
     };
     p.syscalls += 1;
     Some(result.unwrap_or_else(|e| errno(i64::from(e))))
+}
+
+/// Present bit and frame-address bits of a page-table entry.
+const PTE_PRESENT: u64 = 1;
+const PTE_FRAME: u64 = 0x000f_ffff_ffff_f000;
+
+/// Reclaim-style rmap walks over `[addr, addr + len)`: for every mapped page, `page_referenced`
+/// then `try_to_unmap`, which walk the page tables of every VMA rmap finds for that page.
+fn reclaim(p: &mut Process, addr: u64, len: u64) -> u64 {
+    let k = kernel();
+    let pgd = p.mm.raw().pgd();
+    let mut unmapped = 0;
+    for va in (addr..addr.saturating_add(len)).step_by(4096) {
+        let Some(slot) = mm_core::paging::walk::lookup(k, pgd, VirtAddr(va)) else {
+            continue;
+        };
+        // SAFETY: the slot names an entry of a live page table of the loaded mm, in
+        // identity-mapped RAM.
+        let pte = unsafe { core::ptr::read_volatile((slot.table.0 as *const u64).add(slot.index)) };
+        if pte & PTE_PRESENT == 0 {
+            continue;
+        }
+        let frame = mm_core::PhysAddr(pte & PTE_FRAME);
+        mm_core::mm::rmap::page_referenced(k, frame);
+        if mm_core::mm::rmap::try_to_unmap(k, frame) {
+            unmapped += 1;
+        }
+    }
+    unmapped
 }
 
 fn errno(e: i64) -> u64 {

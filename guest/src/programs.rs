@@ -16,8 +16,8 @@ mod op {
     pub const TOUCH: u64 = 2;
     /// SYSCALL: opcode, number, six arguments, expected result, check flag.
     pub const SYSCALL_WORDS: usize = 10;
-    /// TOUCH: opcode, address, length, stride, kind.
-    pub const TOUCH_WORDS: usize = 5;
+    /// TOUCH: opcode, address, length, stride, kind, delta.
+    pub const TOUCH_WORDS: usize = 6;
 }
 
 /// Exit status of a script whose step `i` failed: `SCRIPT_FAILED + i`.
@@ -31,9 +31,9 @@ pub const SCRIPT_BAD_OP: u64 = 0x5b00_0000;
 pub enum Touch {
     /// Read a word.
     Read = 0,
-    /// Write the address itself as the word.
+    /// Write the address (less the step's delta) as the word.
     Write = 1,
-    /// Read the word and fail unless it is the address (what `Write` left).
+    /// Read the word and fail unless it is the address less the delta (what `Write` left).
     Verify = 2,
 }
 
@@ -58,9 +58,16 @@ impl Script {
     }
 
     /// Touches `[addr, addr + len)` every `stride` bytes.
-    pub fn touch(mut self, addr: u64, len: u64, stride: u64, kind: Touch) -> Self {
-        self.0
-            .extend_from_slice(&[op::TOUCH, addr, len, stride.max(1), kind as u64]);
+    pub fn touch(self, addr: u64, len: u64, stride: u64, kind: Touch) -> Self {
+        self.touch_as(addr, len, stride, kind, 0)
+    }
+
+    /// Like [`Script::touch`], for memory that another mapping `delta` bytes lower also shows: the
+    /// pattern is that mapping's addresses.
+    pub fn touch_as(mut self, addr: u64, len: u64, stride: u64, kind: Touch, delta: u64) -> Self {
+        let words = [op::TOUCH, addr, len, stride.max(1), kind as u64, delta];
+        const _: () = assert!(op::TOUCH_WORDS == 6);
+        self.0.extend_from_slice(&words);
         self
     }
 
@@ -140,19 +147,22 @@ global_asm!(
         add rcx, rsi
         mov rdx, [rbx + 24]
         mov r8, [rbx + 32]
+        mov r9, [rbx + 40]
     2:
         cmp rsi, rcx
         jae 5f
+        mov r10, rsi
+        sub r10, r9
         cmp r8, 1
         je 3f
         mov rax, [rsi]
         cmp r8, 2
         jne 4f
-        cmp rax, rsi
+        cmp rax, r10
         jne script_fail
         jmp 4f
     3:
-        mov [rsi], rsi
+        mov [rsi], r10
     4:
         add rsi, rdx
         jmp 2b

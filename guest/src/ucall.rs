@@ -42,6 +42,11 @@ pub fn sync(cpu: usize, stage: u64) {
     call(cpu, UcallCmd::Sync, |c| c.args[0] = stage);
 }
 
+/// Reports a probe event; the host checks guest memory before this returns.
+pub fn probe(cpu: usize, cmd: UcallCmd, args: [u64; 6]) {
+    call(cpu, cmd, |c| c.args = args);
+}
+
 /// Ends the run with `verdict` (0 = success); the host stops the VM.
 pub fn done(cpu: usize, verdict: u64) -> ! {
     call(cpu, UcallCmd::Done, |c| c.args[0] = verdict);

@@ -3,6 +3,7 @@
 use crate::arch::x86_64::layout::{LARGE_PAGE_SIZE, MAX_RAM, MIN_RAM};
 use clap::{Args, Parser, Subcommand};
 use mm_core::abi::{find_scenario, DEFAULT_SCENARIO, MAX_VCPUS};
+use mm_core::Variant;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,6 +69,16 @@ pub struct RunArgs {
     /// Boot this kernel ELF instead of the built-in guest.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
+    /// The mm-core ordering variant the guest follows (`vmm list` shows them); every variant but
+    /// `correct` is wrong on purpose, to show that the probes catch it.
+    #[arg(long, value_name = "NAME", default_value = "correct", value_parser = parse_variant)]
+    pub variant: Variant,
+    /// Probes also search from every frame's metadata (as rmap does) and scan whole page tables.
+    #[arg(long)]
+    pub thorough: bool,
+    /// Write the probes' findings as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// Options of `vmm bench`.
@@ -93,6 +104,13 @@ fn parse_scenario(name: &str) -> Result<String, String> {
         Some(s) => Ok(s.name.to_string()),
         None => Err("unknown scenario (`vmm list` shows them)".into()),
     }
+}
+
+fn parse_variant(name: &str) -> Result<Variant, String> {
+    Variant::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+        format!("unknown variant (one of: {})", names.join(", "))
+    })
 }
 
 fn parse_vcpus(s: &str) -> Result<usize, String> {
@@ -186,6 +204,7 @@ mod tests {
             &["vmm", "run", "--vcpus", "99"],
             &["vmm", "run", "--timeout", "-1"],
             &["vmm", "run", "--mem", "lots"],
+            &["vmm", "run", "--variant", "sloppy"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -15,6 +15,7 @@
 //! - [`loader`]: checks and loads the kernel ELF.
 //! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
+//! - [`report`]: the probes' end-of-run summary and JSON report.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: the boot-time benchmark against the bare KVM floor.
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod devices;
 pub mod loader;
 pub mod probe;
+pub mod report;
 pub mod run;
 pub mod ucall;
 pub mod vstate;

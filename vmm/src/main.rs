@@ -47,6 +47,9 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Violations printed on stderr; the JSON report has them all.
+const MAX_VIOLATIONS_SHOWN: usize = 10;
+
 fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(|f, record| match record.level() {
@@ -90,12 +93,13 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             scenario: &args.scenario,
             seed: args.seed,
             log_level: log::max_level() as u64,
+            variant: args.variant,
             kernel,
         },
         timeout: args.timeout,
         started,
         console: Box::new(std::io::stdout()),
-        thorough: false,
+        thorough: args.thorough,
     };
     let report = match run(config) {
         Ok(report) => report,
@@ -109,6 +113,23 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             return fail(code, &e);
         }
     };
+    eprintln!("vmm: {}", vmm::report::summary_line(&report.probes));
+    for v in report.probes.violations.iter().take(MAX_VIOLATIONS_SHOWN) {
+        eprintln!("vmm: violation {v}");
+    }
+    for e in report.probes.errors.iter().take(MAX_VIOLATIONS_SHOWN) {
+        eprintln!("vmm: probe walk error: {e}");
+    }
+    if let Some(path) = &args.report {
+        let json =
+            vmm::report::to_json(&args.scenario, args.variant.name(), args.thorough, &report);
+        if let Err(e) = vmm::report::write_json(path, &json) {
+            return fail(
+                FAILURE,
+                &format_args!("cannot write report {}: {e}", path.display()),
+            );
+        }
+    }
     match &report.failure {
         None => {
             let ready = report.ready_after.map_or(String::new(), |t| {
@@ -144,6 +165,10 @@ fn list() -> u8 {
             ""
         };
         println!("  {:<16} {}{default}", s.name, s.about);
+    }
+    println!("Ordering variants (vmm run --variant NAME; all but `correct` are wrong on purpose):");
+    for v in mm_core::Variant::ALL {
+        println!("  {v}");
     }
     SUCCESS
 }

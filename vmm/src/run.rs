@@ -315,7 +315,7 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
             },
             VcpuEvent::Violations { cpu, violations } => {
                 for v in &violations {
-                    log::error!("vCPU {cpu}: {v}");
+                    log::debug!("vCPU {cpu}: {v}");
                 }
             }
             VcpuEvent::End { cpu, end } => match decide(cpu, end, &in_scenario) {

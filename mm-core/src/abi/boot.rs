@@ -32,6 +32,8 @@ pub struct BootInfo {
     pub seed: u64,
     /// Guest log level: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace (as `log::LevelFilter`).
     pub log_level: u64,
+    /// The mm-core ordering variant to run (`Variant::as_u64`; 0 = `correct`).
+    pub variant: u64,
     /// Length in bytes of the scenario name in [`BootInfo::scenario`].
     pub scenario_len: u64,
     /// The scenario to run, UTF-8, not NUL-terminated.
@@ -58,6 +60,7 @@ impl BootInfo {
             stack_size: 0,
             seed: 0,
             log_level: 0,
+            variant: 0,
             scenario_len: bytes.len() as u64,
             scenario: name,
         })
@@ -75,7 +78,7 @@ impl BootInfo {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 11 * 8 + SCENARIO_NAME_MAX);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 12 * 8 + SCENARIO_NAME_MAX);
 
 #[cfg(test)]
 mod tests {

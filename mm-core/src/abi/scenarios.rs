@@ -24,6 +24,11 @@ pub struct ScenarioInfo {
 /// Every scenario the guest implements, the default first.
 pub const SCENARIOS: &[ScenarioInfo] = &[
     ScenarioInfo {
+        name: "tour",
+        about: "a little of every mm scenario below, with the host probes checking each page-table free",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "hello",
         about: "boot every vCPU, allocate from the frame allocator and the heap, print the banner",
         expect: Expect::Pass,
@@ -41,6 +46,46 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
     ScenarioInfo {
         name: "mm-smoke",
         about: "a ring-3 process maps, touches, splits, protects, truncates and unmaps memory (mm-core on the real MMU)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "munmap-whole",
+        about: "munmap of a whole VMA alone in its tables (PTE, PMD and PUD tables freed)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "munmap-part",
+        about: "munmap of the half of a VMA that owns a PTE table",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "munmap-several",
+        about: "one munmap over several VMAs, anonymous and file (free_pgtables gathers them)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "shared-pte",
+        about: "neighbours sharing a PTE table: unmapping one leaves the table to the other",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "shared-pmd",
+        about: "neighbours sharing a PMD table, one of them a file mapping",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "exit-mmap",
+        about: "exit_mmap of a process with anonymous and file mappings",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "truncate",
+        about: "two shared mappings of a file, then ftruncate, then munmap",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "rmap",
+        about: "reclaim-style page_referenced / try_to_unmap walks over anonymous and file pages",
         expect: Expect::Pass,
     },
     ScenarioInfo {
@@ -71,7 +116,7 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
 ];
 
 /// The scenario `vmm run` runs when none is named.
-pub const DEFAULT_SCENARIO: &str = "hello";
+pub const DEFAULT_SCENARIO: &str = "tour";
 
 /// The scenario called `name`, if the guest has one.
 pub fn find_scenario(name: &str) -> Option<&'static ScenarioInfo> {

@@ -198,6 +198,21 @@ impl Vcpu {
                         stage,
                     });
                 }
+                ExitAction::Call(GuestCall::Probe(event)) => {
+                    // The vCPU stays stopped while the host walks its memory: the check sees the
+                    // guest exactly at the event.
+                    let mut rip = || self.fd.get_regs().map_or(0, |r| r.rip);
+                    let mut probe = shared.probe.lock().unwrap_or_else(|p| p.into_inner());
+                    let violations = probe.handle(self.index, &event, &mut rip);
+                    drop(probe);
+                    if !violations.is_empty() {
+                        let event = VcpuEvent::Violations {
+                            cpu: self.index,
+                            violations,
+                        };
+                        let _ = shared.events.send(event);
+                    }
+                }
                 ExitAction::Call(call) => return VcpuEnd::Call(call),
                 ExitAction::BadCall(e) => {
                     return VcpuEnd::Failed {

@@ -28,6 +28,8 @@ pub struct VmConfig<'a> {
     pub seed: u64,
     /// Guest log level (0 off … 5 trace).
     pub log_level: u64,
+    /// The mm-core ordering variant the guest follows.
+    pub variant: mm_core::Variant,
     /// The kernel ELF image.
     pub kernel: &'a [u8],
 }
@@ -147,6 +149,7 @@ impl Vm {
         boot_info.free_end = config.ram_size;
         boot_info.seed = config.seed;
         boot_info.log_level = config.log_level;
+        boot_info.variant = config.variant.as_u64();
         mem.write_obj(RawBootInfo(boot_info), BOOT_INFO_START)
             .map_err(write("the boot info"))?;
 

@@ -1,11 +1,10 @@
-//! The registry of scenarios the boot info chooses from; names and descriptions live in
-//! `mm_core::abi::SCENARIOS`, which the VMM reads too.
+//! The registry of scenarios the boot info chooses from (the memory-manager ones are in [`mm`]);
+//! names and descriptions live in `mm_core::abi::SCENARIOS`, which the VMM reads too.
 
-use crate::process::nr;
-use crate::programs::{Script, Touch};
+mod mm;
+
 use crate::user::{enter_user, Exit};
-use crate::{frame, idt, mm, process, programs, trap, ucall};
-use alloc::vec;
+use crate::{frame, idt, programs, trap, ucall};
 use alloc::vec::Vec;
 use mm_core::abi::BootInfo;
 
@@ -23,13 +22,15 @@ pub fn run(name: &str, info: &BootInfo) -> u64 {
         "triple-fault" => triple_fault(),
         "hang" => hang(),
         "user-mode" => user_mode(),
-        "mm-smoke" => mm_smoke(),
-        other => ucall::abort_fmt(
-            0,
-            format_args!("unknown scenario '{other}'"),
-            file!(),
-            line!(),
-        ),
+        name => match mm::find(name) {
+            Some(scenario) => scenario(),
+            None => ucall::abort_fmt(
+                0,
+                format_args!("unknown scenario '{name}'"),
+                file!(),
+                line!(),
+            ),
+        },
     }
 }
 
@@ -124,69 +125,4 @@ fn user_mode() -> u64 {
 fn unsafe_read(addr: u64) -> u64 {
     // SAFETY: `addr` is the start of the user segment, mapped and readable by the kernel.
     unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-
-const MAP_PRIVATE_ANON_FIXED: u64 = 0x2 | 0x20 | 0x10;
-const MAP_SHARED_FIXED: u64 = 0x1 | 0x10;
-const PROT_READ: u64 = 1;
-const PROT_RW: u64 = 3;
-const PAGE: u64 = 4096;
-
-/// A process maps, touches, splits, protects and unmaps anonymous and file memory on the real
-/// MMU, truncates its file, and leaves no frame behind.
-fn mm_smoke() -> u64 {
-    let k = mm::kernel();
-    let frames_before = frame::allocated();
-    let anon = 1u64 << 40;
-    let file_at = anon + (64 << 20);
-    let script = Script::new()
-        .syscall(
-            nr::MMAP,
-            [
-                anon,
-                16 * PAGE,
-                PROT_RW,
-                MAP_PRIVATE_ANON_FIXED,
-                u64::MAX,
-                0,
-            ],
-            Some(anon),
-        )
-        .touch(anon, 16 * PAGE, PAGE, Touch::Write)
-        .touch(anon, 16 * PAGE, PAGE, Touch::Verify)
-        .syscall(nr::MUNMAP, [anon + 4 * PAGE, 4 * PAGE, 0, 0, 0, 0], Some(0))
-        .touch(anon, 4 * PAGE, PAGE, Touch::Verify)
-        .touch(anon + 8 * PAGE, 8 * PAGE, PAGE, Touch::Verify)
-        .syscall(
-            nr::MPROTECT,
-            [anon + 12 * PAGE, 4 * PAGE, PROT_READ, 0, 0, 0],
-            Some(0),
-        )
-        .touch(anon + 12 * PAGE, 4 * PAGE, PAGE, Touch::Read)
-        .syscall(
-            nr::MMAP,
-            [file_at, 8 * PAGE, PROT_RW, MAP_SHARED_FIXED, 0, 0],
-            Some(file_at),
-        )
-        .touch(file_at, 8 * PAGE, PAGE, Touch::Write)
-        .syscall(nr::FTRUNCATE, [0, 4 * PAGE, 0, 0, 0, 0], Some(0))
-        .touch(file_at, 4 * PAGE, PAGE, Touch::Verify)
-        .syscall(nr::MUNMAP, [anon, 16 * PAGE, 0, 0, 0, 0], Some(0));
-    let mapping = mm_core::mm::AddressSpace::create(k, 8).expect("memory for a file");
-    let file = mm_core::mm::File::open(k, mapping, None).expect("memory for a file");
-    let finished = process::run(&script, vec![file]).unwrap_or_else(|e| panic!("mm-smoke: {e}"));
-    mm_core::mm::iput(k, mapping);
-    assert_eq!(finished.exit, Exit::Code(0), "the script failed");
-    assert!(
-        finished.faults >= 16 + 8,
-        "only {} page faults",
-        finished.faults
-    );
-    assert_eq!(frame::allocated(), frames_before, "frames leaked");
-    log::info!(
-        "mm-smoke: {} page faults and {} system calls served on the real MMU; no frame leaked",
-        finished.faults,
-        finished.syscalls
-    );
-    PASS
 }

@@ -1,0 +1,309 @@
+//! Memory-manager scenarios: ring-3 processes whose system calls make mm-core free page tables in
+//! every way the seed's rule is about, while the host probes check each free.
+//!
+//! Every scenario runs its processes to a clean exit and checks that no frame leaked; what the
+//! probes found is the VMM's to report. Addresses are fixed (MAP_FIXED) so each scenario lays its
+//! VMAs exactly where the page-table boundaries it exercises are.
+
+use super::PASS;
+use crate::process::{self, nr, Finished};
+use crate::programs::{Script, Touch};
+use crate::user::Exit;
+use crate::{frame, mm};
+use alloc::vec;
+use alloc::vec::Vec;
+use mm_core::mm::{iput, AddressSpace, File, FilePtr, MappingPtr};
+
+const PAGE: u64 = 4096;
+/// Bytes one PTE table maps.
+const PMD_SIZE: u64 = 2 << 20;
+/// Bytes one PMD table maps.
+const PUD_SIZE: u64 = 1 << 30;
+/// A user address with room around it for every layout below (PGD index 2).
+const BASE: u64 = 1 << 40;
+
+const PROT_READ: u64 = 1;
+const PROT_RW: u64 = 3;
+const MAP_SHARED: u64 = 0x1;
+const MAP_PRIVATE: u64 = 0x2;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+/// `fd` argument of an anonymous mapping.
+const NO_FD: u64 = u64::MAX;
+
+/// The memory-manager scenarios by name.
+pub fn find(name: &str) -> Option<fn() -> u64> {
+    Some(match name {
+        "mm-smoke" => smoke,
+        "munmap-whole" => munmap_whole,
+        "munmap-part" => munmap_part,
+        "munmap-several" => munmap_several,
+        "shared-pte" => shared_pte,
+        "shared-pmd" => shared_pmd,
+        "exit-mmap" => exit_mmap,
+        "truncate" => truncate,
+        "rmap" => rmap,
+        "tour" => tour,
+        _ => return None,
+    })
+}
+
+/// Script steps the scenarios share.
+trait Steps {
+    fn map_anon(self, addr: u64, pages: u64, prot: u64) -> Self;
+    fn map_file(self, addr: u64, pages: u64, fd: u64, pgoff: u64) -> Self;
+    fn unmap(self, addr: u64, pages: u64) -> Self;
+    fn fill(self, addr: u64, pages: u64) -> Self;
+    fn check(self, addr: u64, pages: u64) -> Self;
+}
+
+impl Steps for Script {
+    fn map_anon(self, addr: u64, pages: u64, prot: u64) -> Self {
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+        self.syscall(
+            nr::MMAP,
+            [addr, pages * PAGE, prot, flags, NO_FD, 0],
+            Some(addr),
+        )
+    }
+
+    fn map_file(self, addr: u64, pages: u64, fd: u64, pgoff: u64) -> Self {
+        let args = [
+            addr,
+            pages * PAGE,
+            PROT_RW,
+            MAP_SHARED | MAP_FIXED,
+            fd,
+            pgoff * PAGE,
+        ];
+        self.syscall(nr::MMAP, args, Some(addr))
+    }
+
+    fn unmap(self, addr: u64, pages: u64) -> Self {
+        self.syscall(nr::MUNMAP, [addr, pages * PAGE, 0, 0, 0, 0], Some(0))
+    }
+
+    fn fill(self, addr: u64, pages: u64) -> Self {
+        self.touch(addr, pages * PAGE, PAGE, Touch::Write)
+    }
+
+    fn check(self, addr: u64, pages: u64) -> Self {
+        self.touch(addr, pages * PAGE, PAGE, Touch::Verify)
+    }
+}
+
+/// A file of `pages` pages and an open file on it; the caller drops the mapping with `iput` after
+/// the process that got the file has exited.
+fn new_file(pages: u64) -> (MappingPtr, FilePtr) {
+    let k = mm::kernel();
+    let mapping =
+        AddressSpace::create(k, pages).unwrap_or_else(|e| panic!("creating a file: {e:?}"));
+    let file = File::open(k, mapping, None).unwrap_or_else(|e| panic!("opening a file: {e:?}"));
+    (mapping, file)
+}
+
+/// Runs `script` with `files`, then checks that it exited cleanly and that no frame leaked.
+fn run(name: &str, script: Script, files: Vec<FilePtr>, mappings: &[MappingPtr]) -> Finished {
+    let before = frame::allocated();
+    let finished = process::run(&script, files).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for &m in mappings {
+        iput(mm::kernel(), m);
+    }
+    match finished.exit {
+        Exit::Code(0) => {}
+        Exit::Code(code) => panic!("{name}: the script failed with status {code:#x}"),
+        Exit::Fault {
+            vector, cr2, rip, ..
+        } => {
+            panic!("{name}: the process died of vector {vector} at {rip:#x} (address {cr2:#x})")
+        }
+    }
+    assert_eq!(frame::allocated(), before, "{name}: frames leaked");
+    log::info!(
+        "{name}: {} page faults, {} system calls, no frame leaked",
+        finished.faults,
+        finished.syscalls
+    );
+    finished
+}
+
+/// Maps, touches, splits, protects, truncates and unmaps anonymous and file memory.
+pub fn smoke() -> u64 {
+    let anon = BASE;
+    let file_at = BASE + 32 * PMD_SIZE;
+    let script = Script::new()
+        .map_anon(anon, 16, PROT_RW)
+        .fill(anon, 16)
+        .check(anon, 16)
+        .unmap(anon + 4 * PAGE, 4)
+        .check(anon, 4)
+        .check(anon + 8 * PAGE, 8)
+        .syscall(
+            nr::MPROTECT,
+            [anon + 12 * PAGE, 4 * PAGE, PROT_READ, 0, 0, 0],
+            Some(0),
+        )
+        .touch(anon + 12 * PAGE, 4 * PAGE, PAGE, Touch::Read)
+        .map_file(file_at, 8, 0, 0)
+        .fill(file_at, 8)
+        .syscall(nr::FTRUNCATE, [0, 4 * PAGE, 0, 0, 0, 0], Some(0))
+        .check(file_at, 4)
+        .unmap(anon, 16);
+    let (mapping, file) = new_file(8);
+    let finished = run("mm-smoke", script, vec![file], &[mapping]);
+    assert!(
+        finished.faults >= 16 + 8,
+        "only {} page faults",
+        finished.faults
+    );
+    log::info!("mm-smoke: served on the real MMU; no frame leaked");
+    PASS
+}
+
+/// munmap of a whole VMA alone in its tables: its PTE, PMD and PUD tables all go.
+fn munmap_whole() -> u64 {
+    let script = Script::new()
+        .map_anon(BASE, 8, PROT_RW)
+        .fill(BASE, 8)
+        .unmap(BASE, 8);
+    run("munmap-whole", script, Vec::new(), &[]);
+    PASS
+}
+
+/// munmap of part of a VMA: the half in its own PTE table frees that table, the rest survives.
+fn munmap_part() -> u64 {
+    let pages = 2 * PMD_SIZE / PAGE;
+    let script = Script::new()
+        .map_anon(BASE, pages, PROT_RW)
+        .touch(BASE, 2 * PMD_SIZE, PAGE * 64, Touch::Write)
+        .unmap(BASE + PMD_SIZE, pages / 2)
+        .touch(BASE, PMD_SIZE, PAGE * 64, Touch::Verify)
+        .unmap(BASE, pages / 2);
+    run("munmap-part", script, Vec::new(), &[]);
+    PASS
+}
+
+/// munmap over several VMAs (alternating protections keep them apart) in one call: free_pgtables
+/// gathers neighbours into one free_pgd_range and must unlink every one of them first.
+fn munmap_several() -> u64 {
+    let mut script = Script::new();
+    for i in 0..6 {
+        let at = BASE + i * 16 * PAGE;
+        let prot = if i % 2 == 0 { PROT_RW } else { PROT_READ };
+        script = script
+            .map_anon(at, 16, prot)
+            .touch(at, 16 * PAGE, PAGE, Touch::Read);
+    }
+    // A file VMA among them, so the gather meets i_mmap too.
+    let file_at = BASE + 6 * 16 * PAGE;
+    script = script
+        .map_file(file_at, 16, 0, 0)
+        .fill(file_at, 16)
+        .unmap(BASE, 7 * 16);
+    let (mapping, file) = new_file(16);
+    run("munmap-several", script, vec![file], &[mapping]);
+    PASS
+}
+
+/// Neighbours sharing a PTE table: unmapping one must leave the table to the other.
+fn shared_pte() -> u64 {
+    let second = BASE + 64 * PAGE;
+    let script = Script::new()
+        .map_anon(BASE, 16, PROT_RW)
+        .map_anon(second, 16, PROT_READ)
+        .fill(BASE, 16)
+        .touch(second, 16 * PAGE, PAGE, Touch::Read)
+        .unmap(BASE, 16)
+        .touch(second, 16 * PAGE, PAGE, Touch::Read)
+        .unmap(second, 16);
+    run("shared-pte", script, Vec::new(), &[]);
+    PASS
+}
+
+/// Neighbours sharing a PMD table (different PTE tables in one GiB): unmapping one frees its PTE
+/// table only; the PMD table stays for the other. A file neighbour keeps i_mmap in play.
+fn shared_pmd() -> u64 {
+    let second = BASE + 8 * PMD_SIZE;
+    let script = Script::new()
+        .map_anon(BASE, 16, PROT_RW)
+        .map_file(second, 16, 0, 0)
+        .fill(BASE, 16)
+        .fill(second, 16)
+        .unmap(BASE, 16)
+        .check(second, 16)
+        .unmap(second, 16);
+    let (mapping, file) = new_file(16);
+    run("shared-pmd", script, vec![file], &[mapping]);
+    PASS
+}
+
+/// exit_mmap of a process with anonymous and file mappings spread over several tables.
+fn exit_mmap() -> u64 {
+    let script = Script::new()
+        .map_anon(BASE, 32, PROT_RW)
+        .map_anon(BASE + 3 * PMD_SIZE, 32, PROT_RW)
+        .map_file(BASE + PUD_SIZE, 16, 0, 0)
+        .map_anon(BASE + 2 * PUD_SIZE, 8, PROT_RW)
+        .fill(BASE, 32)
+        .fill(BASE + 3 * PMD_SIZE, 32)
+        .fill(BASE + PUD_SIZE, 16)
+        .fill(BASE + 2 * PUD_SIZE, 8);
+    let (mapping, file) = new_file(16);
+    run("exit-mmap", script, vec![file], &[mapping]);
+    PASS
+}
+
+/// A shared file mapping, then truncate: the pages past the new size leave every mapping, then
+/// the mapping goes.
+fn truncate() -> u64 {
+    let second = BASE + PMD_SIZE;
+    let script = Script::new()
+        .map_file(BASE, 32, 0, 0)
+        .map_file(second, 32, 0, 0)
+        .fill(BASE, 32)
+        .touch_as(second, 32 * PAGE, PAGE, Touch::Verify, second - BASE)
+        .syscall(nr::FTRUNCATE, [0, 8 * PAGE, 0, 0, 0, 0], Some(0))
+        .check(BASE, 8)
+        .touch_as(second, 8 * PAGE, PAGE, Touch::Verify, second - BASE)
+        .unmap(BASE, 32)
+        .unmap(second, 32);
+    let (mapping, file) = new_file(32);
+    run("truncate", script, vec![file], &[mapping]);
+    PASS
+}
+
+/// Reclaim-style rmap walks: page_referenced and try_to_unmap on every page of an anonymous and
+/// a file mapping, then the pages fault back in and the process unmaps and exits.
+fn rmap() -> u64 {
+    let file_at = BASE + PMD_SIZE;
+    let script = Script::new()
+        .map_anon(BASE, 16, PROT_RW)
+        .map_file(file_at, 16, 0, 0)
+        .fill(BASE, 16)
+        .fill(file_at, 16)
+        .syscall(nr::RECLAIM, [BASE, 16 * PAGE, 0, 0, 0, 0], None)
+        .syscall(nr::RECLAIM, [file_at, 16 * PAGE, 0, 0, 0, 0], Some(16))
+        .check(file_at, 16)
+        .unmap(BASE, 16);
+    let (mapping, file) = new_file(16);
+    run("rmap", script, vec![file], &[mapping]);
+    PASS
+}
+
+/// A little of everything: what `cargo run` shows.
+fn tour() -> u64 {
+    for scenario in [
+        munmap_whole,
+        munmap_part,
+        munmap_several,
+        shared_pte,
+        shared_pmd,
+        exit_mmap,
+        truncate,
+        rmap,
+    ] {
+        scenario();
+    }
+    log::info!("tour: every mm scenario ran; the host probes checked each page-table free");
+    PASS
+}

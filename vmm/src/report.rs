@@ -1,0 +1,59 @@
+//! The end-of-run summary of the probes, on stderr and as JSON (`--report FILE`).
+
+use crate::probe::{Summary, UnlinkKind, Violation};
+use crate::run::RunReport;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// One line for the user: events, checks per kind, violations.
+pub fn summary_line(s: &Summary) -> String {
+    let [p1, p2, p3, p4] = s.checks;
+    format!(
+        "probes: {} events, checks P1 {p1} / P2 {p2} / P3 {p3} / P4 {p4}, {} violation(s), {} walk error(s)",
+        s.events,
+        s.violations.len(),
+        s.errors.len()
+    )
+}
+
+fn violation_json(v: &Violation) -> Value {
+    json!({
+        "check": v.check.to_string(),
+        "mm": v.mm,
+        "level": v.level,
+        "frame": v.frame,
+        "start": v.start,
+        "end": v.end,
+        "vma": v.vma.as_ref().map(|vma| json!({
+            "addr": vma.addr,
+            "start": vma.start,
+            "end": vma.end,
+            "flags": vma.flags,
+            "kind": match vma.via { UnlinkKind::Anon => "anon", UnlinkKind::File => "file" },
+        })),
+        "rip": v.rip,
+        "detail": v.detail,
+    })
+}
+
+/// The run as JSON.
+pub fn to_json(scenario: &str, variant: &str, thorough: bool, report: &RunReport) -> Value {
+    let s = &report.probes;
+    json!({
+        "scenario": scenario,
+        "variant": variant,
+        "thorough": thorough,
+        "passed": report.passed(),
+        "failure": report.failure.as_ref().map(|f| f.to_string()),
+        "events": s.events,
+        "checks": { "P1": s.checks[0], "P2": s.checks[1], "P3": s.checks[2], "P4": s.checks[3] },
+        "violations": s.violations.iter().map(violation_json).collect::<Vec<_>>(),
+        "errors": s.errors,
+    })
+}
+
+/// Writes the run as JSON to `path`.
+pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(path, text + "\n")
+}
