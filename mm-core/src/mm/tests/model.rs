@@ -64,6 +64,10 @@ enum Op {
     Unmap {
         page: u64,
     },
+    /// Fail the `n`th allocation of the next operation (mprotect excepted: it may fail halfway).
+    FailNext {
+        n: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -84,6 +88,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..=FILE_PAGES).prop_map(|size| Op::Truncate { size }),
         1 => (0..AREA_PAGES + HEAP_PAGES).prop_map(|page| Op::Referenced { page }),
         1 => (0..AREA_PAGES + HEAP_PAGES).prop_map(|page| Op::Unmap { page }),
+        1 => (1..5u64).prop_map(|n| Op::FailNext { n }),
     ]
 }
 
@@ -221,18 +226,18 @@ fn step(sut: &mut Sut<'_>, model: &mut Model, op: &Op) {
     match *op {
         Op::MmapAnon { page, pages, prot } => {
             let pages = pages.min(AREA_PAGES - page);
-            sut.mm
-                .mmap(
-                    k,
-                    VirtAddr(va(page)),
-                    pages * PAGE_SIZE,
-                    prot_of(prot),
-                    ANON_FIXED,
-                    None,
-                    0,
-                )
-                .expect("mmap anon");
-            model.map(page, pages, prot_of(prot), |_| Backing::Anon);
+            let r = sut.mm.mmap(
+                k,
+                VirtAddr(va(page)),
+                pages * PAGE_SIZE,
+                prot_of(prot),
+                ANON_FIXED,
+                None,
+                0,
+            );
+            if mmap_applied(k, r, model, page, pages) {
+                model.map(page, pages, prot_of(prot), |_| Backing::Anon);
+            }
         }
         Op::MmapFile {
             page,
@@ -248,27 +253,28 @@ fn step(sut: &mut Sut<'_>, model: &mut Model, op: &Op) {
                 MapFlags::PRIVATE
             };
             let flags = kind.union(MapFlags::FIXED);
-            sut.mm
-                .mmap(
-                    k,
-                    VirtAddr(va(page)),
-                    pages * PAGE_SIZE,
-                    prot_of(prot),
-                    flags,
-                    Some(sut.file),
-                    pgoff,
-                )
-                .expect("mmap file");
-            model.map(page, pages, prot_of(prot), |i| Backing::File {
-                pgoff: pgoff + i,
-                shared,
-            });
+            let r = sut.mm.mmap(
+                k,
+                VirtAddr(va(page)),
+                pages * PAGE_SIZE,
+                prot_of(prot),
+                flags,
+                Some(sut.file),
+                pgoff,
+            );
+            if mmap_applied(k, r, model, page, pages) {
+                model.map(page, pages, prot_of(prot), |i| Backing::File {
+                    pgoff: pgoff + i,
+                    shared,
+                });
+            }
         }
         Op::Munmap { page, pages } => {
             let pages = pages.min(AREA_PAGES - page);
-            sut.mm
-                .munmap(k, VirtAddr(va(page)), pages * PAGE_SIZE)
-                .expect("munmap");
+            let r = sut.mm.munmap(k, VirtAddr(va(page)), pages * PAGE_SIZE);
+            if !applied(k, r) {
+                return;
+            }
             for i in page..page + pages {
                 model.pages.remove(&va(i));
             }
@@ -287,9 +293,10 @@ fn step(sut: &mut Sut<'_>, model: &mut Model, op: &Op) {
             }
         }
         Op::Brk { pages } => {
-            sut.mm
-                .brk(k, VirtAddr(HEAP + pages * PAGE_SIZE))
-                .expect("brk");
+            let r = sut.mm.brk(k, VirtAddr(HEAP + pages * PAGE_SIZE));
+            if !applied(k, r) {
+                return;
+            }
             for i in pages..model.brk_pages {
                 model.pages.remove(&va(AREA_PAGES + i));
             }
@@ -304,22 +311,24 @@ fn step(sut: &mut Sut<'_>, model: &mut Model, op: &Op) {
             model.brk_pages = pages;
         }
         Op::Read { page } => {
-            assert_eq!(
-                sut.read(va(page)),
-                model.read(va(page)),
-                "read of page {page}"
-            );
+            let a = sut.read(va(page));
+            if !(a == Err(FaultError::Oom) && k.inject.fired()) {
+                assert_eq!(a, model.read(va(page)), "read of page {page}");
+            }
         }
         Op::Write {
             page,
             offset,
             value,
         } => {
-            let (a, m) = (
-                sut.wr(va(page), offset, value),
-                model.write(va(page), offset, value),
-            );
-            assert_eq!(a, m, "write of page {page}");
+            let a = sut.wr(va(page), offset, value);
+            if !(a == Err(FaultError::Oom) && k.inject.fired()) {
+                assert_eq!(
+                    a,
+                    model.write(va(page), offset, value),
+                    "write of page {page}"
+                );
+            }
         }
         Op::Truncate { size } => {
             truncate::vmtruncate(k, sut.mapping, size);
@@ -343,6 +352,7 @@ fn step(sut: &mut Sut<'_>, model: &mut Model, op: &Op) {
                 assert!(n <= k.page(f).mapcount.get());
             }
         }
+        Op::FailNext { .. } => unreachable!("handled by run"),
         Op::Unmap { page } => {
             if let Some(f) = sut.frame(va(page)) {
                 let anon = k
@@ -357,6 +367,33 @@ fn step(sut: &mut Sut<'_>, model: &mut Model, op: &Op) {
             }
         }
     }
+}
+
+/// Whether an operation took effect: it succeeded, or it failed only because an injected
+/// allocation failure fired (then it must have changed nothing the model sees).
+fn applied<T: core::fmt::Debug, E: core::fmt::Debug>(k: &Kernel<'_>, r: Result<T, E>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(_) if k.inject.fired() => false,
+        Err(e) => panic!("failed without an injected failure: {e:?}"),
+    }
+}
+
+/// Like [`applied`] for a `MAP_FIXED` mmap, which may fail after it unmapped the old range.
+fn mmap_applied(
+    k: &Kernel<'_>,
+    r: Result<VirtAddr, crate::mm::MmapError>,
+    model: &mut Model,
+    page: u64,
+    pages: u64,
+) -> bool {
+    if r == Err(crate::mm::MmapError::VmaAlloc) && k.inject.fired() {
+        for i in page..page + pages {
+            model.pages.remove(&va(i));
+        }
+        return false;
+    }
+    applied(k, r)
 }
 
 fn check_layout(sut: &Sut<'_>, model: &Model) {
@@ -415,8 +452,17 @@ fn run(ops: &[Op]) {
         size: FILE_PAGES,
         ..Model::default()
     };
+    let mut armed = None;
     for op in ops {
+        if let Op::FailNext { n } = *op {
+            armed = Some(n);
+            continue;
+        }
+        if let (Some(n), false) = (armed.take(), matches!(op, Op::Mprotect { .. })) {
+            k.inject.fail_nth(n, None);
+        }
         step(&mut sut, &mut model, op);
+        k.inject.fail_nth(0, None);
         assert_valid(&k, &sut.mm);
         check_layout(&sut, &model);
     }
