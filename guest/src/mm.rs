@@ -10,6 +10,7 @@ use crate::{frame, ucall};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use mm_core::abi::UcallCmd;
+use mm_core::lockdep::LOCKDEP;
 use mm_core::paging::NativeTlb;
 use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page};
 use mm_core::Variant;
@@ -84,6 +85,10 @@ pub fn init(ram_size: u64, variant: Variant) {
             .with_variant(variant);
         *KERNEL.0.get() = Some(k);
     }
+    // Lock-order checking is on in the guest whatever the build: the ordering variants are there
+    // to be caught, one of them by lockdep.
+    LOCKDEP.set_context_fn(crate::percpu::this_cpu);
+    LOCKDEP.set_enabled(true);
     let roots = kernel().roots() as *const _ as u64;
     ucall::probe(
         0,

@@ -12,6 +12,7 @@ use crate::user::Exit;
 use crate::{frame, mm};
 use alloc::vec;
 use alloc::vec::Vec;
+use mm_core::lockdep::{Violation as LockViolation, LOCKDEP};
 use mm_core::mm::{iput, AddressSpace, File, FilePtr, MappingPtr};
 
 const PAGE: u64 = 4096;
@@ -119,12 +120,29 @@ fn run(name: &str, script: Script, files: Vec<FilePtr>, mappings: &[MappingPtr])
         }
     }
     assert_eq!(frame::allocated(), before, "{name}: frames leaked");
+    let lockdep = LOCKDEP.take_violations();
+    if let Some(first) = lockdep.violations.first() {
+        panic!(
+            "{name}: lockdep saw {} lock-order violation(s), the first: {}",
+            lockdep.total,
+            describe(first)
+        );
+    }
     log::info!(
         "{name}: {} page faults, {} system calls, no frame leaked",
         finished.faults,
         finished.syscalls
     );
     finished
+}
+
+fn describe(v: &LockViolation) -> alloc::string::String {
+    match v {
+        LockViolation::Order(o) => alloc::format!("{} taken while holding {}", o.acquired, o.held),
+        LockViolation::Recursive { class } => alloc::format!("{class} taken twice"),
+        LockViolation::ReleaseNotHeld { class } => alloc::format!("{class} released but not held"),
+        LockViolation::TooDeep { class } => alloc::format!("too many locks held to track {class}"),
+    }
 }
 
 /// Maps, touches, splits, protects, truncates and unmaps anonymous and file memory.
