@@ -4,56 +4,11 @@
 //! Tests that need KVM skip with a message where /dev/kvm is unusable, and fail instead when
 //! `MM_REQUIRE_KVM=1` (CI sets it).
 
-use std::fs::OpenOptions;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+
+use common::{expect_exit, kvm_available, temp_file, text, VMM};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const VMM: &str = env!("CARGO_BIN_EXE_vmm");
-
-/// True when /dev/kvm can be opened; otherwise skips (or fails under MM_REQUIRE_KVM=1).
-fn kvm_available(test: &str) -> bool {
-    match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => true,
-        Err(e) if std::env::var("MM_REQUIRE_KVM").as_deref() == Ok("1") => {
-            panic!("MM_REQUIRE_KVM=1 but /dev/kvm cannot be opened: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping {test}: /dev/kvm cannot be opened ({e})");
-            false
-        }
-    }
-}
-
-fn vmm(args: &[&str]) -> Output {
-    Command::new(VMM)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("the vmm binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs the vmm and checks its exit code, returning (stdout, stderr).
-fn expect_exit(args: &[&str], code: i32) -> (String, String) {
-    let out = vmm(args);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "vmm {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    (stdout, stderr)
-}
-
-fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("mm-boot-test-{}-{name}", std::process::id()));
-    std::fs::write(&path, bytes).expect("temp dir is writable");
-    path
-}
 
 #[test]
 fn the_default_run_prints_the_banner_runs_the_tour_and_exits_0() {
