@@ -8,18 +8,15 @@
 //! as a smoke test, and so does `cargo test --all-targets`. Verdicts are printed, not enforced: the
 //! exit status is non-zero only when a measurement could not be made or mm-core leaked frames.
 //!
-//! mm-core runs twice: on `SimRam` (the crate's simulated RAM, the goal's reference) and on
-//! [`plain_ram::PlainRam`], the same frames without SimRam's poison-on-free, so the table shows how
-//! much of mm-core's time is the simulator's.
+//! mm-core runs on `SimRam`, which is resident from creation and poisons only freed page-table
+//! frames, so what is timed is mm-core's work rather than the simulator's.
 //!
 //! - [`linux`]: the workloads through libc (mmap, munmap, memfd + ftruncate).
-//! - [`mmcore`]: the same workloads through mm-core's API.
-//! - [`plain_ram`]: simulated RAM without debugging aids.
+//! - [`mmcore`]: the same workloads through mm-core's API on `SimRam`.
 //! - [`report`]: medians and the two tables.
 
 mod linux;
 mod mmcore;
-mod plain_ram;
 mod report;
 
 use std::fmt;
@@ -31,7 +28,6 @@ use mm_core::Kernel;
 
 use linux::Linux;
 use mmcore::MmCore;
-use plain_ram::PlainRam;
 use report::{RowSpec, Samples, ScaleOp, Scaling, Side};
 
 /// Why one workload could not be measured on one side (printed as one line; the run goes on).
@@ -125,21 +121,13 @@ fn main() {
     .unwrap_or(0)
         // Page tables, with room to spare: a few hundred at most for these layouts.
         + 4096;
-    let sim_ram = SimRam::new(frames as usize);
-    mmcore::prefault(&sim_ram);
-    let plain_ram = PlainRam::new(frames as usize);
+    let ram = SimRam::new(frames as usize);
     let tlb = CountingTlb::default();
-    let mut on_sim = MmCore::new(Kernel::new(&sim_ram, &sim_ram, sim_ram.mem_map(), &tlb));
-    let mut on_plain = MmCore::new(Kernel::new(
-        &plain_ram,
-        &plain_ram,
-        plain_ram.mem_map(),
-        &tlb,
-    ));
+    let mut mm_core = MmCore::new(Kernel::new(&ram, &ram, ram.mem_map(), &tlb));
     let mut linux = Linux::new();
 
     println!(
-        "mm-core vs Linux ({} run, {} repeat{}; simulated RAM: {} frames = {} MiB per RAM)",
+        "mm-core vs Linux ({} run, {} repeat{}; simulated RAM: {} frames = {} MiB)",
         if quick { "quick" } else { "full" },
         sizes.repeats,
         if sizes.repeats == 1 { "" } else { "s" },
@@ -157,8 +145,7 @@ fn main() {
         for side in order {
             let w: &mut dyn Workloads = match side {
                 Side::Linux => &mut linux,
-                Side::MmCoreSim => &mut on_sim,
-                Side::MmCorePlain => &mut on_plain,
+                Side::MmCore => &mut mm_core,
             };
             run_goal_workloads(w, side, sizes, &mut goal);
         }
@@ -172,15 +159,10 @@ fn main() {
                             .and_then(|m| linux.munmap_vmas(m).map(|d| (m, d)));
                         scaling.record(ScaleOp::Munmap, side, n, r);
                     }
-                    Side::MmCoreSim | Side::MmCorePlain => {
-                        let mm = if side == Side::MmCoreSim {
-                            &mut on_sim
-                        } else {
-                            &mut on_plain
-                        };
-                        let r = mm.munmap_vmas(n).map(|d| (n, d));
+                    Side::MmCore => {
+                        let r = mm_core.munmap_vmas(n).map(|d| (n, d));
                         scaling.record(ScaleOp::Munmap, side, n, r);
-                        let r = mm.exit_vmas(n).map(|d| (n, d));
+                        let r = mm_core.exit_vmas(n).map(|d| (n, d));
                         scaling.record(ScaleOp::ExitMmap, side, n, r);
                     }
                 }
@@ -193,14 +175,12 @@ fn main() {
     println!();
     scaling.print(sizes.scaling);
     let mut failed = report::skipped();
-    for (name, left) in [
-        ("SimRam", sim_ram.frames_in_use()),
-        ("PlainRam", plain_ram.frames_in_use()),
-    ] {
-        if left != 0 {
-            println!("mm-core on {name}: {left} frames still allocated after the run (a leak)");
-            failed += 1;
-        }
+    if ram.frames_in_use() != 0 {
+        println!(
+            "mm-core: {} frames still allocated after the run (a leak)",
+            ram.frames_in_use()
+        );
+        failed += 1;
     }
     if failed != 0 {
         eprintln!("{failed} measurement(s) skipped or leaks found: see above");

@@ -12,7 +12,6 @@ use mm_core::addr::{PAGE_SIZE, USER_BASE};
 use mm_core::mm::truncate::vmtruncate;
 use mm_core::mm::{fput, iput, Access, AddressSpace, File, MapFlags, Mm, Prot};
 use mm_core::paging::walk;
-use mm_core::phys::{FrameAllocator, SimRam};
 use mm_core::{Kernel, VirtAddr};
 
 use crate::{Skip, Workloads};
@@ -24,22 +23,12 @@ const ANON_FIXED: MapFlags = MapFlags(ANON.0 | MapFlags::FIXED.0);
 /// Where the many-VMA workloads start: 1 GiB into user space, clear of everything else.
 const VMA_BASE: VirtAddr = VirtAddr(USER_BASE.0 + (1 << 30));
 
-/// Makes the host back every frame of `ram` now, so no workload pays the host's first-touch faults
-/// on the simulated RAM (real RAM is resident before the kernel hands it out).
-pub fn prefault(ram: &SimRam) {
-    let frames: Vec<_> = std::iter::from_fn(|| ram.alloc_frame()).collect();
-    // Freeing poisons each frame, which writes all of it.
-    for f in frames {
-        ram.free_frame(f);
-    }
-}
-
 /// An mm-core error as a skip line.
 fn failed(what: &str, e: impl Display) -> Skip {
     Skip(format!("{what}: {e}"))
 }
 
-/// The mm-core side: one kernel over one simulated RAM, shared by all workloads.
+/// The mm-core side: one kernel over the simulated RAM, shared by all workloads.
 pub struct MmCore<'a> {
     k: Kernel<'a>,
 }
