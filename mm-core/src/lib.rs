@@ -69,6 +69,7 @@
 //! ```
 #![no_std]
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 
