@@ -1,8 +1,31 @@
-//! [`Probe`]: the probe engine. (Being written: the walkers and checks land next.)
+//! [`Probe`]: the probe engine. It keeps what the checks need across events (the roots, which
+//! tables were unhooked or freed, recent TLB flushes) and runs P1–P4 at every `TableFreeing`.
+//!
+//! Protocol, per frame: `TableUnhooked` → `TlbFlushed` covering its span → `TableFreeing`. The
+//! rules the engine applies where the guest's events leave room:
+//! - P3 without a seen unhook (a PGD, or an unhook the probes missed): the unhook is taken to be
+//!   "unknown", as early as the previous free of that frame (or the start of the run), and a
+//!   covering flush of that mm must have arrived since then.
+//! - P4's double free is a second `TableFreeing` with no `TableUnhooked` in between *and* the
+//!   poison of the first free still intact (the guest zeroes every table it allocates, so a frame
+//!   handed out again in between is a new table, not the same one freed twice).
+//! - Poison: after the checks, entries 1..512 of the frame get [`pgtable::poison`]`(level)` =
+//!   `0xDEAD_7AB1_E000_0000 | level`; entry 0 is the guest allocator's free-list link. A frame the
+//!   guest's `Page` says is a data page (mapped or anonymous/page cache) is not poisoned, so a
+//!   bogus free cannot corrupt user data. Any walk that meets the poison reports a use after free.
 
-use super::event::{ProbeEvent, UnlinkKind};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+
+use mm_core::addr::{TASK_SIZE, USER_BASE};
+use mm_core::phys::PageFlags;
 use vm_memory::GuestMemoryMmap;
+
+use super::event::{ProbeEvent, TableSpan, UnlinkKind};
+use super::guest_mem::{GuestView, WalkError};
+use super::layout::{self, page, word};
+use super::pgtable::{self, ParentEntry, StaleTable};
+use super::rmap::{RmapWalk, VmaFilter};
 
 /// The four checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -98,13 +121,85 @@ pub struct Summary {
     pub errors: Vec<String>,
 }
 
+/// Distinct walk errors kept in the summary; later ones are counted in one last line.
+const MAX_ERRORS: usize = 256;
+
+/// TLB flushes remembered per mm for P3 (the newest ones; see [`Probe::flushed_since`]).
+const FLUSH_LOG: usize = 4096;
+
+/// Where the guest's structures start (the `Roots` event).
+#[derive(Clone, Copy, Debug)]
+struct Roots {
+    roots: u64,
+    mem_map: u64,
+    mem_map_len: u64,
+    kernel_pgd: u64,
+}
+
+/// A table whose parent entry was cleared and which is not freed yet.
+#[derive(Clone, Copy, Debug)]
+struct Unhooked {
+    seq: u64,
+}
+
+/// A table freed and not unhooked again since.
+#[derive(Clone, Copy, Debug)]
+struct Freed {
+    seq: u64,
+    level: u8,
+    poisoned: bool,
+}
+
+/// A completed TLB flush.
+#[derive(Clone, Copy, Debug)]
+struct Flush {
+    seq: u64,
+    start: u64,
+    end: u64,
+}
+
+impl Flush {
+    fn covers(&self, start: u64, end: u64) -> bool {
+        (self.start <= start && end <= self.end)
+            || (self.start <= USER_BASE.0 && TASK_SIZE.0 <= self.end)
+    }
+}
+
 /// The probe engine: state across events, and the checks.
 pub struct Probe {
-    #[allow(dead_code)]
     mem: GuestMemoryMmap,
-    #[allow(dead_code)]
     thorough: bool,
     summary: Summary,
+    roots: Option<Roots>,
+    unhooked: HashMap<u64, Unhooked>,
+    freed: HashMap<u64, Freed>,
+    flushes: HashMap<u64, VecDeque<Flush>>,
+    errors_seen: HashSet<String>,
+    errors_dropped: u64,
+    last_cost: Cost,
+}
+
+/// What the last `TableFreeing` cost, for benchmarks and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// anon_vmas whose VMA lists were walked.
+    pub anon_vmas: u64,
+    /// address_spaces whose i_mmap trees were walked.
+    pub mappings: u64,
+    /// VMAs read.
+    pub vmas: u64,
+    /// Walk steps spent in all (structures and tables read).
+    pub steps: u64,
+}
+
+/// The findings of one `TableFreeing`, before they become violations.
+#[derive(Default)]
+struct Findings {
+    p1: Vec<VmaInfo>,
+    p2: Vec<String>,
+    p4: Vec<String>,
+    p3: Option<String>,
+    errors: Vec<WalkError>,
 }
 
 impl Probe {
@@ -114,6 +209,13 @@ impl Probe {
             mem,
             thorough,
             summary: Summary::default(),
+            roots: None,
+            unhooked: HashMap::new(),
+            freed: HashMap::new(),
+            flushes: HashMap::new(),
+            errors_seen: HashSet::new(),
+            errors_dropped: 0,
+            last_cost: Cost::default(),
         }
     }
 
@@ -122,15 +224,342 @@ impl Probe {
     pub fn handle(
         &mut self,
         _cpu: usize,
-        _event: &ProbeEvent,
-        _rip: &mut dyn FnMut() -> u64,
+        event: &ProbeEvent,
+        rip: &mut dyn FnMut() -> u64,
     ) -> Vec<Violation> {
         self.summary.events += 1;
-        Vec::new()
+        let seq = self.summary.events;
+        match *event {
+            ProbeEvent::Roots {
+                roots,
+                mem_map,
+                mem_map_len,
+                kernel_pgd,
+            } => {
+                self.roots = Some(Roots {
+                    roots,
+                    mem_map,
+                    mem_map_len,
+                    kernel_pgd,
+                });
+                Vec::new()
+            }
+            ProbeEvent::VmaUnlinked { .. } => Vec::new(),
+            ProbeEvent::TableUnhooked(span) => {
+                self.freed.remove(&span.frame);
+                self.unhooked.insert(span.frame, Unhooked { seq });
+                Vec::new()
+            }
+            ProbeEvent::TlbFlushed { mm, start, end } => {
+                let log = self.flushes.entry(mm).or_default();
+                if log.len() == FLUSH_LOG {
+                    log.pop_front();
+                }
+                log.push_back(Flush { seq, start, end });
+                Vec::new()
+            }
+            ProbeEvent::TableFreeing(span) => {
+                let findings = self.table_freeing(seq, &span);
+                self.violations(&span, findings, rip)
+            }
+        }
     }
 
     /// What the probes saw so far.
     pub fn summary(&self) -> &Summary {
         &self.summary
+    }
+
+    /// What the last `TableFreeing` cost.
+    pub fn last_cost(&self) -> Cost {
+        self.last_cost
+    }
+
+    /// Runs P1–P4 for `span` and poisons its frame.
+    fn table_freeing(&mut self, seq: u64, span: &TableSpan) -> Findings {
+        let mut f = Findings::default();
+        let mut view = GuestView::new(&self.mem);
+        let mut cost = Cost::default();
+
+        // P1: rmap must not reach a VMA of this mm meeting the span.
+        let end = if span.end <= span.start {
+            u64::MAX
+        } else {
+            span.end
+        };
+        let filter = VmaFilter {
+            mm: span.mm,
+            start: span.start,
+            end,
+        };
+        {
+            let mut walk = RmapWalk::new(&mut view, filter);
+            if let Some(r) = self.roots {
+                walk.walk_roots(r.roots);
+                if self.thorough {
+                    walk.walk_mem_map(r.mem_map, r.mem_map_len);
+                }
+            }
+            cost.anon_vmas = walk.anon_vmas;
+            cost.mappings = walk.mappings;
+            cost.vmas = walk.vmas;
+            f.p1 = std::mem::take(&mut walk.found);
+            f.errors.append(&mut walk.errors);
+        }
+        self.summary.checks[0] += 1;
+
+        // P2: the parent entry (thorough: any entry of the mm) no longer points to the frame.
+        let pgd = view.word("mm_struct", span.mm.wrapping_add(layout::mm::PGD as u64));
+        let pgd = match pgd {
+            Ok(pgd) => Some(pgd),
+            Err(e) => {
+                f.errors.push(e);
+                None
+            }
+        };
+        let mut stale: Vec<StaleTable> = Vec::new();
+        if let Some(pgd) = pgd {
+            if span.level < 4 {
+                self.summary.checks[1] += 1;
+                match pgtable::parent_entry(&mut view, pgd, span.level, span.start) {
+                    Ok(Some(ParentEntry::Entry {
+                        table,
+                        index,
+                        value,
+                    })) if pgtable::points_to(value, span.frame) => f.p2.push(format!(
+                        "parent entry {index} of table {table:#x} still points to the frame \
+                         ({value:#x})"
+                    )),
+                    Ok(Some(ParentEntry::Stale(s))) => stale.push(s),
+                    Ok(_) => {}
+                    Err(e) => f.errors.push(e),
+                }
+            }
+            if self.thorough {
+                match pgtable::references(&mut view, pgd, span.frame) {
+                    Ok(scan) => {
+                        for r in &scan.references {
+                            let msg = format!(
+                                "entry {} of level-{} table {:#x} still points to the frame",
+                                r.index, r.level, r.table
+                            );
+                            if !f.p2.iter().any(|m| {
+                                m.starts_with(&format!(
+                                    "parent entry {} of table {:#x} ",
+                                    r.index, r.table
+                                ))
+                            }) {
+                                f.p2.push(msg);
+                            }
+                        }
+                        if !scan.references.is_empty() {
+                            f.p4.push(format!(
+                                "freed while still mapped: {} entr{} of the mm point to it",
+                                scan.references.len(),
+                                if scan.references.len() == 1 {
+                                    "y"
+                                } else {
+                                    "ies"
+                                }
+                            ));
+                        }
+                        stale.extend(scan.stale);
+                    }
+                    Err(e) => f.errors.push(e),
+                }
+            }
+        }
+
+        // P3: a covering flush between the unhook (or, unknown, the previous free) and now.
+        self.summary.checks[2] += 1;
+        let since = self.unhooked.remove(&span.frame).map(|u| u.seq);
+        let known = since.is_some();
+        let since = since
+            .or_else(|| self.freed.get(&span.frame).map(|fr| fr.seq))
+            .unwrap_or(0);
+        if !self.flushed_since(span.mm, since, span.start, end) {
+            f.p3 = Some(if known {
+                format!("no TLB flush covering the span between its unhook (event {since}) and the free")
+            } else if since == 0 {
+                "no TableUnhooked seen and no TLB flush covering the span since the run began"
+                    .to_string()
+            } else {
+                format!(
+                    "no TableUnhooked seen and no TLB flush covering the span since its previous \
+                     free (event {since})"
+                )
+            });
+        }
+
+        // P4: not freed twice, not freed while mapped; then poison.
+        self.summary.checks[3] += 1;
+        if let Some(prev) = self.freed.get(&span.frame) {
+            let intact = !prev.poisoned || pgtable::poison_intact(&view, span.frame, prev.level);
+            if intact {
+                f.p4.push(format!(
+                    "double free: already freed at event {} with no TableUnhooked since",
+                    prev.seq
+                ));
+            }
+        }
+        let mut data_page = false;
+        if let Some(r) = self.roots {
+            match self.page_of(&view, &r, span.frame) {
+                Ok(Some([flags, mapcount])) => {
+                    let flags = PageFlags(flags);
+                    if !flags.contains(PageFlags::PAGETABLE) {
+                        f.p4.push(format!(
+                            "its Page is not a live page-table page (flags {:#x})",
+                            flags.0
+                        ));
+                    }
+                    if mapcount != 0 {
+                        f.p4.push(format!(
+                            "freed while mapped: its Page has mapcount {mapcount}"
+                        ));
+                    }
+                    data_page = mapcount != 0
+                        || flags.contains(PageFlags::ANON)
+                        || flags.contains(PageFlags::PAGECACHE);
+                }
+                Ok(None) => {}
+                Err(e) => f.errors.push(e),
+            }
+        }
+        for s in stale {
+            f.p4.push(format!(
+                "use after free: a walk of the mm's tables went through table {:#x}, poisoned when \
+                 freed as level {} (entry {} holds {:#x})",
+                s.table,
+                s.value & 0xF,
+                s.index,
+                s.value
+            ));
+        }
+        let kernel_pgd = self.roots.map_or(0, |r| r.kernel_pgd);
+        let poisoned = !data_page
+            && span.frame != kernel_pgd
+            && match pgtable::poison_table(&view, span.frame, span.level) {
+                Ok(()) => true,
+                Err(e) => {
+                    f.errors.push(e);
+                    false
+                }
+            };
+        self.freed.insert(
+            span.frame,
+            Freed {
+                seq,
+                level: span.level,
+                poisoned,
+            },
+        );
+        cost.steps = view.steps_spent();
+        self.last_cost = cost;
+        f
+    }
+
+    /// `[flags, mapcount]` of the `Page` describing `frame`, if the mem_map has one.
+    fn page_of(
+        &self,
+        view: &GuestView<'_>,
+        r: &Roots,
+        frame: u64,
+    ) -> Result<Option<[u64; 2]>, WalkError> {
+        let pfn = frame / mm_core::addr::PAGE_SIZE;
+        if pfn >= r.mem_map_len {
+            return Ok(None);
+        }
+        let addr = pfn
+            .checked_mul(page::SIZE as u64)
+            .and_then(|o| r.mem_map.checked_add(o))
+            .ok_or(WalkError::BadAddress {
+                what: "mem_map",
+                addr: r.mem_map,
+            })?;
+        let w = view.words::<{ page::SIZE / 8 }>("Page", addr)?;
+        Ok(Some([w[word(page::FLAGS)], w[word(page::MAPCOUNT)]]))
+    }
+
+    /// Whether a flush of `mm` covering `[start, end)` arrived after event `since`. Only the newest
+    /// [`FLUSH_LOG`] flushes per mm are kept; an older covering flush is not seen.
+    fn flushed_since(&self, mm: u64, since: u64, start: u64, end: u64) -> bool {
+        self.flushes.get(&mm).is_some_and(|log| {
+            log.iter()
+                .rev()
+                .take_while(|fl| fl.seq > since)
+                .any(|fl| fl.covers(start, end))
+        })
+    }
+
+    /// Turns findings into violations (calling `rip` once if there are any) and records errors.
+    fn violations(
+        &mut self,
+        span: &TableSpan,
+        f: Findings,
+        rip: &mut dyn FnMut() -> u64,
+    ) -> Vec<Violation> {
+        for e in f.errors {
+            self.error(e.to_string());
+        }
+        let mut out = Vec::new();
+        let base = |check, vma, detail| Violation {
+            check,
+            mm: span.mm,
+            level: span.level,
+            frame: span.frame,
+            start: span.start,
+            end: span.end,
+            vma,
+            rip: 0,
+            detail,
+        };
+        for v in f.p1 {
+            let kind = match v.via {
+                UnlinkKind::Anon => "anon_vma list",
+                UnlinkKind::File => "i_mmap tree",
+            };
+            let detail = format!("a VMA meeting the freed span is still on its {kind}");
+            out.push(base(Check::P1, Some(v), detail));
+        }
+        if !f.p2.is_empty() {
+            out.push(base(Check::P2, None, f.p2.join("; ")));
+        }
+        if let Some(d) = f.p3 {
+            out.push(base(Check::P3, None, d));
+        }
+        if !f.p4.is_empty() {
+            out.push(base(Check::P4, None, f.p4.join("; ")));
+        }
+        if !out.is_empty() {
+            let at = rip();
+            for v in &mut out {
+                v.rip = at;
+            }
+            self.summary.violations.extend(out.iter().cloned());
+        }
+        out
+    }
+
+    /// Records a walk error once; past [`MAX_ERRORS`] distinct ones, only counts them.
+    fn error(&mut self, line: String) {
+        if self.errors_seen.contains(&line) {
+            return;
+        }
+        if self.errors_seen.len() < MAX_ERRORS {
+            self.errors_seen.insert(line.clone());
+            self.summary.errors.push(line);
+            return;
+        }
+        self.errors_dropped += 1;
+        let note = format!(
+            "{} further distinct walk errors not listed",
+            self.errors_dropped
+        );
+        if self.errors_dropped == 1 {
+            self.summary.errors.push(note);
+        } else if let Some(last) = self.summary.errors.last_mut() {
+            *last = note;
+        }
     }
 }

@@ -3,6 +3,10 @@
 //!
 //! - [`event`]: the probe events the guest reports.
 //! - [`engine`]: [`Probe`], which keeps the state the checks need across events and runs them.
+//! - `guest_mem`: checked, budgeted reads of guest memory (the only way the walkers touch it).
+//! - `layout`: field offsets of the guest structures, from mm-core's own types.
+//! - `rmap`: P1's walks of anon_vma lists and i_mmap trees, from the roots or from `Page`s.
+//! - `pgtable`: P2's and P4's page-table walks and the poison of freed tables.
 //!
 //! The checks, at each `TableFreeing` (mm, level, frame, span):
 //! - P1: no VMA of that mm whose range meets the span is reachable from any anon_vma or any
@@ -16,6 +20,12 @@
 //! corrupt structure becomes a reported error, never a panic or a hang.
 pub mod engine;
 pub mod event;
+mod guest_mem;
+mod layout;
+mod pgtable;
+mod rmap;
+#[cfg(test)]
+mod tests;
 
-pub use engine::{Check, Probe, Summary, Violation, VmaInfo};
+pub use engine::{Check, Cost, Probe, Summary, Violation, VmaInfo};
 pub use event::{ProbeEvent, TableSpan, UnlinkKind};

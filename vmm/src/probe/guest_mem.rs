@@ -1,0 +1,178 @@
+//! Checked, bounded reads of guest memory: the only way the walkers touch it.
+//!
+//! Guest memory is hostile input. Every read checks that the address is 8-aligned and inside guest
+//! RAM (vm-memory returns an error, never panics, for the rest), and every step of a walk spends
+//! one unit of a per-event budget, so no structure the guest lays out can make a check run forever.
+
+use thiserror::Error;
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+/// Steps one event's walks may take in all. A sane guest needs far fewer: 65,530 VMAs in rmap,
+/// a mem_map of a million frames and a few thousand page tables fit several times over.
+pub(crate) const STEP_BUDGET: u64 = 1 << 22;
+
+/// Why a guest structure could not be walked; each names the structure and its address.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub(crate) enum WalkError {
+    /// A link or field pointed outside guest RAM or was misaligned.
+    #[error("{what} {addr:#x}: not an 8-aligned address inside guest RAM")]
+    BadAddress {
+        /// The structure the address was meant to hold.
+        what: &'static str,
+        /// The address.
+        addr: u64,
+    },
+    /// A structure was reached twice.
+    #[error("{what} {addr:#x}: reached twice, its links form a cycle")]
+    Cycle {
+        /// The structure.
+        what: &'static str,
+        /// Its address.
+        addr: u64,
+    },
+    /// A back link disagreed with the way the walk came (`next->prev`, `parent`, owner).
+    #[error("{what} {addr:#x}: {link} is {found:#x}, expected {expected:#x}")]
+    BrokenLink {
+        /// The structure.
+        what: &'static str,
+        /// Its address.
+        addr: u64,
+        /// The field.
+        link: &'static str,
+        /// What it holds.
+        found: u64,
+        /// What the walk implies.
+        expected: u64,
+    },
+    /// A count or field is impossible.
+    #[error("{what} {addr:#x}: {detail}")]
+    Insane {
+        /// The structure.
+        what: &'static str,
+        /// Its address.
+        addr: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The event's step budget ran out.
+    #[error("{what} {addr:#x}: walk stopped, the budget of {STEP_BUDGET} steps is spent")]
+    Budget {
+        /// The structure the walk was at.
+        what: &'static str,
+        /// Its address.
+        addr: u64,
+    },
+}
+
+/// A view of guest memory for one event's walks, with its step budget.
+pub(crate) struct GuestView<'a> {
+    mem: &'a GuestMemoryMmap,
+    steps_left: u64,
+}
+
+impl<'a> GuestView<'a> {
+    /// A view with a fresh budget of [`STEP_BUDGET`] steps.
+    pub(crate) fn new(mem: &'a GuestMemoryMmap) -> Self {
+        Self {
+            mem,
+            steps_left: STEP_BUDGET,
+        }
+    }
+
+    /// Spends one step of the budget on `what` at `addr`.
+    pub(crate) fn step(&mut self, what: &'static str, addr: u64) -> Result<(), WalkError> {
+        self.steps_left = self
+            .steps_left
+            .checked_sub(1)
+            .ok_or(WalkError::Budget { what, addr })?;
+        Ok(())
+    }
+
+    /// Steps spent so far.
+    pub(crate) fn steps_spent(&self) -> u64 {
+        STEP_BUDGET - self.steps_left
+    }
+
+    /// Whether `[addr, addr + len)` is 8-aligned and inside guest RAM.
+    pub(crate) fn in_ram(&self, addr: u64, len: u64) -> bool {
+        let Some(last) = addr.checked_add(len.max(1) - 1) else {
+            return false;
+        };
+        addr.is_multiple_of(8)
+            && self.mem.address_in_range(GuestAddress(addr))
+            && self.mem.address_in_range(GuestAddress(last))
+    }
+
+    /// Frames of guest RAM (an upper bound on any sane per-frame count).
+    pub(crate) fn ram_frames(&self) -> u64 {
+        self.mem.last_addr().0 / mm_core::addr::PAGE_SIZE + 1
+    }
+
+    fn check(&self, what: &'static str, addr: u64, len: u64) -> Result<(), WalkError> {
+        if self.in_ram(addr, len) {
+            Ok(())
+        } else {
+            Err(WalkError::BadAddress { what, addr })
+        }
+    }
+
+    /// The `N` words at `addr` (a structure `what`).
+    pub(crate) fn words<const N: usize>(
+        &self,
+        what: &'static str,
+        addr: u64,
+    ) -> Result<[u64; N], WalkError>
+    where
+        [u64; N]: ByteValued,
+    {
+        self.check(what, addr, (N * 8) as u64)?;
+        self.mem
+            .read_obj::<[u64; N]>(GuestAddress(addr))
+            .map_err(|_| WalkError::BadAddress { what, addr })
+    }
+
+    /// The word at `addr`.
+    pub(crate) fn word(&self, what: &'static str, addr: u64) -> Result<u64, WalkError> {
+        self.words::<1>(what, addr).map(|[w]| w)
+    }
+
+    /// The bytes at `addr` into `buf` (`addr` 8-aligned).
+    pub(crate) fn bytes(
+        &self,
+        what: &'static str,
+        addr: u64,
+        buf: &mut [u8],
+    ) -> Result<(), WalkError> {
+        self.check(what, addr, buf.len() as u64)?;
+        self.mem
+            .read_slice(buf, GuestAddress(addr))
+            .map_err(|_| WalkError::BadAddress { what, addr })
+    }
+
+    /// The 512 entries of the page table at `frame`.
+    pub(crate) fn table(&self, frame: u64) -> Result<[u64; 512], WalkError> {
+        let mut raw = [0u8; 4096];
+        self.bytes("page table", frame, &mut raw)?;
+        let mut entries = [0u64; 512];
+        for (e, b) in entries.iter_mut().zip(raw.chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(b);
+            *e = u64::from_le_bytes(w);
+        }
+        Ok(entries)
+    }
+
+    /// Writes `words` at `addr`.
+    pub(crate) fn write_words(
+        &self,
+        what: &'static str,
+        addr: u64,
+        words: &[u64],
+    ) -> Result<(), WalkError> {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.check(what, addr, bytes.len() as u64)?;
+        self.mem
+            .write_slice(&bytes, GuestAddress(addr))
+            .map_err(|_| WalkError::BadAddress { what, addr })
+    }
+}
