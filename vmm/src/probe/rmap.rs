@@ -176,9 +176,9 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
                 if !visited.insert(obj) {
                     return Err(WalkError::Cycle { what, addr: obj });
                 }
-                let base = obj.checked_add(next_off as u64);
-                let base = base.ok_or(WalkError::BadAddress { what, addr: obj })?;
-                let [next, back] = self.view.words::<2>(what, base)?;
+                let bad = WalkError::BadAddress { what, addr: obj };
+                let base = obj.checked_add(next_off as u64).ok_or(bad.clone())?;
+                let [next, back] = self.view.words::<2>(what, base).map_err(|_| bad)?;
                 if back != prev {
                     return Err(WalkError::BrokenLink {
                         what,
