@@ -14,10 +14,13 @@ mod op {
     pub const END: u64 = 0;
     pub const SYSCALL: u64 = 1;
     pub const TOUCH: u64 = 2;
+    pub const SERIES: u64 = 3;
     /// SYSCALL: opcode, number, six arguments, expected result, check flag.
     pub const SYSCALL_WORDS: usize = 10;
     /// TOUCH: opcode, address, length, stride, kind, delta.
     pub const TOUCH_WORDS: usize = 6;
+    /// SERIES: opcode, number, six arguments, count, step of the first argument, check flag.
+    pub const SERIES_WORDS: usize = 11;
 }
 
 /// Exit status of a script whose step `i` failed: `SCRIPT_FAILED + i`.
@@ -54,6 +57,22 @@ impl Script {
         self.0.extend_from_slice(&args);
         self.0
             .extend_from_slice(&[expect.unwrap_or(0), expect.is_some() as u64]);
+        self
+    }
+
+    /// System call `nr` `count` times, the first argument growing by `step` each time; with
+    /// `check_first`, each result must equal that call's first argument (as MAP_FIXED returns).
+    pub fn series(
+        mut self,
+        nr: u64,
+        args: [u64; 6],
+        count: u64,
+        step: u64,
+        check_first: bool,
+    ) -> Self {
+        self.0.extend_from_slice(&[op::SERIES, nr]);
+        self.0.extend_from_slice(&args);
+        self.0.extend_from_slice(&[count, step, check_first as u64]);
         self
     }
 
@@ -120,6 +139,8 @@ global_asm!(
         je script_syscall
         cmp rax, {op_touch}
         je script_touch
+        cmp rax, {op_series}
+        je script_series
         test rax, rax
         jz script_end
         lea rdi, [r12 + {bad_op}]
@@ -170,6 +191,33 @@ global_asm!(
         add rbx, {touch_bytes}
         inc r12
         jmp script_next
+    script_series:
+        mov r13, [rbx + 64]
+        mov r14, [rbx + 16]
+        mov r15, [rbx + 72]
+    6:
+        test r13, r13
+        jz 7f
+        mov rax, [rbx + 8]
+        mov rdi, r14
+        mov rsi, [rbx + 24]
+        mov rdx, [rbx + 32]
+        mov r10, [rbx + 40]
+        mov r8, [rbx + 48]
+        mov r9, [rbx + 56]
+        int3
+        test qword ptr [rbx + 80], 1
+        jz 8f
+        cmp rax, r14
+        jne script_fail
+    8:
+        add r14, r15
+        dec r13
+        jmp 6b
+    7:
+        add rbx, {series_bytes}
+        inc r12
+        jmp script_next
     script_fail:
         lea rdi, [r12 + {failed}]
         jmp script_exit
@@ -196,6 +244,8 @@ global_asm!(
     op_touch = const op::TOUCH,
     syscall_bytes = const op::SYSCALL_WORDS * 8,
     touch_bytes = const op::TOUCH_WORDS * 8,
+    op_series = const op::SERIES,
+    series_bytes = const op::SERIES_WORDS * 8,
     failed = const SCRIPT_FAILED,
     bad_op = const SCRIPT_BAD_OP,
 );

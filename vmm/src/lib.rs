@@ -15,6 +15,7 @@
 //! - [`loader`]: checks and loads the kernel ELF.
 //! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
+//! - [`timing`]: exit timing for the probe benchmark.
 //! - [`report`]: the probes' end-of-run summary and JSON report.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: the boot-time benchmark against the bare KVM floor.
@@ -29,6 +30,7 @@ pub mod loader;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod timing;
 pub mod ucall;
 pub mod vstate;
 

@@ -37,7 +37,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(&args, started),
         Command::List => list(),
         Command::Bench(args) => match args.which {
-            BenchKind::Boot => bench_boot(args.iterations),
+            BenchKind::Boot => bench_boot(if args.quick { 3 } else { args.iterations }),
+            BenchKind::Probes => bench_probes(args.quick),
         },
         Command::Floor => match vmm::bench::floor() {
             Ok(_) => SUCCESS,
@@ -94,6 +95,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             seed: args.seed,
             log_level: log::max_level() as u64,
             variant: args.variant,
+            scale: args.scale,
             kernel,
         },
         timeout: args.timeout,
@@ -186,6 +188,20 @@ fn bench_boot(iterations: u32) -> u8 {
             } else {
                 FAILURE
             }
+        }
+        Err(e) => fail(FAILURE, &e),
+    }
+}
+
+fn bench_probes(quick: bool) -> u8 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(FAILURE, &format_args!("cannot find this executable: {e}")),
+    };
+    match vmm::bench::probes(&exe, quick) {
+        Ok(result) => {
+            println!("{result}");
+            SUCCESS
         }
         Err(e) => fail(FAILURE, &e),
     }

@@ -49,6 +49,12 @@ pub fn to_json(scenario: &str, variant: &str, thorough: bool, report: &RunReport
         "checks": { "P1": s.checks[0], "P2": s.checks[1], "P3": s.checks[2], "P4": s.checks[3] },
         "violations": s.violations.iter().map(violation_json).collect::<Vec<_>>(),
         "errors": s.errors,
+        "timing": {
+            "pings": report.timing.pings,
+            "ping_round_trip_ns": report.timing.ping_round_trip().map(|d| d.as_nanos() as u64),
+            "checked_frees": report.timing.checked_frees,
+            "check_per_free_ns": report.timing.check_per_free().map(|d| d.as_nanos() as u64),
+        },
     })
 }
 

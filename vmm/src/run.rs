@@ -3,6 +3,7 @@
 
 use crate::devices::serial::Serial;
 use crate::probe::{Probe, Summary};
+use crate::timing::ExitTiming;
 use crate::ucall::GuestCall;
 use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuEvent, VcpuShared};
 use crate::vstate::vm::{Vm, VmConfig, VmError};
@@ -205,6 +206,8 @@ pub struct RunReport {
     pub console_tail: Vec<String>,
     /// What the probes saw.
     pub probes: Summary,
+    /// Exit timing (ping round trip, check cost per page-table free).
+    pub timing: ExitTiming,
 }
 
 impl RunReport {
@@ -261,12 +264,14 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (events, rx) = mpsc::channel();
     let probe = Arc::new(Mutex::new(Probe::new(vm.mem.clone(), config.thorough)));
+    let timing = Arc::new(Mutex::new(ExitTiming::default()));
     let shared = VcpuShared {
         mem: vm.mem.clone(),
         serial: serial.clone(),
         stop: stop.clone(),
         events,
         probe: probe.clone(),
+        timing: timing.clone(),
     };
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, vcpu) in vcpus.into_iter().enumerate() {
@@ -331,6 +336,7 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
         .lock()
         .map(|p| p.summary().clone())
         .unwrap_or_default();
+    let timing = timing.lock().map(|t| t.clone()).unwrap_or_default();
     // The guest may think it passed; a broken ordering rule still fails the run.
     let failure = failure.or_else(|| {
         let count = probes.violations.len() + probes.errors.len();
@@ -343,6 +349,7 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
         in_scenario,
         console_tail,
         probes,
+        timing,
     })
 }
 

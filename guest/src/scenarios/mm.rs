@@ -45,6 +45,7 @@ pub fn find(name: &str) -> Option<fn() -> u64> {
         "truncate" => truncate,
         "rmap" => rmap,
         "tour" => tour,
+        "probe-bench" => probe_bench,
         _ => return None,
     })
 }
@@ -323,5 +324,45 @@ fn tour() -> u64 {
         scenario();
     }
     log::info!("tour: every mm scenario ran; the host probes checked each page-table free");
+    PASS
+}
+
+/// Bare exits the probe benchmark times as its anchor.
+const PINGS: u64 = 256;
+/// Page-table frees the probe benchmark times.
+const VICTIMS: u64 = 64;
+
+/// The probe benchmark's guest side (`vmm bench probes`): first [`PINGS`] bare exits, then a
+/// process with `--scale` file VMAs (default 1,000; none meets the freed spans) frees [`VICTIMS`]
+/// PTE tables, one per munmap, each checked by the host.
+fn probe_bench() -> u64 {
+    for _ in 0..PINGS {
+        // SAFETY: an `out` to the ping port only exits to the VMM, which counts it.
+        unsafe {
+            core::arch::asm!("out dx, al", in("dx") mm_core::abi::PING_PORT, in("al") 0u8, options(nomem, nostack))
+        };
+    }
+    let vmas = super::scale_or(1000);
+    let victims = BASE + 64 * PUD_SIZE;
+    let flags = MAP_SHARED | MAP_FIXED;
+    // A page gap between neighbours keeps them from merging.
+    let mut script = Script::new().series(
+        nr::MMAP,
+        [BASE, PAGE, PROT_RW, flags, 0, 0],
+        vmas,
+        2 * PAGE,
+        true,
+    );
+    for j in 0..VICTIMS {
+        script = script
+            .map_anon(victims + j * PMD_SIZE, 1, PROT_RW)
+            .fill(victims + j * PMD_SIZE, 1);
+    }
+    for j in 0..VICTIMS {
+        script = script.unmap(victims + j * PMD_SIZE, 1);
+    }
+    let (mapping, file) = new_file(1);
+    run("probe-bench", script, vec![file], &[mapping]);
+    log::info!("probe-bench: {vmas} file VMAs, {VICTIMS} page-table frees checked");
     PASS
 }

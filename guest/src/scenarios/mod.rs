@@ -6,13 +6,26 @@ mod mm;
 use crate::user::{enter_user, Exit};
 use crate::{frame, idt, programs, trap, ucall};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use mm_core::abi::BootInfo;
 
 /// Verdict of a scenario that passed.
 pub const PASS: u64 = 0;
 
+/// The workload size the user asked for (`--scale`), 0 when none.
+static SCALE: AtomicU64 = AtomicU64::new(0);
+
+/// The workload size for this run, or `default` when the user gave none.
+pub fn scale_or(default: u64) -> u64 {
+    match SCALE.load(Ordering::Relaxed) {
+        0 => default,
+        n => n,
+    }
+}
+
 /// Runs scenario `name` on vCPU 0 and returns its verdict.
 pub fn run(name: &str, info: &BootInfo) -> u64 {
+    SCALE.store(info.scale, Ordering::Relaxed);
     match name {
         "hello" => hello(info),
         "boot" => PASS,

@@ -34,6 +34,8 @@ pub struct BootInfo {
     pub log_level: u64,
     /// The mm-core ordering variant to run (`Variant::as_u64`; 0 = `correct`).
     pub variant: u64,
+    /// Workload size for scenarios that take one (`--scale`; `probe-bench`: VMAs), 0 = default.
+    pub scale: u64,
     /// Length in bytes of the scenario name in [`BootInfo::scenario`].
     pub scenario_len: u64,
     /// The scenario to run, UTF-8, not NUL-terminated.
@@ -61,6 +63,7 @@ impl BootInfo {
             seed: 0,
             log_level: 0,
             variant: 0,
+            scale: 0,
             scenario_len: bytes.len() as u64,
             scenario: name,
         })
@@ -78,7 +81,7 @@ impl BootInfo {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 12 * 8 + SCENARIO_NAME_MAX);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 13 * 8 + SCENARIO_NAME_MAX);
 
 #[cfg(test)]
 mod tests {

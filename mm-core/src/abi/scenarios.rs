@@ -89,6 +89,11 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "probe-bench",
+        about: "bare exits, then --scale file VMAs (default 1000) and 64 checked page-table frees (vmm bench probes)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "panic",
         about: "panic in the kernel: the VMM reports the message with file and line",
         expect: Expect::Failure,

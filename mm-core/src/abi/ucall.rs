@@ -8,6 +8,10 @@
 /// I/O port the guest writes a [`Ucall`]'s address to.
 pub const UCALL_PORT: u16 = 0x0510;
 
+/// I/O port of the bare exit: the host does nothing but count and time it (the anchor the probe
+/// benchmark measures event costs against).
+pub const PING_PORT: u16 = 0x0511;
+
 /// Bytes of free text a call carries (messages, file names).
 pub const UCALL_TEXT_MAX: usize = 432;
 

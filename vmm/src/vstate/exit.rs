@@ -4,7 +4,7 @@
 use crate::devices::serial::Serial;
 use crate::ucall::{read_call, CallError, GuestCall};
 use kvm_ioctls::VcpuExit;
-use mm_core::abi::UCALL_PORT;
+use mm_core::abi::{PING_PORT, UCALL_PORT};
 use std::sync::Mutex;
 use vm_memory::GuestMemoryMmap;
 
@@ -13,6 +13,8 @@ use vm_memory::GuestMemoryMmap;
 pub enum ExitAction {
     /// Handled (console I/O): run the vCPU again.
     Continue,
+    /// A bare exit on the ping port: count it, run the vCPU again.
+    Ping,
     /// The guest made a call; the loop reports it and decides.
     Call(GuestCall),
     /// The guest sent a call the host cannot decode.
@@ -38,6 +40,7 @@ pub fn handle_exit(
             Ok(call) => ExitAction::Call(call),
             Err(e) => ExitAction::BadCall(e),
         },
+        VcpuExit::IoOut(PING_PORT, _) => ExitAction::Ping,
         VcpuExit::IoOut(port, data) if Serial::decodes(port) => {
             lock(serial).write(port, data);
             ExitAction::Continue

@@ -6,7 +6,8 @@ use super::vm::Vm;
 use crate::arch::x86_64::layout::BOOT_INFO_START;
 use crate::arch::x86_64::regs;
 use crate::devices::serial::Serial;
-use crate::probe::{Probe, Violation};
+use crate::probe::{Probe, ProbeEvent, Violation};
+use crate::timing::ExitTiming;
 use crate::ucall::GuestCall;
 use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::VcpuFd;
@@ -14,6 +15,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use vm_memory::GuestMemoryMmap;
 
 /// Registers worth showing when a vCPU dies.
@@ -104,6 +106,8 @@ pub struct VcpuShared {
     pub events: Sender<VcpuEvent>,
     /// The probe engine every vCPU's probe events go to.
     pub probe: Arc<Mutex<Probe>>,
+    /// Exit timing for the probe benchmark.
+    pub timing: Arc<Mutex<ExitTiming>>,
 }
 
 /// A configured vCPU, ready to run.
@@ -192,6 +196,7 @@ impl Vcpu {
             };
             match action {
                 ExitAction::Continue | ExitAction::Interrupted => {}
+                ExitAction::Ping => lock(&shared.timing).ping(Instant::now()),
                 ExitAction::Call(GuestCall::Sync { stage }) => {
                     let _ = shared.events.send(VcpuEvent::Sync {
                         cpu: self.index,
@@ -202,9 +207,11 @@ impl Vcpu {
                     // The vCPU stays stopped while the host walks its memory: the check sees the
                     // guest exactly at the event.
                     let mut rip = || self.fd.get_regs().map_or(0, |r| r.rip);
-                    let mut probe = shared.probe.lock().unwrap_or_else(|p| p.into_inner());
-                    let violations = probe.handle(self.index, &event, &mut rip);
-                    drop(probe);
+                    let started = Instant::now();
+                    let violations = lock(&shared.probe).handle(self.index, &event, &mut rip);
+                    if matches!(event, ProbeEvent::TableFreeing(_)) {
+                        lock(&shared.timing).checked_free(started.elapsed());
+                    }
                     if !violations.is_empty() {
                         let event = VcpuEvent::Violations {
                             cpu: self.index,
@@ -250,4 +257,9 @@ impl Vcpu {
             efer: s.efer,
         })
     }
+}
+
+/// Locks `m`; a poisoned lock (a vCPU thread panicked while holding it) still holds usable data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -30,6 +30,8 @@ pub struct VmConfig<'a> {
     pub log_level: u64,
     /// The mm-core ordering variant the guest follows.
     pub variant: mm_core::Variant,
+    /// Workload size for scenarios that take one (0 = their default).
+    pub scale: u64,
     /// The kernel ELF image.
     pub kernel: &'a [u8],
 }
@@ -150,6 +152,7 @@ impl Vm {
         boot_info.seed = config.seed;
         boot_info.log_level = config.log_level;
         boot_info.variant = config.variant.as_u64();
+        boot_info.scale = config.scale;
         mem.write_obj(RawBootInfo(boot_info), BOOT_INFO_START)
             .map_err(write("the boot info"))?;
 

@@ -1,0 +1,199 @@
+//! The host probes against the guest's real page-table frees: the correct order passes every
+//! check in every scenario, and each deliberately wrong ordering variant is caught by the check
+//! that guards against it, naming the VMA and the frame.
+
+mod common;
+
+use common::{kvm_available, run_with_report};
+use serde_json::Value;
+
+fn violations(report: &Value) -> &[Value] {
+    report["violations"]
+        .as_array()
+        .map_or(&[], |v| v.as_slice())
+}
+
+/// Runs `scenario` under `variant` and returns its report, checking it failed (exit 1).
+fn caught(name: &str, scenario: &str, variant: &str) -> Value {
+    let (code, report, stderr) =
+        run_with_report(name, &["run", "--scenario", scenario, "--variant", variant]);
+    assert_eq!(
+        code,
+        Some(1),
+        "{variant} in {scenario} was not caught:\n{stderr}"
+    );
+    assert!(
+        !violations(&report).is_empty(),
+        "{variant} in {scenario}: no violation in {report}"
+    );
+    report
+}
+
+/// The violations of kind `check`, each naming a frame.
+fn of_check<'a>(report: &'a Value, check: &str) -> Vec<&'a Value> {
+    let found: Vec<&Value> = violations(report)
+        .iter()
+        .filter(|v| v["check"] == check)
+        .collect();
+    for v in &found {
+        assert!(
+            v["frame"].as_u64().is_some_and(|f| f > 0 && f % 4096 == 0),
+            "no frame in {v}"
+        );
+    }
+    found
+}
+
+/// Asserts a P1 violation naming a VMA reachable through `kind` ("anon" or "file").
+fn assert_p1_names_a_vma(report: &Value, kind: &str) {
+    let p1 = of_check(report, "P1");
+    let named = p1.iter().find(|v| v["vma"]["kind"] == kind);
+    let vma = named.unwrap_or_else(|| panic!("no P1 violation naming a {kind} VMA in {report}"));
+    let (start, end) = (
+        vma["vma"]["start"].as_u64().unwrap(),
+        vma["vma"]["end"].as_u64().unwrap(),
+    );
+    let (span_start, span_end) = (vma["start"].as_u64().unwrap(), vma["end"].as_u64().unwrap());
+    assert!(
+        start < span_end && span_start < end,
+        "the named VMA does not meet the freed span: {vma}"
+    );
+}
+
+#[test]
+fn the_correct_order_passes_every_check_in_every_scenario() {
+    if !kvm_available("the_correct_order_passes_every_check_in_every_scenario") {
+        return;
+    }
+    for thorough in [false, true] {
+        let mut args = vec!["run", "--scenario", "tour"];
+        if thorough {
+            args.push("--thorough");
+        }
+        let (code, report, stderr) = run_with_report("correct", &args);
+        assert_eq!(code, Some(0), "thorough={thorough}:\n{stderr}");
+        assert!(violations(&report).is_empty(), "{report}");
+        assert_eq!(
+            report["errors"].as_array().map(Vec::len),
+            Some(0),
+            "{report}"
+        );
+        for check in ["P1", "P2", "P3", "P4"] {
+            let ran = report["checks"][check].as_u64().unwrap_or(0);
+            assert!(ran > 0, "{check} never ran (thorough={thorough}): {report}");
+        }
+    }
+}
+
+#[test]
+fn skipping_the_anon_vma_unlink_is_caught_by_p1() {
+    if !kvm_available("skipping_the_anon_vma_unlink_is_caught_by_p1") {
+        return;
+    }
+    let report = caught("skip-anon", "munmap-whole", "skip-anon-unlink");
+    assert_p1_names_a_vma(&report, "anon");
+}
+
+#[test]
+fn skipping_the_file_unlink_is_caught_by_p1() {
+    if !kvm_available("skipping_the_file_unlink_is_caught_by_p1") {
+        return;
+    }
+    let report = caught("skip-file", "shared-pmd", "skip-file-unlink");
+    assert_p1_names_a_vma(&report, "file");
+}
+
+#[test]
+fn the_prepatch_order_is_caught_by_p1_for_anon_and_file_vmas() {
+    if !kvm_available("the_prepatch_order_is_caught_by_p1_for_anon_and_file_vmas") {
+        return;
+    }
+    let report = caught("prepatch", "exit-mmap", "prepatch-order");
+    assert_p1_names_a_vma(&report, "anon");
+    assert_p1_names_a_vma(&report, "file");
+}
+
+#[test]
+fn a_gather_that_skips_the_unlink_is_caught_by_p1() {
+    if !kvm_available("a_gather_that_skips_the_unlink_is_caught_by_p1") {
+        return;
+    }
+    let report = caught("gather", "munmap-several", "gather-skips-unlink");
+    assert!(!of_check(&report, "P1").is_empty(), "{report}");
+}
+
+#[test]
+fn ignoring_floor_and_ceiling_is_caught_by_p1_or_p2() {
+    if !kvm_available("ignoring_floor_and_ceiling_is_caught_by_p1_or_p2") {
+        return;
+    }
+    let report = caught("floor", "shared-pte", "ignore-floor-ceiling");
+    let p1_or_p2 = of_check(&report, "P1").len() + of_check(&report, "P2").len();
+    assert!(p1_or_p2 > 0, "{report}");
+}
+
+#[test]
+fn freeing_before_the_flush_is_caught_by_p3() {
+    if !kvm_available("freeing_before_the_flush_is_caught_by_p3") {
+        return;
+    }
+    let report = caught("flush", "munmap-whole", "free-before-flush");
+    assert!(!of_check(&report, "P3").is_empty(), "{report}");
+}
+
+#[test]
+fn unlinking_under_the_page_table_lock_is_caught_by_lockdep() {
+    if !kvm_available("unlinking_under_the_page_table_lock_is_caught_by_lockdep") {
+        return;
+    }
+    let (stdout, stderr) = common::expect_exit(
+        &[
+            "run",
+            "--scenario",
+            "munmap-whole",
+            "--variant",
+            "unlink-under-ptl",
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains("lockdep")
+            && stderr.contains("anon_vma_lock taken while holding page_table_lock"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn thorough_mode_finds_what_the_default_finds() {
+    if !kvm_available("thorough_mode_finds_what_the_default_finds") {
+        return;
+    }
+    let key = |r: &Value| {
+        let mut v: Vec<(String, u64)> = violations(r)
+            .iter()
+            .map(|v| {
+                (
+                    v["check"].as_str().unwrap_or("").to_string(),
+                    v["frame"].as_u64().unwrap_or(0),
+                )
+            })
+            .filter(|(c, _)| c == "P1")
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let args = [
+        "run",
+        "--scenario",
+        "exit-mmap",
+        "--variant",
+        "prepatch-order",
+    ];
+    let (_, default, _) = run_with_report("default", &args);
+    let mut thorough_args = args.to_vec();
+    thorough_args.push("--thorough");
+    let (_, thorough, _) = run_with_report("thorough", &thorough_args);
+    assert!(!key(&default).is_empty());
+    assert_eq!(key(&default), key(&thorough));
+}
