@@ -35,6 +35,21 @@ pub struct VmaUnlinkEvent {
     pub kind: UnlinkKind,
 }
 
+/// A VMA is linked into an mm with this range, or its range changed (its end moved by a split or
+/// a merge; a VMA's start never moves). With [`MmHooks::vma_freed`] this lets an observer keep an
+/// exact index of every VMA's range without walking the mm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaRangeEvent {
+    /// Address of the `MmStruct`.
+    pub mm: u64,
+    /// Address of the `Vma`.
+    pub vma: u64,
+    /// Its range now.
+    pub start: VirtAddr,
+    /// End of its range now (exclusive).
+    pub end: VirtAddr,
+}
+
 /// A page-table page was unhooked from its parent, or is about to be freed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableEvent {
@@ -64,6 +79,10 @@ pub struct FlushEvent {
 /// Observer of mm events. Each gets the kernel so it can inspect (never change) mm state, as the
 /// host probes do from guest memory; hooks must not call mm operations.
 pub trait MmHooks {
+    /// A VMA was linked into its mm, or its range changed.
+    fn vma_range(&self, _k: &Kernel<'_>, _ev: &VmaRangeEvent) {}
+    /// A VMA is about to be freed (`mm` and `vma` are addresses); it is off every list already.
+    fn vma_freed(&self, _k: &Kernel<'_>, _mm: u64, _vma: u64) {}
     /// A VMA left its anon_vma list or its i_mmap tree.
     fn vma_unlinked(&self, _k: &Kernel<'_>, _ev: &VmaUnlinkEvent) {}
     /// A page-table page's parent entry was cleared.

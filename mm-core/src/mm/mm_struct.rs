@@ -218,6 +218,7 @@ impl Mm {
         self.index.remove(&v.vm_end.get());
         vma_rekey_file(k, vma, || v.vm_end.set(end.0));
         self.index.insert(end.0, vma);
+        crate::mm::mmap::report_vma_range(k, vma);
     }
 
     pub(crate) fn free_area_cache(&self) -> VirtAddr {

@@ -1,6 +1,7 @@
 //! Creating mappings: `mmap`, `brk`, and the VMA surgery they share (split, merge, link).
 
 use crate::addr::{VirtAddr, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, USER_BASE};
+use crate::hooks::VmaRangeEvent;
 use crate::kernel::Kernel;
 use crate::mm::anon::{anon_vma_link, anon_vma_unlink};
 use crate::mm::error::{BrkError, MmapError};
@@ -129,6 +130,7 @@ impl Mm {
         self.link_list(vma, prev);
         anon_vma_link(k, vma);
         vma_link_file(k, vma);
+        report_vma_range(k, vma);
     }
 
     /// Finds `len` free bytes: at `hint` if possible, else the first gap from the search cache.
@@ -211,6 +213,7 @@ impl Mm {
         if let Some(f) = bv.file() {
             fput(k, f);
         }
+        k.hooks().vma_freed(k, bv.vm_mm.get(), b.addr());
         // SAFETY: b is off the list, the index, its anon_vma and i_mmap (Invariant 7), and its
         // handle is not used again.
         unsafe { b.free() };
@@ -254,6 +257,18 @@ impl Mm {
 }
 
 /// Whether `prev` (ending at `addr`) can simply grow to cover a new mapping starting at `addr`.
+/// Tells the hooks `vma`'s current range (see [`crate::hooks::VmaRangeEvent`]).
+pub(crate) fn report_vma_range(k: &Kernel<'_>, vma: VmaPtr) {
+    let v = vma.get();
+    let ev = VmaRangeEvent {
+        mm: v.vm_mm.get(),
+        vma: vma.addr(),
+        start: v.start(),
+        end: v.end(),
+    };
+    k.hooks().vma_range(k, &ev);
+}
+
 fn can_extend(
     prev: &Vma,
     addr: VirtAddr,

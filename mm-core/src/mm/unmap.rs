@@ -121,6 +121,7 @@ pub fn remove_vma(k: &Kernel<'_>, vma: VmaPtr) -> Option<VmaPtr> {
         }
         fput(k, file);
     }
+    k.hooks().vma_freed(k, v.vm_mm.get(), vma.addr());
     // SAFETY: Invariant 7: the VMA is off the mm's list and index and (unlinked above or in
     // free_pgtables) off its anon_vma and i_mmap; its successor was read before the free.
     unsafe { vma.free() };

@@ -2,6 +2,7 @@
 
 mod basic;
 mod floor_ceiling;
+mod hooks;
 mod inject;
 mod model;
 mod rmap;
