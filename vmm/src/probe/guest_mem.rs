@@ -4,8 +4,61 @@
 //! RAM (vm-memory returns an error, never panics, for the rest), and every step of a walk spends
 //! one unit of a per-event budget, so no structure the guest lays out can make a check run forever.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::OnceLock;
+
 use thiserror::Error;
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{
+    ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    VolatileMemory, VolatileSlice,
+};
+
+/// A set of guest addresses, hashed by one multiply with a per-process random key: SipHash would
+/// cost more than the walk step it guards, and the random key keeps a guest from choosing
+/// addresses that collide.
+pub(crate) type AddrSet = HashSet<u64, AddrHashState>;
+
+/// Builds [`AddrHasher`]s with the process's key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AddrHashState(u64);
+
+impl Default for AddrHashState {
+    fn default() -> Self {
+        static KEY: OnceLock<u64> = OnceLock::new();
+        Self(*KEY.get_or_init(|| RandomState::new().hash_one(0x9E37_79B9_7F4A_7C15u64) | 1))
+    }
+}
+
+impl BuildHasher for AddrHashState {
+    type Hasher = AddrHasher;
+    fn build_hasher(&self) -> AddrHasher {
+        AddrHasher {
+            key: self.0,
+            state: 0,
+        }
+    }
+}
+
+/// Multiply-rotate hashing of `u64` keys.
+pub(crate) struct AddrHasher {
+    key: u64,
+    state: u64,
+}
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.state
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.state = (self.state ^ v).wrapping_mul(self.key).rotate_left(26);
+    }
+}
 
 /// Steps one event's walks may take in all. A sane guest needs far fewer: 65,530 VMAs in rmap,
 /// a mem_map of a million frames and a few thousand page tables fit several times over.
@@ -67,14 +120,21 @@ pub(crate) enum WalkError {
 /// A view of guest memory for one event's walks, with its step budget.
 pub(crate) struct GuestView<'a> {
     mem: &'a GuestMemoryMmap,
+    /// Each region's first guest address and its memory, looked up once per view.
+    regions: Vec<(u64, VolatileSlice<'a, ()>)>,
     steps_left: u64,
 }
 
 impl<'a> GuestView<'a> {
     /// A view with a fresh budget of [`STEP_BUDGET`] steps.
     pub(crate) fn new(mem: &'a GuestMemoryMmap) -> Self {
+        let regions = mem
+            .iter()
+            .filter_map(|r| Some((r.start_addr().0, r.as_volatile_slice().ok()?)))
+            .collect();
         Self {
             mem,
+            regions,
             steps_left: STEP_BUDGET,
         }
     }
@@ -93,23 +153,14 @@ impl<'a> GuestView<'a> {
         STEP_BUDGET - self.steps_left
     }
 
-    /// Whether `[addr, addr + len)` is 8-aligned and inside guest RAM.
-    pub(crate) fn in_ram(&self, addr: u64, len: u64) -> bool {
-        let Some(last) = addr.checked_add(len.max(1) - 1) else {
-            return false;
-        };
-        addr.is_multiple_of(8)
-            && self.mem.address_in_range(GuestAddress(addr))
-            && self.mem.address_in_range(GuestAddress(last))
-    }
-
     /// Frames of guest RAM (an upper bound on any sane per-frame count).
     pub(crate) fn ram_frames(&self) -> u64 {
         self.mem.last_addr().0 / mm_core::addr::PAGE_SIZE + 1
     }
 
+    /// Alignment and overflow; vm-memory itself refuses ranges outside guest RAM.
     fn check(&self, what: &'static str, addr: u64, len: u64) -> Result<(), WalkError> {
-        if self.in_ram(addr, len) {
+        if addr.is_multiple_of(8) && addr.checked_add(len).is_some() {
             Ok(())
         } else {
             Err(WalkError::BadAddress { what, addr })
@@ -126,6 +177,14 @@ impl<'a> GuestView<'a> {
         [u64; N]: ByteValued,
     {
         self.check(what, addr, (N * 8) as u64)?;
+        // The fast path: one region holds the whole structure.
+        for (start, slice) in &self.regions {
+            if let Some(off) = addr.checked_sub(*start) {
+                if let Ok(r) = slice.get_ref::<[u64; N]>(off as usize) {
+                    return Ok(r.load());
+                }
+            }
+        }
         self.mem
             .read_obj::<[u64; N]>(GuestAddress(addr))
             .map_err(|_| WalkError::BadAddress { what, addr })

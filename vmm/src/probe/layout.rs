@@ -59,6 +59,8 @@ pub(crate) mod vma {
     pub(crate) const SHARED: usize = offset_of!(Vma, shared);
     /// Size of a `Vma` in words.
     pub(crate) const WORDS: usize = size_of::<Vma>() / 8;
+    /// Words up to and including the anon_vma links (and the fields P1 reports).
+    pub(crate) const ANON_WORDS: usize = ANON_VMA_PREV / 8 + 1;
 }
 
 /// `AnonVma` (its ABI part: the lock after `all` is kernel-private).

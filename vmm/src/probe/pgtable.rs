@@ -5,12 +5,10 @@
 //! of `[USER_BASE, TASK_SIZE)`), and notice the probes' own poison: an entry holding it means a
 //! walk went through a table the guest had already freed.
 
-use std::collections::HashSet;
-
 use mm_core::addr::{PAGE_SIZE, TASK_SIZE, USER_BASE};
 use mm_core::paging::{Level, PageTableEntry, PteFlags};
 
-use super::guest_mem::{GuestView, WalkError};
+use super::guest_mem::{AddrSet, GuestView, WalkError};
 
 /// The high bits of the poison written into a freed table's entries 1..512.
 pub(crate) const POISON_TAG: u64 = 0xDEAD_7AB1_E000_0000;
@@ -158,7 +156,7 @@ pub(crate) fn references(
     frame: u64,
 ) -> Result<Scan, WalkError> {
     let mut scan = Scan::default();
-    let mut visited = HashSet::new();
+    let mut visited = AddrSet::default();
     let first = index(Level::Pgd, USER_BASE.0);
     let last = index(Level::Pgd, TASK_SIZE.0 - 1);
     let mut stack = vec![(pgd, Level::Pgd)];

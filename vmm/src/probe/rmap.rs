@@ -6,9 +6,15 @@
 //! every frame's `Page`, which also reach structures dropped from the registries.
 //!
 //! Every link is checked on the way: registry and anon_vma lists by `next->prev`, VMAs by their
-//! `anon_vma` back pointer, tree nodes by `parent` and colour; a visited set catches cycles and
-//! the walked length is compared with the structure's own count. A broken structure is recorded
-//! as an error and its walk stops there; what was found before still counts.
+//! `anon_vma` back pointer, tree nodes by `parent`, colour and distinct children; the walked length
+//! is compared with the structure's own count. A broken structure is recorded as an error and its
+//! walk stops there; what was found before still counts.
+//!
+//! The back links are also the cycle detection, with no visited set (which would cost a hash per
+//! VMA): in a list whose `prev` links are checked, the first object reached twice would need a
+//! `prev` naming two different objects, and in a tree whose `parent` links are checked and whose
+//! children differ, a node reached twice would need two parents. The step budget stays as the
+//! backstop.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -18,7 +24,7 @@ use mm_core::phys::PAGE_MAPPING_ANON;
 
 use super::engine::VmaInfo;
 use super::event::UnlinkKind;
-use super::guest_mem::{GuestView, WalkError};
+use super::guest_mem::{AddrHashState, AddrSet, GuestView, WalkError};
 use super::layout::{self, anon_vma, mapping, node, page, roots, tree_root, vma, word};
 
 /// Deepest a red-black tree of 2^32 nodes can be, with slack: deeper means a corrupt tree.
@@ -36,7 +42,7 @@ pub(crate) struct VmaFilter {
 }
 
 impl VmaFilter {
-    fn matches(&self, v: &[u64; vma::WORDS]) -> bool {
+    fn matches(&self, v: &[u64]) -> bool {
         v[word(vma::VM_MM)] == self.mm
             && v[word(vma::VM_START)] < self.end
             && self.start < v[word(vma::VM_END)]
@@ -47,9 +53,9 @@ impl VmaFilter {
 pub(crate) struct RmapWalk<'v, 'a> {
     view: &'v mut GuestView<'a>,
     filter: VmaFilter,
-    anon_done: HashSet<u64>,
-    files_done: HashSet<u64>,
-    seen: HashSet<(u64, bool)>,
+    anon_done: AddrSet,
+    files_done: AddrSet,
+    seen: HashSet<(u64, bool), AddrHashState>,
     /// VMAs meeting the filter, in the order found, each once per rmap structure kind.
     pub found: Vec<VmaInfo>,
     /// Structures that could not be walked.
@@ -68,9 +74,9 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
         Self {
             view,
             filter,
-            anon_done: HashSet::new(),
-            files_done: HashSet::new(),
-            seen: HashSet::new(),
+            anon_done: AddrSet::default(),
+            files_done: AddrSet::default(),
+            seen: HashSet::default(),
             found: Vec::new(),
             errors: Vec::new(),
             anon_vmas: 0,
@@ -168,14 +174,10 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
     /// The objects on a registry list (`ListLink` at `next_off`, `prev` right after), checked.
     fn registry(&mut self, what: &'static str, head: u64, count: u64, next_off: usize) -> Vec<u64> {
         let mut out = Vec::new();
-        let mut visited = HashSet::new();
         let (mut obj, mut prev) = (head, 0);
         while obj != 0 {
             let step = (|| {
                 self.view.step(what, obj)?;
-                if !visited.insert(obj) {
-                    return Err(WalkError::Cycle { what, addr: obj });
-                }
                 let bad = WalkError::BadAddress { what, addr: obj };
                 let base = obj.checked_add(next_off as u64).ok_or(bad.clone())?;
                 let [next, back] = self.view.words::<2>(what, base).map_err(|_| bad)?;
@@ -225,17 +227,10 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
     fn anon_vma_list(&mut self, av: u64) -> Result<(), WalkError> {
         let a = self.view.words::<{ anon_vma::WORDS }>("anon_vma", av)?;
         let count = a[word(anon_vma::NR_VMAS)];
-        let mut visited = HashSet::new();
         let (mut v, mut prev, mut n) = (a[word(anon_vma::HEAD)], 0, 0u64);
         while v != 0 {
             self.view.step("VMA", v)?;
-            if !visited.insert(v) {
-                return Err(WalkError::Cycle {
-                    what: "VMA",
-                    addr: v,
-                });
-            }
-            let w = self.read_vma(v)?;
+            let w = self.read_vma_head(v)?;
             let link = |link, found, expected| WalkError::BrokenLink {
                 what: "VMA",
                 addr: v,
@@ -248,6 +243,13 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
             }
             if w[word(vma::ANON_VMA)] != av {
                 return Err(link("anon_vma", w[word(vma::ANON_VMA)], av));
+            }
+            if n == count {
+                return Err(WalkError::Insane {
+                    what: "anon_vma",
+                    addr: av,
+                    detail: format!("list goes on past nr_vmas ({count}) at VMA {v:#x}"),
+                });
             }
             self.consider(v, &w, UnlinkKind::Anon);
             n += 1;
@@ -281,7 +283,6 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
         let m_words = self.view.words::<{ mapping::WORDS }>("address_space", m)?;
         let root = m_words[word(mapping::I_MMAP + tree_root::ROOT)];
         let count = m_words[word(mapping::I_MMAP + tree_root::COUNT)];
-        let mut visited = HashSet::new();
         let mut stack = vec![(root, 0u64, 0usize)];
         let mut n = 0u64;
         let node_word = |off: usize| word(vma::SHARED + off);
@@ -290,12 +291,6 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
                 continue;
             }
             self.view.step("i_mmap node", nd)?;
-            if !visited.insert(nd) {
-                return Err(WalkError::Cycle {
-                    what: "i_mmap node",
-                    addr: nd,
-                });
-            }
             if depth > MAX_TREE_DEPTH {
                 return Err(WalkError::Insane {
                     what: "i_mmap node",
@@ -324,10 +319,21 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
             if color != IntervalNode::RED && color != IntervalNode::BLACK {
                 return Err(link("color", color, IntervalNode::BLACK));
             }
+            let (left, right) = (w[node_word(node::LEFT)], w[node_word(node::RIGHT)]);
+            if left != 0 && left == right {
+                return Err(link("right", right, 0));
+            }
+            if n == count {
+                return Err(WalkError::Insane {
+                    what: "address_space",
+                    addr: m,
+                    detail: format!("i_mmap goes on past its count ({count}) at node {nd:#x}"),
+                });
+            }
             self.consider(owner, &w, UnlinkKind::File);
             n += 1;
-            stack.push((w[node_word(node::RIGHT)], nd, depth + 1));
-            stack.push((w[node_word(node::LEFT)], nd, depth + 1));
+            stack.push((right, nd, depth + 1));
+            stack.push((left, nd, depth + 1));
         }
         if n != count {
             return Err(WalkError::Insane {
@@ -344,7 +350,13 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
         self.view.words::<{ vma::WORDS }>("VMA", v)
     }
 
-    fn consider(&mut self, addr: u64, w: &[u64; vma::WORDS], via: UnlinkKind) {
+    /// The first words of a VMA, through its anon_vma links (all the list walk needs).
+    fn read_vma_head(&mut self, v: u64) -> Result<[u64; vma::ANON_WORDS], WalkError> {
+        self.vmas += 1;
+        self.view.words::<{ vma::ANON_WORDS }>("VMA", v)
+    }
+
+    fn consider(&mut self, addr: u64, w: &[u64], via: UnlinkKind) {
         if self.filter.matches(w) && self.seen.insert((addr, via == UnlinkKind::Anon)) {
             self.found.push(VmaInfo {
                 addr,

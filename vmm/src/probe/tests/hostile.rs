@@ -21,14 +21,16 @@ fn an_anon_vma_list_that_loops_is_an_error_not_a_hang() {
     let other = f.vma(mm, s.end, s.end + 0x1000);
     f.anon_link(av, other);
     f.anon_link(av, vma);
-    // The last VMA links back to the first.
+    // The last VMA links back to the first: its prev link gives the loop away.
     f.w(other + offset_of!(Vma, anon_vma_next) as u64, vma);
     let mut p = f.probe(false);
     let v = feed(&mut p, &correct_free(s));
     // The VMA met before the loop is still reported.
     assert_eq!(v.iter().map(|v| v.check).collect::<Vec<_>>(), [Check::P1]);
     assert!(
-        errors(&p).contains(&format!("VMA {vma:#x}: reached twice")),
+        errors(&p).contains(&format!(
+            "VMA {vma:#x}: anon_vma_prev is 0x0, expected {other:#x}"
+        )),
         "{}",
         errors(&p)
     );
@@ -89,10 +91,45 @@ fn an_i_mmap_tree_whose_child_points_back_up_is_an_error() {
     let mut p = f.probe(false);
     feed(&mut p, &correct_free(s));
     assert!(
-        errors(&p).contains(&format!("i_mmap node {:#x}", vma + shared)),
+        errors(&p).contains(&format!("i_mmap node {:#x}: parent is 0x0", vma + shared)),
         "{}",
         errors(&p)
     );
+}
+
+#[test]
+fn an_i_mmap_node_with_the_same_child_twice_is_an_error_not_a_double_visit() {
+    let mut f = Fake::new();
+    let (mm, vma, s) = unhooked_pte_table(&mut f);
+    let m = f.mapping();
+    f.file_link(m, vma, 5);
+    let child = f.vma(mm, s.end, s.end + 0x1000);
+    f.file_link(m, child, 9);
+    let shared = offset_of!(Vma, shared) as u64;
+    f.w(vma + shared + node::LEFT as u64, child + shared);
+    let mut p = f.probe(false);
+    feed(&mut p, &correct_free(s));
+    let want = format!(
+        "i_mmap node {:#x}: right is {:#x}",
+        vma + shared,
+        child + shared
+    );
+    assert!(errors(&p).contains(&want), "{}", errors(&p));
+}
+
+#[test]
+fn a_list_longer_than_its_count_stops_at_the_count() {
+    let mut f = Fake::new();
+    let (mm, vma, s) = unhooked_pte_table(&mut f);
+    let av = f.anon_vma();
+    let later = f.vma(mm, s.end, s.end + 0x1000);
+    f.anon_link(av, later);
+    f.anon_link(av, vma);
+    f.w(av + offset_of!(AnonVma, nr_vmas) as u64, 1);
+    let mut p = f.probe(false);
+    feed(&mut p, &correct_free(s));
+    let want = format!("anon_vma {av:#x}: list goes on past nr_vmas (1) at VMA {later:#x}");
+    assert!(errors(&p).contains(&want), "{}", errors(&p));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! chosen addresses (offsets from mm-core's own types), then events are fed to a [`Probe`].
 
 mod checks;
+mod cost;
 mod hostile;
 mod layout;
 
@@ -22,7 +23,7 @@ use super::layout::{node, tree_root};
 use super::Violation;
 
 /// Guest RAM of the fake guest.
-const RAM: u64 = 16 << 20;
+const RAM: u64 = 64 << 20;
 /// Where the `KernelRoots` live.
 const ROOTS: u64 = 0x1000;
 /// Where the mem_map lives (one `Page` per frame of `RAM`).
@@ -30,7 +31,7 @@ const MEM_MAP: u64 = 0x10_0000;
 /// Kernel objects are bump-allocated from here.
 const HEAP: u64 = 0x20_0000;
 /// Frames (tables, data pages) are bump-allocated from here.
-const FRAMES: u64 = 0x40_0000;
+const FRAMES: u64 = 0x300_0000;
 /// The guest RIP the tests' vCPU reports.
 const RIP: u64 = 0xffff_ffff_8000_1234;
 /// `VmFlags` the fake VMAs carry (read | write).
@@ -52,8 +53,8 @@ struct Fake {
 
 impl Fake {
     fn new() -> Self {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)])
-            .expect("16 MiB of test RAM");
+        let mem =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).expect("test RAM");
         Self {
             mem,
             heap: HEAP,
@@ -75,7 +76,7 @@ impl Fake {
 
     fn alloc(&mut self, bytes: usize) -> u64 {
         let a = self.heap;
-        self.heap += (bytes as u64).next_multiple_of(64);
+        self.heap += (bytes as u64).next_multiple_of(16);
         a
     }
 
