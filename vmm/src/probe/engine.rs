@@ -1,5 +1,6 @@
-//! [`Probe`]: the probe engine. It keeps what the checks need across events (the roots, which
-//! tables were unhooked or freed, recent TLB flushes) and runs P1–P4 at every `TableFreeing`.
+//! [`Probe`]: the probe engine. It keeps what the checks need across events (the roots, the VMA
+//! index, which tables were unhooked or freed, recent TLB flushes) and runs P1–P4 at every
+//! `TableFreeing`.
 //!
 //! Protocol, per frame: `TableUnhooked` → `TlbFlushed` covering its span → `TableFreeing`. The
 //! rules the engine applies where the guest's events leave room:
@@ -23,6 +24,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::event::{ProbeEvent, TableSpan, UnlinkKind};
 use super::guest_mem::{GuestView, WalkError};
+use super::index::VmaIndex;
 use super::layout::{self, page, word};
 use super::pgtable::{self, ParentEntry, StaleTable};
 use super::rmap::{RmapWalk, VmaFilter};
@@ -177,6 +179,7 @@ pub struct Probe {
     errors_seen: HashSet<String>,
     errors_dropped: u64,
     last_cost: Cost,
+    index: VmaIndex,
 }
 
 /// What the last `TableFreeing` cost, for benchmarks and tests.
@@ -186,7 +189,9 @@ pub struct Cost {
     pub anon_vmas: u64,
     /// address_spaces whose i_mmap trees were walked.
     pub mappings: u64,
-    /// VMAs read.
+    /// Candidates the VMA index proposed (each verified in guest memory).
+    pub candidates: u64,
+    /// VMAs read (candidates, their anon_vma neighbours, and every VMA of a full walk).
     pub vmas: u64,
     /// Walk steps spent in all (structures and tables read).
     pub steps: u64,
@@ -216,6 +221,7 @@ impl Probe {
             errors_seen: HashSet::new(),
             errors_dropped: 0,
             last_cost: Cost::default(),
+            index: VmaIndex::default(),
         }
     }
 
@@ -273,6 +279,17 @@ impl Probe {
         &self.summary
     }
 
+    /// Indexes `vma` of `mm` as covering `[start, end)` (the guest's `VmaRange` event: a VMA linked
+    /// or its range changed).
+    pub fn vma_range(&mut self, mm: u64, vma: u64, start: u64, end: u64) {
+        self.index.range(mm, vma, start, end);
+    }
+
+    /// Drops `vma` from the index (the guest's `VmaFreed` event).
+    pub fn vma_freed(&mut self, vma: u64) {
+        self.index.freed(vma);
+    }
+
     /// What the last `TableFreeing` cost.
     pub fn last_cost(&self) -> Cost {
         self.last_cost
@@ -281,124 +298,163 @@ impl Probe {
     /// Runs P1–P4 for `span` and poisons its frame.
     fn table_freeing(&mut self, seq: u64, span: &TableSpan) -> Findings {
         let mut f = Findings::default();
-        let mut view = GuestView::new(&self.mem);
-        let mut cost = Cost::default();
-
-        // P1: rmap must not reach a VMA of this mm meeting the span.
+        // A span ending at the top of the address space wraps to 0.
         let end = if span.end <= span.start {
             u64::MAX
         } else {
             span.end
         };
+        let mem = self.mem.clone();
+        let mut view = GuestView::new(&mem);
+        let mut cost = self.p1(&mut view, span, end, &mut f);
+        let stale = self.p2(&mut view, span, &mut f);
+        self.p3(span, end, &mut f);
+        self.p4(&view, seq, span, stale, &mut f);
+        cost.steps = view.steps_spent();
+        self.last_cost = cost;
+        f
+    }
+
+    /// P1: rmap must not reach a VMA of this mm meeting the span. With the index, the default mode
+    /// checks only the VMAs it proposes; `--thorough` (and a guest that reports no VMA ranges)
+    /// walks every structure too.
+    fn p1(
+        &mut self,
+        view: &mut GuestView<'_>,
+        span: &TableSpan,
+        end: u64,
+        f: &mut Findings,
+    ) -> Cost {
+        self.summary.checks[0] += 1;
         let filter = VmaFilter {
             mm: span.mm,
             start: span.start,
             end,
         };
-        {
-            let mut walk = RmapWalk::new(&mut view, filter);
+        let mut cost = Cost::default();
+        let mut walk = RmapWalk::new(view, filter);
+        if self.thorough || !self.index.active {
             if let Some(r) = self.roots {
                 walk.walk_roots(r.roots);
                 if self.thorough {
                     walk.walk_mem_map(r.mem_map, r.mem_map_len);
                 }
             }
-            cost.anon_vmas = walk.anon_vmas;
-            cost.mappings = walk.mappings;
-            cost.vmas = walk.vmas;
-            f.p1 = std::mem::take(&mut walk.found);
-            f.errors.append(&mut walk.errors);
         }
-        self.summary.checks[0] += 1;
+        if self.index.active {
+            for v in self.index.meeting(span.mm, span.start, end) {
+                cost.candidates += 1;
+                walk.candidate(v);
+            }
+        }
+        cost.anon_vmas = walk.anon_vmas;
+        cost.mappings = walk.mappings;
+        cost.vmas = walk.vmas;
+        f.p1 = std::mem::take(&mut walk.found);
+        f.errors.append(&mut walk.errors);
+        cost
+    }
 
-        // P2: the parent entry (thorough: any entry of the mm) no longer points to the frame.
-        let pgd = view.word("mm_struct", span.mm.wrapping_add(layout::mm::PGD as u64));
-        let pgd = match pgd {
-            Ok(pgd) => Some(pgd),
+    /// P2: the parent entry (thorough: any entry of the mm) no longer points to the frame. Also
+    /// P4's "freed while still mapped" for thorough. Returns the poisoned tables the walks met.
+    fn p2(
+        &mut self,
+        view: &mut GuestView<'_>,
+        span: &TableSpan,
+        f: &mut Findings,
+    ) -> Vec<StaleTable> {
+        let mut stale = Vec::new();
+        let pgd = match view.word("mm_struct", span.mm.wrapping_add(layout::mm::PGD as u64)) {
+            Ok(pgd) => pgd,
             Err(e) => {
                 f.errors.push(e);
-                None
+                return stale;
             }
         };
-        let mut stale: Vec<StaleTable> = Vec::new();
-        if let Some(pgd) = pgd {
-            if span.level < 4 {
-                self.summary.checks[1] += 1;
-                match pgtable::parent_entry(&mut view, pgd, span.level, span.start) {
-                    Ok(Some(ParentEntry::Entry {
-                        table,
-                        index,
-                        value,
-                    })) if pgtable::points_to(value, span.frame) => f.p2.push(format!(
+        let mut parent = None;
+        if span.level < 4 {
+            self.summary.checks[1] += 1;
+            match pgtable::parent_entry(view, pgd, span.level, span.start) {
+                Ok(Some(ParentEntry::Entry {
+                    table,
+                    index,
+                    value,
+                })) if pgtable::points_to(value, span.frame) => {
+                    parent = Some((table, index));
+                    f.p2.push(format!(
                         "parent entry {index} of table {table:#x} still points to the frame \
                          ({value:#x})"
-                    )),
-                    Ok(Some(ParentEntry::Stale(s))) => stale.push(s),
-                    Ok(_) => {}
-                    Err(e) => f.errors.push(e),
+                    ));
                 }
-            }
-            if self.thorough {
-                match pgtable::references(&mut view, pgd, span.frame) {
-                    Ok(scan) => {
-                        for r in &scan.references {
-                            let msg = format!(
-                                "entry {} of level-{} table {:#x} still points to the frame",
-                                r.index, r.level, r.table
-                            );
-                            if !f.p2.iter().any(|m| {
-                                m.starts_with(&format!(
-                                    "parent entry {} of table {:#x} ",
-                                    r.index, r.table
-                                ))
-                            }) {
-                                f.p2.push(msg);
-                            }
-                        }
-                        if !scan.references.is_empty() {
-                            f.p4.push(format!(
-                                "freed while still mapped: {} entr{} of the mm point to it",
-                                scan.references.len(),
-                                if scan.references.len() == 1 {
-                                    "y"
-                                } else {
-                                    "ies"
-                                }
-                            ));
-                        }
-                        stale.extend(scan.stale);
-                    }
-                    Err(e) => f.errors.push(e),
-                }
+                Ok(Some(ParentEntry::Stale(s))) => stale.push(s),
+                Ok(_) => {}
+                Err(e) => f.errors.push(e),
             }
         }
+        if !self.thorough {
+            return stale;
+        }
+        match pgtable::references(view, pgd, span.frame) {
+            Ok(scan) => {
+                for r in &scan.references {
+                    if parent != Some((r.table, r.index)) {
+                        f.p2.push(format!(
+                            "entry {} of level-{} table {:#x} still points to the frame",
+                            r.index, r.level, r.table
+                        ));
+                    }
+                }
+                if let n @ 1.. = scan.references.len() {
+                    let entries = if n == 1 { "entry" } else { "entries" };
+                    f.p4.push(format!(
+                        "freed while still mapped: {n} {entries} of the mm point to it"
+                    ));
+                }
+                stale.extend(scan.stale);
+            }
+            Err(e) => f.errors.push(e),
+        }
+        stale
+    }
 
-        // P3: a covering flush between the unhook (or, unknown, the previous free) and now.
+    /// P3: a covering flush between the unhook (or, unknown, the previous free) and now.
+    fn p3(&mut self, span: &TableSpan, end: u64, f: &mut Findings) {
         self.summary.checks[2] += 1;
-        let since = self.unhooked.remove(&span.frame).map(|u| u.seq);
-        let known = since.is_some();
-        let since = since
-            .or_else(|| self.freed.get(&span.frame).map(|fr| fr.seq))
-            .unwrap_or(0);
-        if !self.flushed_since(span.mm, since, span.start, end) {
-            f.p3 = Some(if known {
-                format!("no TLB flush covering the span between its unhook (event {since}) and the free")
-            } else if since == 0 {
+        let unhooked = self.unhooked.remove(&span.frame).map(|u| u.seq);
+        let previous_free = self.freed.get(&span.frame).map(|fr| fr.seq);
+        let since = unhooked.or(previous_free).unwrap_or(0);
+        if self.flushed_since(span.mm, since, span.start, end) {
+            return;
+        }
+        f.p3 = Some(match (unhooked, previous_free) {
+            (Some(at), _) => {
+                format!(
+                    "no TLB flush covering the span between its unhook (event {at}) and the free"
+                )
+            }
+            (None, Some(at)) => format!(
+                "no TableUnhooked seen and no TLB flush covering the span since its previous free \
+                 (event {at})"
+            ),
+            (None, None) => {
                 "no TableUnhooked seen and no TLB flush covering the span since the run began"
                     .to_string()
-            } else {
-                format!(
-                    "no TableUnhooked seen and no TLB flush covering the span since its previous \
-                     free (event {since})"
-                )
-            });
-        }
+            }
+        });
+    }
 
-        // P4: not freed twice, not freed while mapped; then poison.
+    /// P4: not freed twice, not freed while mapped, no walk through a freed table; then poison.
+    fn p4(
+        &mut self,
+        view: &GuestView<'_>,
+        seq: u64,
+        span: &TableSpan,
+        stale: Vec<StaleTable>,
+        f: &mut Findings,
+    ) {
         self.summary.checks[3] += 1;
         if let Some(prev) = self.freed.get(&span.frame) {
-            let intact = !prev.poisoned || pgtable::poison_intact(&view, span.frame, prev.level);
-            if intact {
+            if !prev.poisoned || pgtable::poison_intact(view, span.frame, prev.level) {
                 f.p4.push(format!(
                     "double free: already freed at event {} with no TableUnhooked since",
                     prev.seq
@@ -407,7 +463,7 @@ impl Probe {
         }
         let mut data_page = false;
         if let Some(r) = self.roots {
-            match self.page_of(&view, &r, span.frame) {
+            match self.page_of(view, &r, span.frame) {
                 Ok(Some([flags, mapcount])) => {
                     let flags = PageFlags(flags);
                     if !flags.contains(PageFlags::PAGETABLE) {
@@ -442,24 +498,22 @@ impl Probe {
         let kernel_pgd = self.roots.map_or(0, |r| r.kernel_pgd);
         let poisoned = !data_page
             && span.frame != kernel_pgd
-            && match pgtable::poison_table(&view, span.frame, span.level) {
+            && match pgtable::poison_table(view, span.frame, span.level) {
                 Ok(()) => true,
                 Err(e) => {
                     f.errors.push(e);
                     false
                 }
             };
+        let level = span.level;
         self.freed.insert(
             span.frame,
             Freed {
                 seq,
-                level: span.level,
+                level,
                 poisoned,
             },
         );
-        cost.steps = view.steps_spent();
-        self.last_cost = cost;
-        f
     }
 
     /// `[flags, mapcount]` of the `Page` describing `frame`, if the mem_map has one.

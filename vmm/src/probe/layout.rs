@@ -8,7 +8,7 @@
 use core::mem::{offset_of, size_of};
 
 use mm_core::kernel::KernelRoots;
-use mm_core::mm::{AddressSpace, AnonVma, MmStruct, Vma};
+use mm_core::mm::{AddressSpace, AnonVma, File, MmStruct, Vma};
 use mm_core::phys::Page;
 
 /// Index of the word at byte offset `off` in a structure read as `u64` words.
@@ -49,6 +49,8 @@ pub(crate) mod vma {
     pub(crate) const VM_END: usize = offset_of!(Vma, vm_end);
     /// `VmFlags` bits.
     pub(crate) const VM_FLAGS: usize = offset_of!(Vma, vm_flags);
+    /// Its `File` (0 = anonymous).
+    pub(crate) const VM_FILE: usize = offset_of!(Vma, vm_file);
     /// Its `AnonVma`.
     pub(crate) const ANON_VMA: usize = offset_of!(Vma, anon_vma);
     /// Next VMA on the anon_vma's list.
@@ -109,6 +111,13 @@ pub(crate) mod node {
     pub(crate) const PARENT: usize = 16;
     /// `IntervalNode::UNLINKED`, `RED` or `BLACK`.
     pub(crate) const COLOR: usize = 48;
+}
+
+/// `File`.
+pub(crate) mod file {
+    use super::*;
+    /// Its `AddressSpace`.
+    pub(crate) const F_MAPPING: usize = offset_of!(File, f_mapping);
 }
 
 /// `Page`, one per frame in the mem_map.

@@ -5,13 +5,17 @@
 //! - [`engine`]: [`Probe`], which keeps the state the checks need across events and runs them.
 //! - `guest_mem`: checked, budgeted reads of guest memory (the only way the walkers touch it).
 //! - `layout`: field offsets of the guest structures, from mm-core's own types.
-//! - `rmap`: P1's walks of anon_vma lists and i_mmap trees, from the roots or from `Page`s.
+//! - `index`: the VMAs of each mm, from the guest's `VmaRange`/`VmaFreed` events, so the default
+//!   mode checks only the VMAs meeting a freed span.
+//! - `rmap`: P1's walks of anon_vma lists and i_mmap trees, from the roots or from `Page`s, and
+//!   the check of one index candidate.
 //! - `pgtable`: P2's and P4's page-table walks and the poison of freed tables.
 //!
 //! The checks, at each `TableFreeing` (mm, level, frame, span):
 //! - P1: no VMA of that mm whose range meets the span is reachable from any anon_vma or any
-//!   i_mmap tree (default: from the kernel's roots; `--thorough`: also from every frame's `Page`
-//!   metadata, as rmap itself would start);
+//!   i_mmap tree (default: the VMAs the index proposes, each checked in guest memory, or, for a
+//!   guest that reports no VMA ranges, every structure on the kernel's roots; `--thorough`: the
+//!   roots and every frame's `Page` metadata, as rmap itself would start, plus the index);
 //! - P2: the parent entry no longer points to the frame (`--thorough`: no entry of that mm does);
 //! - P3: a TLB flush covering the span happened after the unhook and before the free;
 //! - P4: the frame is not freed twice nor while still mapped; the VMM poisons it once checked.
@@ -21,6 +25,7 @@
 pub mod engine;
 pub mod event;
 mod guest_mem;
+mod index;
 mod layout;
 mod pgtable;
 mod rmap;

@@ -25,7 +25,7 @@ use mm_core::phys::PAGE_MAPPING_ANON;
 use super::engine::VmaInfo;
 use super::event::UnlinkKind;
 use super::guest_mem::{AddrHashState, AddrSet, GuestView, WalkError};
-use super::layout::{self, anon_vma, mapping, node, page, roots, tree_root, vma, word};
+use super::layout::{self, anon_vma, file, mapping, node, page, roots, tree_root, vma, word};
 
 /// Deepest a red-black tree of 2^32 nodes can be, with slack: deeper means a corrupt tree.
 const MAX_TREE_DEPTH: usize = 128;
@@ -66,6 +66,8 @@ pub(crate) struct RmapWalk<'v, 'a> {
     pub mappings: u64,
     /// VMAs read.
     pub vmas: u64,
+    /// Neighbours read while checking index candidates' anon_vma lists.
+    pub neighbours: u64,
 }
 
 impl<'v, 'a> RmapWalk<'v, 'a> {
@@ -82,6 +84,7 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
             anon_vmas: 0,
             mappings: 0,
             vmas: 0,
+            neighbours: 0,
         }
     }
 
@@ -345,6 +348,95 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
         Ok(())
     }
 
+    /// Checks one candidate from the VMA index: if it is a VMA of the mm meeting the span, whether
+    /// its anon_vma list reaches it (walking `anon_vma_prev` back to the list head) and whether its
+    /// file's i_mmap tree does (walking `parent` up to the tree's root). Costs the VMA's position
+    /// in its anon_vma list plus its depth in the tree, not the number of VMAs.
+    pub(crate) fn candidate(&mut self, v: u64) {
+        let w = match self.read_vma(v) {
+            Ok(w) => w,
+            Err(e) => return self.errors.push(e),
+        };
+        if !self.filter.matches(&w) {
+            return;
+        }
+        match self.on_anon_vma(v, &w) {
+            Ok(true) => self.consider(v, &w, UnlinkKind::Anon),
+            Ok(false) => {}
+            Err(e) => self.errors.push(e),
+        }
+        match self.in_i_mmap(v, &w) {
+            Ok(true) => self.consider(v, &w, UnlinkKind::File),
+            Ok(false) => {}
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Whether VMA `v` (words `w`) is on its anon_vma's list, reached from the list's head.
+    fn on_anon_vma(&mut self, v: u64, w: &[u64; vma::WORDS]) -> Result<bool, WalkError> {
+        let av = w[word(vma::ANON_VMA)];
+        if av == 0 {
+            return Ok(false);
+        }
+        let a = self.view.words::<{ anon_vma::WORDS }>("anon_vma", av)?;
+        let (head, count) = (a[word(anon_vma::HEAD)], a[word(anon_vma::NR_VMAS)]);
+        let (mut cur, mut prev, mut n) = (v, w[word(vma::ANON_VMA_PREV)], 0u64);
+        while prev != 0 {
+            self.view.step("VMA", prev)?;
+            self.neighbours += 1;
+            n += 1;
+            if n >= count {
+                return Err(WalkError::Insane {
+                    what: "anon_vma",
+                    addr: av,
+                    detail: format!("VMA {v:#x} is more than nr_vmas ({count}) from the head"),
+                });
+            }
+            let p = self.read_vma_head(prev)?;
+            if p[word(vma::ANON_VMA_NEXT)] != cur || p[word(vma::ANON_VMA)] != av {
+                // The neighbour does not link back: `cur` is not on the list through it.
+                return Ok(false);
+            }
+            (cur, prev) = (prev, p[word(vma::ANON_VMA_PREV)]);
+        }
+        Ok(head == cur)
+    }
+
+    /// Whether VMA `v` (words `w`) is in its file's i_mmap tree, reached from the tree's root.
+    fn in_i_mmap(&mut self, v: u64, w: &[u64; vma::WORDS]) -> Result<bool, WalkError> {
+        let f = w[word(vma::VM_FILE)];
+        let color = w[word(vma::SHARED + node::COLOR)];
+        if f == 0 || (color != IntervalNode::RED && color != IntervalNode::BLACK) {
+            return Ok(false);
+        }
+        let m = self
+            .view
+            .word("file", f.wrapping_add(file::F_MAPPING as u64))?;
+        let root_at = m.wrapping_add((mapping::I_MMAP + tree_root::ROOT) as u64);
+        let root = self.view.word("address_space", root_at)?;
+        let mut nd = v.wrapping_add(vma::SHARED as u64);
+        let mut parent = w[word(vma::SHARED + node::PARENT)];
+        let mut depth = 0;
+        while parent != 0 {
+            self.view.step("i_mmap node", parent)?;
+            depth += 1;
+            if depth > MAX_TREE_DEPTH {
+                return Err(WalkError::Insane {
+                    what: "i_mmap node",
+                    addr: nd,
+                    detail: format!("more than {MAX_TREE_DEPTH} ancestors"),
+                });
+            }
+            let [left, right, up] = self.view.words::<3>("i_mmap node", parent)?;
+            if left != nd && right != nd {
+                // The parent does not link back: the node is not in the tree through it.
+                return Ok(false);
+            }
+            (nd, parent) = (parent, up);
+        }
+        Ok(root == nd)
+    }
+
     fn read_vma(&mut self, v: u64) -> Result<[u64; vma::WORDS], WalkError> {
         self.vmas += 1;
         self.view.words::<{ vma::WORDS }>("VMA", v)
@@ -374,4 +466,5 @@ const _: () = {
     assert!(anon_vma::ALL_PREV == anon_vma::ALL_NEXT + 8);
     assert!(mapping::ALL_PREV == mapping::ALL_NEXT + 8);
     assert!(layout::vma::SHARED + node::COLOR < layout::vma::WORDS * 8);
+    assert!(node::LEFT == 0 && node::RIGHT == 8 && node::PARENT == 16);
 };

@@ -1,5 +1,7 @@
-//! What a `TableFreeing` costs: every VMA on rmap is read once, whatever the span (the i_mmap tree
-//! is keyed by file offset, not address, so the span cannot prune it). Run
+//! What a `TableFreeing` costs. A full walk (`--thorough`, or a guest reporting no VMA ranges)
+//! reads every VMA on rmap once, whatever the span: the i_mmap tree is keyed by file offset, not
+//! address, so the span cannot prune it. With the VMA index the default mode reads only the VMAs
+//! meeting the span (and, for each, the anon_vma list before it and its tree ancestors). Run
 //! `cargo test --release -p vmm --lib cost -- --ignored --nocapture` for timings.
 
 use std::time::Instant;
@@ -41,12 +43,29 @@ fn a_free_reads_every_vma_on_rmap_once_and_no_more() {
 }
 
 #[test]
+fn with_the_index_a_free_reads_only_the_vmas_meeting_the_span() {
+    let (f, s) = guest_with_vmas(301);
+    let mut p = f.probe_indexed(false);
+    assert!(feed(&mut p, &correct_free(s)).is_empty());
+    let c = p.last_cost();
+    // The one VMA meeting the span (on no rmap structure) is the one candidate.
+    assert_eq!(
+        (c.candidates, c.vmas, c.anon_vmas, c.mappings),
+        (1, 1, 0, 0)
+    );
+}
+
+#[test]
 #[ignore = "timing; run in release with --nocapture"]
 fn the_cost_of_a_free_at_10_1000_and_65530_vmas() {
     for n in [10, 1_000, 65_530] {
         let (f, s) = guest_with_vmas(n);
-        for thorough in [false, true] {
-            let mut p = f.probe(thorough);
+        for (indexed, thorough) in [(true, false), (false, false), (false, true)] {
+            let mut p = if indexed {
+                f.probe_indexed(thorough)
+            } else {
+                f.probe(thorough)
+            };
             let rounds = 20;
             let began = Instant::now();
             for _ in 0..rounds {
@@ -56,9 +75,9 @@ fn the_cost_of_a_free_at_10_1000_and_65530_vmas() {
             let per = began.elapsed() / rounds;
             let c = p.last_cost();
             println!(
-                "{n:>6} VMAs, thorough {thorough:>5}: {per:>10.1?} per free ({} VMAs, {} anon_vmas, \
-                 {} mappings, {} steps)",
-                c.vmas, c.anon_vmas, c.mappings, c.steps
+                "{n:>6} VMAs, indexed {indexed:>5}, thorough {thorough:>5}: {per:>10.1?} per free \
+                 ({} candidates, {} VMAs, {} anon_vmas, {} mappings, {} steps)",
+                c.candidates, c.vmas, c.anon_vmas, c.mappings, c.steps
             );
             assert!(p.summary().errors.is_empty(), "{:?}", p.summary().errors);
         }

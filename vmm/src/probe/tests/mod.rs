@@ -4,6 +4,7 @@
 mod checks;
 mod cost;
 mod hostile;
+mod index;
 mod layout;
 
 use core::mem::{offset_of, size_of};
@@ -11,7 +12,7 @@ use core::mem::{offset_of, size_of};
 use mm_core::addr::USER_BASE;
 use mm_core::interval_tree::IntervalNode;
 use mm_core::kernel::KernelRoots;
-use mm_core::mm::{AddressSpace, AnonVma, MmStruct, Vma};
+use mm_core::mm::{AddressSpace, AnonVma, File, MmStruct, Vma};
 use mm_core::paging::{Level, PageTableEntry, PteFlags};
 use mm_core::phys::{Page, PageFlags, PAGE_MAPPING_ANON};
 use mm_core::PhysAddr;
@@ -49,6 +50,8 @@ struct Fake {
     mem: GuestMemoryMmap,
     heap: u64,
     next_frame: u64,
+    /// Every VMA made: mm, address, start, end (what `VmaRange` events report).
+    vmas: Vec<(u64, u64, u64, u64)>,
 }
 
 impl Fake {
@@ -59,6 +62,7 @@ impl Fake {
             mem,
             heap: HEAP,
             next_frame: FRAMES,
+            vmas: Vec::new(),
         }
     }
 
@@ -151,7 +155,15 @@ impl Fake {
         self.w(v + offset_of!(Vma, vm_start) as u64, start);
         self.w(v + offset_of!(Vma, vm_end) as u64, end);
         self.w(v + offset_of!(Vma, vm_flags) as u64, FLAGS);
+        self.vmas.push((mm.addr, v, start, end));
         v
+    }
+
+    /// Gives `vma` a file whose mapping is `m` (what `file_link` needs for the index's check).
+    fn set_file(&mut self, vma: u64, m: u64) {
+        let f = self.alloc(size_of::<File>());
+        self.w(f + offset_of!(File, f_mapping) as u64, m);
+        self.w(vma + offset_of!(Vma, vm_file) as u64, f);
     }
 
     /// Pushes `obj` (its `ListLink` at `link`) on the registry at `head`, counted at `count`.
@@ -209,7 +221,8 @@ impl Fake {
 
     /// Inserts `vma` into `m`'s i_mmap at page offset `pgoff` (a plain, unbalanced search tree:
     /// the probes check links and colours, not balance).
-    fn file_link(&self, m: u64, vma: u64, pgoff: u64) {
+    fn file_link(&mut self, m: u64, vma: u64, pgoff: u64) {
+        self.set_file(vma, m);
         let shared = offset_of!(Vma, shared) as u64;
         let nd = vma + shared;
         let f = |off: usize| nd + off as u64;
@@ -242,6 +255,16 @@ impl Fake {
         self.w(p + offset_of!(Page, mapping) as u64, av | PAGE_MAPPING_ANON);
         self.w(p + offset_of!(Page, mapcount) as u64, 1);
         f
+    }
+
+    /// A probe that has seen the `Roots` event and a `VmaRange` for every VMA made, so the default
+    /// mode checks the index's candidates instead of walking everything.
+    fn probe_indexed(&self, thorough: bool) -> Probe {
+        let mut p = self.probe(thorough);
+        for &(mm, vma, start, end) in &self.vmas {
+            p.vma_range(mm, vma, start, end);
+        }
+        p
     }
 
     /// A probe that has seen the `Roots` event.
