@@ -3,7 +3,7 @@
 
 use crate::{percpu, ucall};
 use mm_core::abi::UcallCmd;
-use mm_core::hooks::{FlushEvent, MmHooks, TableEvent, VmaUnlinkEvent};
+use mm_core::hooks::{FlushEvent, MmHooks, TableEvent, VmaRangeEvent, VmaUnlinkEvent};
 use mm_core::Kernel;
 
 /// Reports every ordering event to the host.
@@ -14,6 +14,19 @@ fn table_args(ev: &TableEvent) -> [u64; 6] {
 }
 
 impl MmHooks for HostProbes {
+    fn vma_range(&self, _k: &Kernel<'_>, ev: &VmaRangeEvent) {
+        let args = [ev.mm, ev.vma, ev.start.0, ev.end.0, 0, 0];
+        ucall::probe(percpu::this_cpu(), UcallCmd::ProbeVmaRange, args);
+    }
+
+    fn vma_freed(&self, _k: &Kernel<'_>, mm: u64, vma: u64) {
+        ucall::probe(
+            percpu::this_cpu(),
+            UcallCmd::ProbeVmaFreed,
+            [mm, vma, 0, 0, 0, 0],
+        );
+    }
+
     fn vma_unlinked(&self, _k: &Kernel<'_>, ev: &VmaUnlinkEvent) {
         let args = [ev.mm, ev.vma, ev.start.0, ev.end.0, ev.kind as u64, 0];
         ucall::probe(percpu::this_cpu(), UcallCmd::ProbeVmaUnlinked, args);

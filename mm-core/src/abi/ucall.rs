@@ -42,6 +42,10 @@ pub enum UcallCmd {
     ProbeTableFreeing = 0x103,
     /// A TLB flush of `[start, end)` in an mm completed: `args` are mm, start and end.
     ProbeTlbFlushed = 0x104,
+    /// A VMA was linked with this range, or its range changed: `args` are mm, VMA, start, end.
+    ProbeVmaRange = 0x105,
+    /// A VMA is about to be freed: `args` are mm and VMA.
+    ProbeVmaFreed = 0x106,
 }
 
 impl UcallCmd {
@@ -57,6 +61,8 @@ impl UcallCmd {
             0x102 => UcallCmd::ProbeTableUnhooked,
             0x103 => UcallCmd::ProbeTableFreeing,
             0x104 => UcallCmd::ProbeTlbFlushed,
+            0x105 => UcallCmd::ProbeVmaRange,
+            0x106 => UcallCmd::ProbeVmaFreed,
             _ => return None,
         })
     }

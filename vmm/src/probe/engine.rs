@@ -251,6 +251,19 @@ impl Probe {
                 Vec::new()
             }
             ProbeEvent::VmaUnlinked { .. } => Vec::new(),
+            ProbeEvent::VmaRange {
+                mm,
+                vma,
+                start,
+                end,
+            } => {
+                self.vma_range(mm, vma, start, end);
+                Vec::new()
+            }
+            ProbeEvent::VmaFreed { vma, .. } => {
+                self.vma_freed(vma);
+                Vec::new()
+            }
             ProbeEvent::TableUnhooked(span) => {
                 self.freed.remove(&span.frame);
                 self.unhooked.insert(span.frame, Unhooked { seq });

@@ -40,6 +40,24 @@ pub enum ProbeEvent {
         /// The kernel's page-table root.
         kernel_pgd: u64,
     },
+    /// A VMA was linked into its mm with this range, or its range changed.
+    VmaRange {
+        /// Guest address of the `MmStruct`.
+        mm: u64,
+        /// Guest address of the `Vma`.
+        vma: u64,
+        /// Its range now.
+        start: u64,
+        /// End of its range now.
+        end: u64,
+    },
+    /// A VMA is about to be freed.
+    VmaFreed {
+        /// Guest address of the `MmStruct`.
+        mm: u64,
+        /// Guest address of the `Vma`.
+        vma: u64,
+    },
     /// A VMA left rmap's reach.
     VmaUnlinked {
         /// Guest address of the `MmStruct`.
@@ -106,6 +124,16 @@ impl ProbeEvent {
                 mm: a[0],
                 start: a[1],
                 end: a[2],
+            },
+            UcallCmd::ProbeVmaRange => ProbeEvent::VmaRange {
+                mm: a[0],
+                vma: a[1],
+                start: a[2],
+                end: a[3],
+            },
+            UcallCmd::ProbeVmaFreed => ProbeEvent::VmaFreed {
+                mm: a[0],
+                vma: a[1],
             },
             _ => return None,
         })
