@@ -103,21 +103,33 @@ fn a_vma_freed_or_moved_out_of_the_span_is_no_candidate() {
     let av = f.anon_vma();
     f.anon_link(av, vma);
     let mut p = f.probe_indexed(false);
-    // The guest reports the VMA shrunk to nothing inside the span: the index proposes nothing,
-    // so the (stale) list entry is not looked at.
-    p.vma_range(mm.addr, vma, s.end, s.end + 0x1000);
+    // The guest reports the VMA moved out of the span: the index proposes nothing, so the (stale)
+    // list entry is not looked at.
+    let moved = ProbeEvent::VmaRange {
+        mm: mm.addr,
+        vma,
+        start: s.end,
+        end: s.end + 0x1000,
+    };
+    assert!(feed(&mut p, &[moved]).is_empty());
     assert!(feed(&mut p, &correct_free(s)).is_empty());
     assert_eq!(p.last_cost().candidates, 0);
     // Back in the span: found again.
     for i in 1..512 {
         f.w(s.frame + i * 8, 0);
     }
-    p.vma_range(mm.addr, vma, s.start, s.start + 0x4000);
+    let back = ProbeEvent::VmaRange {
+        mm: mm.addr,
+        vma,
+        start: s.start,
+        end: s.start + 0x4000,
+    };
+    assert!(feed(&mut p, &[back]).is_empty());
     assert_eq!(feed(&mut p, &correct_free(s)).len(), 1);
     for i in 1..512 {
         f.w(s.frame + i * 8, 0);
     }
-    p.vma_freed(vma);
+    assert!(feed(&mut p, &[ProbeEvent::VmaFreed { mm: mm.addr, vma }]).is_empty());
     assert!(feed(&mut p, &correct_free(s)).is_empty());
 }
 

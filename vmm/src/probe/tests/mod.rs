@@ -262,7 +262,13 @@ impl Fake {
     fn probe_indexed(&self, thorough: bool) -> Probe {
         let mut p = self.probe(thorough);
         for &(mm, vma, start, end) in &self.vmas {
-            p.vma_range(mm, vma, start, end);
+            let ev = ProbeEvent::VmaRange {
+                mm,
+                vma,
+                start,
+                end,
+            };
+            assert!(p.handle(0, &ev, &mut || RIP).is_empty());
         }
         p
     }
