@@ -90,10 +90,14 @@ pub fn init(ram_size: u64, variant: Variant) {
     LOCKDEP.set_context_fn(crate::percpu::this_cpu);
     LOCKDEP.set_enabled(true);
     let roots = kernel().roots() as *const _ as u64;
+    let (magic, version) = (
+        mm_core::mm::layout::LAYOUT_MAGIC,
+        mm_core::mm::layout::LAYOUT_VERSION,
+    );
     ucall::probe(
         0,
         UcallCmd::ProbeRoots,
-        [roots, map, pages, kernel_pgd().0, 0, 0],
+        [roots, map, pages, kernel_pgd().0, magic, version],
     );
 }
 

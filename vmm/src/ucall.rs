@@ -2,6 +2,7 @@
 
 use crate::probe::ProbeEvent;
 use mm_core::abi::{Ucall, UcallCmd};
+use mm_core::mm::layout::{LAYOUT_MAGIC, LAYOUT_VERSION};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 /// A [`Ucall`] as vm-memory reads it.
@@ -65,6 +66,17 @@ pub enum CallError {
     /// A probe event with arguments out of range.
     #[error("malformed probe event (command {0:#x})")]
     BadProbeEvent(u64),
+    /// The guest's mm-core structures are not laid out the way this VMM reads them.
+    #[error(
+        "the guest's mm layout (magic {magic:#x}, version {version}) is not the one this VMM reads \
+         (version {LAYOUT_VERSION}): rebuild both from one mm-core"
+    )]
+    LayoutMismatch {
+        /// The magic the guest sent.
+        magic: u64,
+        /// The version the guest sent.
+        version: u64,
+    },
 }
 
 /// Reads and decodes the call whose address the guest wrote to the ucall port.
@@ -76,6 +88,12 @@ pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallEr
     let RawUcall(call) = mem
         .read_obj(GuestAddress(addr))
         .map_err(|_| CallError::BadAddress(addr))?;
+    if call.cmd == UcallCmd::ProbeRoots as u64 {
+        let (magic, version) = (call.args[4], call.args[5]);
+        if magic != LAYOUT_MAGIC || version != LAYOUT_VERSION {
+            return Err(CallError::LayoutMismatch { magic, version });
+        }
+    }
     let text = call.text();
     Ok(
         match UcallCmd::from_raw(call.cmd).ok_or(CallError::UnknownCommand(call.cmd))? {
@@ -158,6 +176,30 @@ mod tests {
             panic!("not an abort");
         };
         assert_eq!((message.as_str(), file.as_str()), ("abc", ""));
+    }
+
+    #[test]
+    fn roots_from_another_mm_layout_are_refused() {
+        let mem = mem();
+        let mut call = Ucall::new(UcallCmd::ProbeRoots, 0);
+        call.args = [0x1000, 0x2000, 16, 0x8000, LAYOUT_MAGIC, LAYOUT_VERSION];
+        write_call(&mem, GuestAddress(0x100), call).unwrap();
+        assert!(matches!(
+            read_call(&mem, &0x100u32.to_le_bytes()),
+            Ok(GuestCall::Probe(_))
+        ));
+        call.args[5] = LAYOUT_VERSION + 1;
+        write_call(&mem, GuestAddress(0x100), call).unwrap();
+        let err = read_call(&mem, &0x100u32.to_le_bytes()).unwrap_err();
+        let version = LAYOUT_VERSION + 1;
+        assert_eq!(
+            err,
+            CallError::LayoutMismatch {
+                magic: LAYOUT_MAGIC,
+                version
+            }
+        );
+        assert!(err.to_string().contains("rebuild both"));
     }
 
     #[test]

@@ -329,12 +329,13 @@ fn tour() -> u64 {
 
 /// Bare exits the probe benchmark times as its anchor.
 const PINGS: u64 = 256;
-/// Page-table frees the probe benchmark times.
+/// Most page-table frees the probe benchmark times.
 const VICTIMS: u64 = 64;
 
 /// The probe benchmark's guest side (`vmm bench probes`): first [`PINGS`] bare exits, then a
-/// process with `--scale` file VMAs (default 1,000; none meets the freed spans) frees [`VICTIMS`]
-/// PTE tables, one per munmap, each checked by the host.
+/// process holding `--scale` VMAs in all (default 1,000: the script's, up to [`VICTIMS`]
+/// one-page anonymous victims each alone in its PTE table, and file VMAs for the rest) unmaps its
+/// victims one by one, each munmap freeing a PTE table the host checks.
 fn probe_bench() -> u64 {
     for _ in 0..PINGS {
         // SAFETY: an `out` to the ping port only exits to the VMM, which counts it.
@@ -342,27 +343,28 @@ fn probe_bench() -> u64 {
             core::arch::asm!("out dx, al", in("dx") mm_core::abi::PING_PORT, in("al") 0u8, options(nomem, nostack))
         };
     }
-    let vmas = super::scale_or(1000);
-    let victims = BASE + 64 * PUD_SIZE;
+    let vmas = super::scale_or(1000).max(3);
+    let victims = VICTIMS.min(vmas / 2);
+    let files = vmas - 1 - victims;
+    let victim_base = BASE + 64 * PUD_SIZE;
     let flags = MAP_SHARED | MAP_FIXED;
     // A page gap between neighbours keeps them from merging.
     let mut script = Script::new().series(
         nr::MMAP,
         [BASE, PAGE, PROT_RW, flags, 0, 0],
-        vmas,
+        files,
         2 * PAGE,
         true,
     );
-    for j in 0..VICTIMS {
-        script = script
-            .map_anon(victims + j * PMD_SIZE, 1, PROT_RW)
-            .fill(victims + j * PMD_SIZE, 1);
+    for j in 0..victims {
+        let at = victim_base + j * PMD_SIZE;
+        script = script.map_anon(at, 1, PROT_RW).fill(at, 1);
     }
-    for j in 0..VICTIMS {
-        script = script.unmap(victims + j * PMD_SIZE, 1);
+    for j in 0..victims {
+        script = script.unmap(victim_base + j * PMD_SIZE, 1);
     }
     let (mapping, file) = new_file(1);
     run("probe-bench", script, vec![file], &[mapping]);
-    log::info!("probe-bench: {vmas} file VMAs, {VICTIMS} page-table frees checked");
+    log::info!("probe-bench: {vmas} VMAs, {victims} page-table frees checked");
     PASS
 }

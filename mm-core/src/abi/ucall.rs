@@ -30,7 +30,9 @@ pub enum UcallCmd {
     /// A CPU exception reached the guest's IDT: `args` are vector, error code, CR2 and RIP.
     Exception = 4,
     /// The memory manager is up: `args` are the address of its `KernelRoots`, the address and
-    /// length (in entries) of its `Page` array, and the kernel's page-table root.
+    /// length (in entries) of its `Page` array, the kernel's page-table root, and
+    /// `mm::layout::LAYOUT_MAGIC` and `LAYOUT_VERSION`, which the VMM checks before reading any
+    /// of those structures.
     ProbeRoots = 0x100,
     /// A VMA left rmap's reach: `args` are mm, VMA, start, end and the `UnlinkKind`.
     ProbeVmaUnlinked = 0x101,

@@ -23,6 +23,11 @@ use crate::kernel::KernelRoots;
 use crate::mm::{AddressSpace, AnonVma, File, MmStruct, Vma};
 use crate::phys::Page;
 
+/// "MMLAYOUT": the guest publishes it with its roots so the VMM knows it reads mm-core's layout.
+pub const LAYOUT_MAGIC: u64 = u64::from_le_bytes(*b"MMLAYOUT");
+/// Version of the layouts pinned below; bump it with any change to them.
+pub const LAYOUT_VERSION: u64 = 1;
+
 const _: () = {
     assert!(offset_of!(KernelRoots, anon_vmas) == 0 && offset_of!(KernelRoots, mappings) == 16);
     assert!(offset_of!(MmStruct, pgd) == 0 && offset_of!(MmStruct, mmap) == 8);
