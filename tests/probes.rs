@@ -197,3 +197,33 @@ fn thorough_mode_finds_what_the_default_finds() {
     assert!(!key(&default).is_empty());
     assert_eq!(key(&default), key(&thorough));
 }
+
+#[test]
+fn the_probe_benchmark_smoke_run_reports_a_cost_per_checked_free() {
+    if !kvm_available("the_probe_benchmark_smoke_run_reports_a_cost_per_checked_free") {
+        return;
+    }
+    let (stdout, stderr) = common::expect_exit(&["bench", "probes", "--quick"], 0);
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_end().ends_with('x'))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "expected a row per VMA count:\n{stdout}\n{stderr}"
+    );
+    for row in rows {
+        let ratio: f64 = row
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches('x')
+            .parse()
+            .unwrap();
+        assert!(
+            ratio >= 1.0,
+            "a checked event cannot cost less than a bare exit: {row}"
+        );
+    }
+}
