@@ -54,6 +54,8 @@ pub fn to_json(scenario: &str, variant: &str, thorough: bool, report: &RunReport
             "ping_round_trip_ns": report.timing.ping_round_trip().map(|d| d.as_nanos() as u64),
             "checked_frees": report.timing.checked_frees,
             "check_per_free_ns": report.timing.check_per_free().map(|d| d.as_nanos() as u64),
+            "check_median_ns": report.timing.check_median().map(|d| d.as_nanos() as u64),
+            "check_max_ns": report.timing.check_max().map(|d| d.as_nanos() as u64),
         },
     })
 }

@@ -14,6 +14,8 @@ pub struct ExitTiming {
     pub checked_frees: u64,
     /// Host time spent in those checks.
     pub check_time: Duration,
+    /// Each check's time, in order.
+    checks: Vec<Duration>,
 }
 
 impl ExitTiming {
@@ -28,6 +30,7 @@ impl ExitTiming {
     pub fn checked_free(&mut self, took: Duration) {
         self.checked_frees += 1;
         self.check_time += took;
+        self.checks.push(took);
     }
 
     /// Mean time from one ping exit to the next: exit, VMM, re-entry and one guest loop turn.
@@ -43,6 +46,19 @@ impl ExitTiming {
     pub fn check_per_free(&self) -> Option<Duration> {
         let frees = u32::try_from(self.checked_frees).ok().filter(|&n| n > 0)?;
         Some(self.check_time / frees)
+    }
+
+    /// Median host time of one check: the typical free, unswayed by the few frees of tables that
+    /// span many VMAs (whose cost grows with those VMAs, as it should).
+    pub fn check_median(&self) -> Option<Duration> {
+        let mut sorted = self.checks.clone();
+        sorted.sort();
+        sorted.get(sorted.len() / 2).copied()
+    }
+
+    /// The slowest check.
+    pub fn check_max(&self) -> Option<Duration> {
+        self.checks.iter().max().copied()
     }
 }
 
@@ -67,6 +83,9 @@ mod tests {
         assert_eq!(t.check_per_free(), None);
         t.checked_free(Duration::from_micros(3));
         t.checked_free(Duration::from_micros(5));
-        assert_eq!(t.check_per_free(), Some(Duration::from_micros(4)));
+        t.checked_free(Duration::from_micros(400));
+        assert_eq!(t.check_per_free(), Some(Duration::from_micros(136)));
+        assert_eq!(t.check_median(), Some(Duration::from_micros(5)));
+        assert_eq!(t.check_max(), Some(Duration::from_micros(400)));
     }
 }
