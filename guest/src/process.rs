@@ -98,7 +98,15 @@ impl core::fmt::Display for SpawnError {
 /// references and drops them at exit), tears it down, and reports how it went.
 pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError> {
     let k = kernel();
-    let mut mm = Mm::new(k, Some(kernel_pgd())).map_err(|_| SpawnError::NoMemory)?;
+    // A process that never starts still owns its descriptors: drop them on the way out.
+    let drop_files = |files: Vec<FilePtr>| files.into_iter().for_each(|f| mm_core::mm::fput(k, f));
+    let mut mm = match Mm::new(k, Some(kernel_pgd())) {
+        Ok(mm) => mm,
+        Err(_) => {
+            drop_files(files);
+            return Err(SpawnError::NoMemory);
+        }
+    };
     let words = script.words();
     let len = (words.len() as u64 * 8).next_multiple_of(4096);
     let rw_private = MapFlags::PRIVATE
@@ -106,6 +114,7 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
         .union(MapFlags::FIXED);
     if let Err(e) = mm.mmap(k, VirtAddr(SCRIPT_BASE), len, Prot::RW, rw_private, None, 0) {
         mm.destroy(k);
+        drop_files(files);
         return Err(SpawnError::ScriptMap(e.errno()));
     }
     let pgd = mm.raw().pgd().0;
@@ -133,9 +142,7 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
         faults: process.faults,
         syscalls: process.syscalls,
     };
-    for file in process.files {
-        mm_core::mm::fput(k, file);
-    }
+    drop_files(process.files);
     process.mm.destroy(k);
     Ok(finished)
 }
