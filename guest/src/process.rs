@@ -11,6 +11,7 @@ use crate::user::{self, Exit};
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use mm_core::mm::{Access, FilePtr, MapFlags, Mm, Prot};
+use mm_core::paging::PageTableEntry;
 use mm_core::VirtAddr;
 
 /// Where a process's script is mapped: the first user page table (`USER_BASE`).
@@ -222,10 +223,6 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
     Some(result.unwrap_or_else(|e| errno(i64::from(e))))
 }
 
-/// Present bit and frame-address bits of a page-table entry.
-const PTE_PRESENT: u64 = 1;
-const PTE_FRAME: u64 = 0x000f_ffff_ffff_f000;
-
 /// Reclaim-style rmap walks over `[addr, addr + len)`: for every mapped page, `page_referenced`
 /// then `try_to_unmap`, which walk the page tables of every VMA rmap finds for that page.
 fn reclaim(p: &mut Process, addr: u64, len: u64) -> u64 {
@@ -238,11 +235,13 @@ fn reclaim(p: &mut Process, addr: u64, len: u64) -> u64 {
         };
         // SAFETY: the slot names an entry of a live page table of the loaded mm, in
         // identity-mapped RAM.
-        let pte = unsafe { core::ptr::read_volatile((slot.table.0 as *const u64).add(slot.index)) };
-        if pte & PTE_PRESENT == 0 {
+        let pte = PageTableEntry::from_bits(unsafe {
+            core::ptr::read_volatile((slot.table.0 as *const u64).add(slot.index))
+        });
+        if !pte.is_present() {
             continue;
         }
-        let frame = mm_core::PhysAddr(pte & PTE_FRAME);
+        let frame = pte.frame();
         mm_core::mm::rmap::page_referenced(k, frame);
         if mm_core::mm::rmap::try_to_unmap(k, frame) {
             unmapped += 1;

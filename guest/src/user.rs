@@ -11,6 +11,7 @@ use crate::trap::TrapFrame;
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use mm_core::abi::MAX_VCPUS;
+use mm_core::paging::{PageTableEntry, PteFlags};
 
 /// How a user program ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,13 +135,6 @@ extern "C" {
     static __user_end: u8;
 }
 
-/// Page-table bits the boot tables use.
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const HUGE: u64 = 1 << 7;
-const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
-
 /// Lets ring 3 run the user segment: marks its 2 MiB page of the identity map user-accessible and
 /// read-only, and the PML4 and PDPT entries above it user-accessible (every other leaf of the
 /// identity map stays supervisor-only, so the rest of the kernel stays out of reach).
@@ -156,23 +150,24 @@ pub fn expose_user_segment() {
         end - start == 2 << 20 && start < 1 << 30,
         "user segment must be one 2 MiB page in the first GiB"
     );
-    let cr3: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    let (user, present_huge) = (
+        PteFlags::USER.bits(),
+        PteFlags::PRESENT.bits() | PteFlags::HUGE.bits(),
+    );
+    let table_of = |entry: u64| PageTableEntry::from_bits(entry).frame().0 as *mut u64;
     // SAFETY: the boot page tables are identity-mapped RAM owned by the kernel; vCPU 0 edits them
     // once, before any other vCPU or ring-3 code runs, and flushes the changed translation.
     unsafe {
-        let pml4 = (cr3 & ADDR_MASK) as *mut u64;
-        *pml4 |= USER;
-        let pdpt = (*pml4 & ADDR_MASK) as *mut u64;
-        *pdpt |= USER;
-        let pd = (*pdpt & ADDR_MASK) as *mut u64;
-        let pde = pd.add((start >> 21) as usize);
+        let pml4 = table_of(crate::mm::read_cr3());
+        *pml4 |= user;
+        let pdpt = table_of(*pml4);
+        *pdpt |= user;
+        let pde = table_of(*pdpt).add((start >> 21) as usize);
         assert!(
-            *pde & (PRESENT | HUGE) == PRESENT | HUGE,
+            *pde & present_huge == present_huge,
             "user segment not mapped by a 2 MiB page"
         );
-        *pde = (*pde | USER) & !WRITABLE;
+        *pde = (*pde | user) & !PteFlags::WRITABLE.bits();
         asm!("invlpg [{}]", in(reg) start, options(nostack, preserves_flags));
     }
 }
