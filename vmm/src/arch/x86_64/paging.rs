@@ -4,25 +4,13 @@
 //! reading nothing. The guest builds its own tables for user address spaces later.
 
 use super::layout::{LARGE_PAGE_SIZE, MAX_RAM, PAGE_SIZE, PDPT_START, PD_START, PML4_START};
+use mm_core::paging::PteFlags;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
-/// Page-table entry flags the boot tables use.
-#[derive(Clone, Copy)]
-struct EntryFlags(u64);
-
-impl EntryFlags {
-    const PRESENT: EntryFlags = EntryFlags(1 << 0);
-    const WRITABLE: EntryFlags = EntryFlags(1 << 1);
-    /// In a PD entry: this entry maps a 2 MiB page instead of pointing to a page table.
-    const HUGE: EntryFlags = EntryFlags(1 << 7);
-
-    const fn union(self, other: EntryFlags) -> EntryFlags {
-        EntryFlags(self.0 | other.0)
-    }
-}
-
-const TABLE: EntryFlags = EntryFlags::PRESENT.union(EntryFlags::WRITABLE);
-const LARGE_PAGE: EntryFlags = TABLE.union(EntryFlags::HUGE);
+/// Flags of the boot tables' upper entries: a present, writable table.
+const TABLE: PteFlags = PteFlags::PRESENT.union(PteFlags::WRITABLE);
+/// Flags of their PD entries: a present, writable 2 MiB page.
+const LARGE_PAGE: PteFlags = TABLE.union(PteFlags::HUGE);
 
 /// Bytes one page-directory page maps.
 const PD_SPAN: u64 = 512 * LARGE_PAGE_SIZE;
@@ -35,13 +23,13 @@ pub fn write_boot_page_tables(
     ram_size: u64,
 ) -> Result<u64, GuestMemoryError> {
     debug_assert!(ram_size.is_multiple_of(LARGE_PAGE_SIZE) && ram_size <= MAX_RAM);
-    mem.write_obj(PDPT_START.0 | TABLE.0, PML4_START)?;
+    mem.write_obj(PDPT_START.0 | TABLE.bits(), PML4_START)?;
     for pd in 0..ram_size.div_ceil(PD_SPAN) {
         let pd_addr = PD_START.0 + pd * PAGE_SIZE;
-        mem.write_obj(pd_addr | TABLE.0, GuestAddress(PDPT_START.0 + pd * 8))?;
+        mem.write_obj(pd_addr | TABLE.bits(), GuestAddress(PDPT_START.0 + pd * 8))?;
     }
     for page in 0..ram_size / LARGE_PAGE_SIZE {
-        let entry = (page * LARGE_PAGE_SIZE) | LARGE_PAGE.0;
+        let entry = (page * LARGE_PAGE_SIZE) | LARGE_PAGE.bits();
         mem.write_obj(entry, GuestAddress(PD_START.0 + page * 8))?;
     }
     Ok(PML4_START.0)
@@ -52,7 +40,7 @@ mod tests {
     use super::*;
 
     fn walk(mem: &GuestMemoryMmap, va: u64) -> Option<u64> {
-        let present = |e: u64| e & EntryFlags::PRESENT.0 != 0;
+        let present = |e: u64| e & PteFlags::PRESENT.bits() != 0;
         let pml4e: u64 = mem
             .read_obj(GuestAddress(PML4_START.0 + ((va >> 39) & 511) * 8))
             .ok()?;
@@ -68,7 +56,7 @@ mod tests {
         let pde: u64 = mem
             .read_obj(GuestAddress((pdpte & !0xfff) + ((va >> 21) & 511) * 8))
             .ok()?;
-        (present(pde) && pde & EntryFlags::HUGE.0 != 0)
+        (present(pde) && pde & PteFlags::HUGE.bits() != 0)
             .then(|| (pde & !0x1f_ffff) + (va & 0x1f_ffff))
     }
 
