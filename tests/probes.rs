@@ -227,3 +227,27 @@ fn the_probe_benchmark_smoke_run_reports_a_cost_per_checked_free() {
         );
     }
 }
+
+#[test]
+fn a_seeded_random_workload_passes_in_order_and_catches_a_wrong_one() {
+    if !kvm_available("a_seeded_random_workload_passes_in_order_and_catches_a_wrong_one") {
+        return;
+    }
+    let args = [
+        "run",
+        "--scenario",
+        "random-mm",
+        "--seed",
+        "7",
+        "--scale",
+        "120",
+    ];
+    let (code, report, stderr) = run_with_report("random-correct", &args);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(report["checks"]["P1"].as_u64().unwrap_or(0) > 0, "{report}");
+    let mut wrong = args.to_vec();
+    wrong.extend(["--variant", "skip-file-unlink"]);
+    let (code, report, stderr) = run_with_report("random-wrong", &wrong);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_p1_names_a_vma(&report, "file");
+}

@@ -46,12 +46,13 @@ pub fn find(name: &str) -> Option<fn() -> u64> {
         "rmap" => rmap,
         "tour" => tour,
         "probe-bench" => probe_bench,
+        "random-mm" => || super::random::random_mm(super::seed(), super::scale_or(200)),
         _ => return None,
     })
 }
 
 /// Script steps the scenarios share.
-trait Steps {
+pub(super) trait Steps {
     fn map_anon(self, addr: u64, pages: u64, prot: u64) -> Self;
     fn map_file(self, addr: u64, pages: u64, fd: u64, pgoff: u64) -> Self;
     fn unmap(self, addr: u64, pages: u64) -> Self;
@@ -96,7 +97,7 @@ impl Steps for Script {
 
 /// A file of `pages` pages and an open file on it; the caller drops the mapping with `iput` after
 /// the process that got the file has exited.
-fn new_file(pages: u64) -> (MappingPtr, FilePtr) {
+pub(super) fn new_file(pages: u64) -> (MappingPtr, FilePtr) {
     let k = mm::kernel();
     let mapping =
         AddressSpace::create(k, pages).unwrap_or_else(|e| panic!("creating a file: {e:?}"));
@@ -105,7 +106,7 @@ fn new_file(pages: u64) -> (MappingPtr, FilePtr) {
 }
 
 /// Runs `script` with `files`, then checks that it exited cleanly and that no frame leaked.
-fn run(name: &str, script: Script, files: Vec<FilePtr>, mappings: &[MappingPtr]) -> Finished {
+pub(super) fn run(name: &str, script: Script, files: Vec<FilePtr>, mappings: &[MappingPtr]) -> Finished {
     let before = frame::allocated();
     let finished = process::run(&script, files).unwrap_or_else(|e| panic!("{name}: {e}"));
     for &m in mappings {

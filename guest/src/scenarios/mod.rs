@@ -2,6 +2,7 @@
 //! names and descriptions live in `mm_core::abi::SCENARIOS`, which the VMM reads too.
 
 mod mm;
+mod random;
 
 use crate::user::{enter_user, Exit};
 use crate::{frame, idt, programs, trap, ucall};
@@ -14,6 +15,13 @@ pub const PASS: u64 = 0;
 
 /// The workload size the user asked for (`--scale`), 0 when none.
 static SCALE: AtomicU64 = AtomicU64::new(0);
+/// The seed the user gave (`--seed`).
+static SEED: AtomicU64 = AtomicU64::new(0);
+
+/// The seed for this run's random choices.
+pub fn seed() -> u64 {
+    SEED.load(Ordering::Relaxed)
+}
 
 /// The workload size for this run, or `default` when the user gave none.
 pub fn scale_or(default: u64) -> u64 {
@@ -26,6 +34,7 @@ pub fn scale_or(default: u64) -> u64 {
 /// Runs scenario `name` on vCPU 0 and returns its verdict.
 pub fn run(name: &str, info: &BootInfo) -> u64 {
     SCALE.store(info.scale, Ordering::Relaxed);
+    SEED.store(info.seed, Ordering::Relaxed);
     match name {
         "hello" => hello(info),
         "boot" => PASS,

@@ -94,6 +94,11 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "random-mm",
+        about: "seeded random mmap/munmap/mprotect/touch/reclaim over a PMD boundary (--seed; --scale = operations, default 200)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "panic",
         about: "panic in the kernel: the VMM reports the message with file and line",
         expect: Expect::Failure,

@@ -1,0 +1,147 @@
+//! `random-mm`: a seeded random workload for campaigns. The kernel draws a sequence of mmap
+//! (anonymous and file), munmap, mprotect, touches and reclaim walks over a window that straddles a
+//! PMD-table boundary, keeping a page-by-page model so the ring-3 script only touches pages it may;
+//! every page-table free the sequence causes is checked by the host probes.
+
+use super::mm::{new_file, run, Steps};
+use super::PASS;
+use crate::process::nr;
+use crate::programs::{Script, Touch};
+use alloc::vec;
+use alloc::vec::Vec;
+
+const PAGE: u64 = 4096;
+/// Pages in the window: 8 MiB, four PTE tables.
+const WINDOW_PAGES: u64 = 2048;
+/// The window: 4 MiB on each side of a 1 GiB boundary, so PMD tables are freed too.
+const WINDOW: u64 = (1 << 40) + (1 << 30) - (4 << 20);
+/// Pages in the file the workload maps.
+const FILE_PAGES: u64 = 64;
+/// Pages one PTE table maps.
+const TABLE_PAGES: u64 = 512;
+/// Longest range one operation covers.
+const MAX_RUN: u64 = 96;
+
+const PROT_NONE: u64 = 0;
+const PROT_READ: u64 = 1;
+const PROT_RW: u64 = 3;
+
+/// What the model knows about one page of the window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Unmapped,
+    Mapped { prot: u64 },
+}
+
+/// xorshift64*: small, seedable, good enough to pick operations.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Runs `ops` random operations drawn from `seed`.
+pub fn random_mm(seed: u64, ops: u64) -> u64 {
+    let mut rng = Rng::new(seed);
+    let mut model = vec![Slot::Unmapped; WINDOW_PAGES as usize];
+    let mut script = Script::new();
+    for _ in 0..ops {
+        let first = rng.below(WINDOW_PAGES);
+        let pages = 1 + rng.below(MAX_RUN.min(WINDOW_PAGES - first));
+        let at = WINDOW + first * PAGE;
+        let range = first as usize..(first + pages) as usize;
+        script = match rng.below(11) {
+            // A whole PTE table's span at once: the frees the probes are about.
+            10 => {
+                let table = rng.below(WINDOW_PAGES / TABLE_PAGES) * TABLE_PAGES;
+                (table as usize..(table + TABLE_PAGES) as usize)
+                    .for_each(|p| model[p] = Slot::Unmapped);
+                script.unmap(WINDOW + table * PAGE, TABLE_PAGES)
+            }
+            0..=2 => {
+                let prot = if rng.below(4) == 0 {
+                    PROT_READ
+                } else {
+                    PROT_RW
+                };
+                range.clone().for_each(|p| model[p] = Slot::Mapped { prot });
+                script.map_anon(at, pages, prot)
+            }
+            3 => {
+                let pages = pages.min(FILE_PAGES);
+                let pgoff = rng.below(FILE_PAGES - pages + 1);
+                (first as usize..(first + pages) as usize)
+                    .for_each(|p| model[p] = Slot::Mapped { prot: PROT_RW });
+                script.map_file(at, pages, 0, pgoff)
+            }
+            4 => {
+                range.clone().for_each(|p| model[p] = Slot::Unmapped);
+                script.unmap(at, pages)
+            }
+            5 => {
+                let prot = [PROT_NONE, PROT_READ, PROT_RW][rng.below(3) as usize];
+                // mprotect fails (ENOMEM) on a range with holes and changes nothing then.
+                let whole = range.clone().all(|p| model[p] != Slot::Unmapped);
+                if whole {
+                    range.clone().for_each(|p| model[p] = Slot::Mapped { prot });
+                }
+                script.syscall(nr::MPROTECT, [at, pages * PAGE, prot, 0, 0, 0], None)
+            }
+            6 => script.syscall(nr::RECLAIM, [at, pages * PAGE, 0, 0, 0, 0], None),
+            _ => touch_runs(script, &model, range, rng.below(2) == 0),
+        };
+    }
+    let (mapping, file) = new_file(FILE_PAGES);
+    run("random-mm", script, vec![file], &[mapping]);
+    PASS
+}
+
+/// Touches every page of `range` the model allows: writes where the page is read-write (or reads
+/// when `write` is false), reads where it is read-only; skips the rest.
+fn touch_runs(
+    mut script: Script,
+    model: &[Slot],
+    range: core::ops::Range<usize>,
+    write: bool,
+) -> Script {
+    let mut runs: Vec<(usize, usize, Touch)> = Vec::new();
+    for p in range {
+        let kind = match model[p] {
+            Slot::Mapped { prot: PROT_RW } if write => Touch::Write,
+            Slot::Mapped {
+                prot: PROT_RW | PROT_READ,
+            } => Touch::Read,
+            _ => continue,
+        };
+        match runs.last_mut() {
+            Some((_, end, k))
+                if *end == p && core::mem::discriminant(k) == core::mem::discriminant(&kind) =>
+            {
+                *end = p + 1
+            }
+            _ => runs.push((p, p + 1, kind)),
+        }
+    }
+    for (start, end, kind) in runs {
+        script = script.touch(
+            WINDOW + start as u64 * PAGE,
+            (end - start) as u64 * PAGE,
+            PAGE,
+            kind,
+        );
+    }
+    script
+}
