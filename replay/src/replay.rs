@@ -1,0 +1,579 @@
+//! Host replay: seed an mm-core [`Mm`] from a maps snapshot, apply a trace, print the result.
+//!
+//! Addresses: mm-core's user space is `[USER_BASE, TASK_SIZE)` = [512 GiB, 128 TiB). A PIE program
+//! on x86_64 (executable near `0x55..`, libraries and stack near `0x7f..`) already fits, so the
+//! offset is 0 and addresses are used as they are. Otherwise every user address is shifted by one
+//! fixed offset that moves the lowest mapping to `USER_BASE`, if the highest then still fits; the
+//! output shifts back, so it always shows the original addresses. Mappings at or above `TASK_SIZE`
+//! (`[vsyscall]`) are the kernel's: they are kept aside and printed as they were.
+//!
+//! Files: `-y` names a mapped file's path, not its inode, so every distinct (path, inode) of the
+//! BEFORE snapshot is one mm-core file, and a path first seen in the trace takes its inode (and
+//! device) from the `hints` snapshot, usually AFTER. The special mappings (`[vdso]`, `[vvar]`,
+//! `[stack]`) are seeded as pseudo-files of their own, so that, as in Linux (`VM_SPECIAL`,
+//! `VM_GROWSDOWN`), they never merge with their neighbours.
+
+use std::collections::BTreeMap;
+
+use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, USER_BASE};
+use mm_core::mm::{iput, Access, AddressSpace, File, FilePtr, MapFlags, Mm, Prot, VmFlags};
+use mm_core::paging::CountingTlb;
+use mm_core::phys::SimRam;
+use mm_core::{Kernel, VirtAddr};
+
+use crate::maps::MapsLine;
+use crate::trace::{Call, Event, Outcome, Trace};
+
+/// Why a replay stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// The BEFORE snapshot does not fit mm-core's user range, even shifted.
+    #[error("the mappings {start:#x}..{end:#x} do not fit mm-core's user range, even shifted")]
+    DoesNotFit {
+        /// Lowest user address.
+        start: u64,
+        /// Highest user address.
+        end: u64,
+    },
+    /// A BEFORE line could not be installed.
+    #[error("seeding maps line {line}: {reason}")]
+    Seed {
+        /// 1-based index of the snapshot line.
+        line: usize,
+        /// What mm-core said.
+        reason: String,
+    },
+    /// mm-core's result differs from what Linux returned.
+    #[error("trace line {line}: {reason}")]
+    Diverged {
+        /// Trace line of the call.
+        line: usize,
+        /// How the results differ.
+        reason: String,
+    },
+    /// mm-core's own checks failed after the replay (a bug in mm-core).
+    #[error("validate_mm after the replay: {0}")]
+    Invalid(String),
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// The final address space, in original addresses.
+    pub maps: Vec<MapsLine>,
+    /// Calls applied to mm-core.
+    pub applied: usize,
+    /// Calls not applied, or applied only in part, by reason.
+    pub notes: BTreeMap<String, usize>,
+    /// What was added to each address to reach mm-core's range.
+    pub offset: u64,
+}
+
+/// A file the replay knows: what to print for it.
+struct FileInfo {
+    path: String,
+    inode: u64,
+    dev: String,
+}
+
+/// The state of one replay: the address space, its files and the counters.
+struct Replay<'k, 'a> {
+    k: &'k Kernel<'a>,
+    mm: Mm,
+    offset: u64,
+    files: Vec<(FilePtr, FileInfo)>,
+    hints: &'k [MapsLine],
+    applied: usize,
+    notes: BTreeMap<String, usize>,
+}
+
+/// Replays `trace` on an address space seeded from `before`; `hints` (usually the AFTER snapshot)
+/// supplies inodes and devices of files first mapped during the trace.
+pub fn replay(
+    before: &[MapsLine],
+    trace: &Trace,
+    hints: &[MapsLine],
+) -> Result<Replayed, ReplayError> {
+    let (user, kernel): (Vec<&MapsLine>, Vec<&MapsLine>) =
+        before.iter().partition(|l| l.end <= TASK_SIZE.0);
+    let offset = choose_offset(&user)?;
+    let ram = SimRam::new(1 << 12);
+    let tlb = CountingTlb::default();
+    let k = Kernel::new(&ram, &ram, ram.mem_map(), &tlb);
+    let mm = Mm::new(&k, None).map_err(|e| ReplayError::Seed {
+        line: 0,
+        reason: e.to_string(),
+    })?;
+    let mut r = Replay {
+        k: &k,
+        mm,
+        offset,
+        files: Vec::new(),
+        hints,
+        applied: 0,
+        notes: BTreeMap::new(),
+    };
+    let result = r.run(&user, trace);
+    let maps = r.print(&kernel);
+    let violations = r.mm.validate_mm(&k);
+    let Replay {
+        mm,
+        files,
+        applied,
+        notes,
+        ..
+    } = r;
+    mm.destroy(&k);
+    for (f, _) in files {
+        mm_core::mm::fput(&k, f);
+    }
+    result?;
+    if !violations.is_empty() {
+        return Err(ReplayError::Invalid(format!("{violations:?}")));
+    }
+    Ok(Replayed {
+        maps,
+        applied,
+        notes,
+        offset,
+    })
+}
+
+/// 0 if every user mapping fits `[USER_BASE, TASK_SIZE)`, else the shift that moves the lowest to
+/// `USER_BASE` (see the module doc).
+fn choose_offset(user: &[&MapsLine]) -> Result<u64, ReplayError> {
+    let (Some(lo), Some(hi)) = (
+        user.iter().map(|l| l.start).min(),
+        user.iter().map(|l| l.end).max(),
+    ) else {
+        return Ok(0);
+    };
+    if lo >= USER_BASE.0 {
+        return Ok(0);
+    }
+    let offset = USER_BASE.0 - lo;
+    if hi.checked_add(offset).is_some_and(|e| e <= TASK_SIZE.0) {
+        Ok(offset)
+    } else {
+        Err(ReplayError::DoesNotFit { start: lo, end: hi })
+    }
+}
+
+fn prot_of(perms: [bool; 4]) -> Prot {
+    let bit = |on: bool, p: Prot| if on { p.0 } else { 0 };
+    Prot(bit(perms[0], Prot::READ) | bit(perms[1], Prot::WRITE) | bit(perms[2], Prot::EXEC))
+}
+
+/// What mm-core understands of strace's `MAP_*` bits (the rest, such as `MAP_DENYWRITE` or
+/// `MAP_NORESERVE`, does not change the layout mm-core models).
+fn map_flags(flags: u64) -> MapFlags {
+    let mut f =
+        MapFlags(flags & (MapFlags::PRIVATE.0 | MapFlags::ANONYMOUS.0 | MapFlags::LOCKED.0));
+    if flags & MapFlags::SHARED.0 != 0 {
+        // MAP_SHARED_VALIDATE (3) is MAP_SHARED with strict flag checking.
+        f = MapFlags((f.0 & !MapFlags::PRIVATE.0) | MapFlags::SHARED.0);
+    }
+    f
+}
+
+impl Replay<'_, '_> {
+    fn note(&mut self, why: &str) {
+        *self.notes.entry(why.to_string()).or_default() += 1;
+    }
+
+    fn run(&mut self, user: &[&MapsLine], trace: &Trace) -> Result<(), ReplayError> {
+        for (i, l) in user.iter().enumerate() {
+            let isolate = (i > 0 && would_merge(user[i - 1], l))
+                || user.get(i + 1).is_some_and(|n| would_merge(l, n));
+            self.seed(l, isolate).map_err(|reason| ReplayError::Seed {
+                line: i + 1,
+                reason,
+            })?;
+        }
+        let seeded = self.mm.vmas().count();
+        if seeded != user.len() {
+            return Err(ReplayError::Seed {
+                line: 0,
+                reason: format!(
+                    "{} lines became {seeded} VMAs: mm-core merged neighbours Linux kept apart",
+                    user.len()
+                ),
+            });
+        }
+        for ev in &trace.events {
+            self.apply(ev).map_err(|reason| ReplayError::Diverged {
+                line: ev.line,
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The file object for (path, inode), created on first use.
+    fn file(&mut self, path: &str, inode: u64, dev: &str) -> Result<FilePtr, String> {
+        if let Some((f, _)) = self
+            .files
+            .iter()
+            .find(|(_, i)| i.path == path && i.inode == inode)
+        {
+            return Ok(*f);
+        }
+        let mapping = AddressSpace::create(self.k, 1 << 36).map_err(|e| e.to_string())?;
+        let file = File::open(self.k, mapping, None).map_err(|e| e.to_string());
+        iput(self.k, mapping);
+        let file = file?;
+        let info = FileInfo {
+            path: path.to_string(),
+            inode,
+            dev: dev.to_string(),
+        };
+        self.files.push((file, info));
+        Ok(file)
+    }
+
+    /// The file a trace names by path: the snapshot's, else one with the hint's inode.
+    fn file_by_path(&mut self, path: &str) -> Result<FilePtr, String> {
+        if let Some((f, _)) = self.files.iter().find(|(_, i)| i.path == path) {
+            return Ok(*f);
+        }
+        let hint = self.hints.iter().find(|l| l.path == path);
+        let (inode, dev) = hint.map_or((0, "00:00".to_string()), |l| (l.inode, l.dev.clone()));
+        self.file(path, inode, &dev)
+    }
+
+    /// Installs one snapshot line. An `isolate`d line (one Linux kept apart from an equal-looking
+    /// neighbour, for a reason maps does not show, such as `VM_ACCOUNT` or distinct anon_vmas) is
+    /// mapped writable with a temporary permission its neighbours lack, written once so it gets an
+    /// anon_vma of its own, then given its real permission: mm-core never merges VMAs with
+    /// different anon_vmas.
+    fn seed(&mut self, l: &MapsLine, isolate: bool) -> Result<(), String> {
+        let pseudo = l.is_special() || l.path == "[stack]";
+        let file = if l.is_anonymous() && !pseudo {
+            None
+        } else {
+            Some(self.file(&l.path, l.inode, &l.dev)?)
+        };
+        let mut flags = MapFlags::FIXED.union(if l.perms[3] && file.is_some() {
+            MapFlags::SHARED
+        } else {
+            MapFlags::PRIVATE
+        });
+        if file.is_none() {
+            flags = flags.union(MapFlags::ANONYMOUS);
+        }
+        let at = VirtAddr(l.start + self.offset);
+        let prot = prot_of(l.perms);
+        // Write-only and write+exec: permissions no real snapshot line next to this one has.
+        let temp = if prot == Prot::WRITE {
+            Prot(Prot::WRITE.0 | Prot::EXEC.0)
+        } else {
+            Prot::WRITE
+        };
+        let len = l.end - l.start;
+        let first = if isolate { temp } else { prot };
+        self.mm
+            .mmap(self.k, at, len, first, flags, file, l.offset >> PAGE_SHIFT)
+            .map_err(|e| e.to_string())?;
+        if isolate {
+            self.mm
+                .handle_mm_fault(self.k, at, Access::Write)
+                .map_err(|e| format!("isolating fault: {e}"))?;
+            self.mm
+                .mprotect(self.k, at, len, prot)
+                .map_err(|e| e.to_string())?;
+        }
+        if l.path == "[heap]" {
+            self.mm.set_brk_base(at);
+            self.mm.raw().brk.set(l.end + self.offset);
+        }
+        Ok(())
+    }
+
+    /// Applies one call; `Err` says how mm-core's result differs from Linux's.
+    fn apply(&mut self, ev: &Event) -> Result<(), String> {
+        let off = self.offset;
+        let (k, failed) = (self.k, matches!(ev.outcome, Outcome::Err(_)));
+        let linux = match &ev.outcome {
+            Outcome::Ok(v) => Ok(*v),
+            Outcome::Err(e) => Err(e.clone()),
+        };
+        match &ev.call {
+            Call::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+                fd,
+                offset,
+            } => {
+                let mut mf = map_flags(*flags);
+                let file = if mf.contains(MapFlags::ANONYMOUS) {
+                    None
+                } else {
+                    let path = fd.path.as_deref().ok_or(
+                        "a file mapping whose descriptor strace did not name (record with -y)",
+                    )?;
+                    Some(self.file_by_path(path)?)
+                };
+                if *flags & 0x10_0000 != 0 {
+                    // MAP_FIXED_NOREPLACE fails rather than replace: checked below like a hint.
+                    mf = MapFlags(mf.0 & !MapFlags::FIXED.0);
+                }
+                let prot = Prot(prot & 7);
+                let Ok(ret) = linux else {
+                    if flags & MapFlags::FIXED.0 != 0 {
+                        self.note("failed MAP_FIXED mmap not replayed (it would unmap first)");
+                        return Ok(());
+                    }
+                    let got = self.mm.mmap(
+                        k,
+                        VirtAddr(addr.wrapping_add(off)),
+                        *len,
+                        prot,
+                        mf,
+                        file,
+                        offset >> PAGE_SHIFT,
+                    );
+                    if let Ok(at) = got {
+                        self.mm.munmap(k, at, *len).map_err(|e| e.to_string())?;
+                        self.note("failed mmap succeeded in mm-core (undone)");
+                    } else {
+                        self.applied += 1;
+                    }
+                    return Ok(());
+                };
+                let at = VirtAddr(ret.wrapping_add(off));
+                if *flags & MapFlags::FIXED.0 == 0 {
+                    let end = at.0.saturating_add(*len);
+                    if self
+                        .mm
+                        .find_vma(at)
+                        .is_some_and(|v| v.get().start().0 < end)
+                    {
+                        return Err(format!(
+                            "Linux placed mmap at {ret:#x}, where mm-core has a mapping"
+                        ));
+                    }
+                }
+                if mf.contains(MapFlags::SHARED) && file.is_none() {
+                    self.note("shared anonymous mmap replayed as private (no shmem file)");
+                }
+                let got = self
+                    .mm
+                    .mmap(
+                        k,
+                        at,
+                        *len,
+                        prot,
+                        mf.union(MapFlags::FIXED),
+                        file,
+                        offset >> PAGE_SHIFT,
+                    )
+                    .map_err(|e| format!("mmap at {ret:#x} failed in mm-core: {e}"))?;
+                if got != at {
+                    return Err(format!("mmap returned {:#x}, Linux {ret:#x}", got.0 - off));
+                }
+            }
+            Call::Munmap { addr, len } => {
+                let got = self.mm.munmap(k, VirtAddr(addr.wrapping_add(off)), *len);
+                expect_same("munmap", got.map_err(|e| e.to_string()), failed)?;
+            }
+            Call::Mprotect { addr, len, prot } => {
+                if prot & !7 != 0 {
+                    self.note("mprotect's PROT_GROWSDOWN/UP/SEM bits ignored");
+                }
+                let got =
+                    self.mm
+                        .mprotect(k, VirtAddr(addr.wrapping_add(off)), *len, Prot(prot & 7));
+                expect_same("mprotect", got.map_err(|e| e.to_string()), failed)?;
+            }
+            Call::Brk { addr } => return self.brk(*addr, linux),
+            Call::Mremap { .. } => return self.mremap(&ev.call, linux),
+            Call::Madvise { advice, .. } => {
+                // These only drop, read ahead or reclaim pages: no VMA changes.
+                const PAGES_ONLY: &[&str] = &[
+                    "MADV_DONTNEED",
+                    "MADV_FREE",
+                    "MADV_WILLNEED",
+                    "MADV_COLD",
+                    "MADV_PAGEOUT",
+                    "MADV_REMOVE",
+                    "MADV_POPULATE_READ",
+                    "MADV_POPULATE_WRITE",
+                ];
+                if PAGES_ONLY.contains(&advice.as_str()) || failed {
+                    self.note("madvise without effect on VMAs");
+                } else {
+                    self.note("madvise changing vm_flags not replayed (mm-core has no madvise)");
+                }
+                return Ok(());
+            }
+        }
+        self.applied += 1;
+        Ok(())
+    }
+
+    fn brk(&mut self, addr: u64, linux: Result<u64, String>) -> Result<(), String> {
+        let off = self.offset;
+        let Ok(ret) = linux else {
+            self.note("failed brk (brk reports failure by its result, not an errno)");
+            return Ok(());
+        };
+        let raw = self.mm.raw();
+        if raw.start_brk.get() < USER_BASE.0 {
+            // No heap in the snapshot: the first answer tells where it starts.
+            self.mm.set_brk_base(VirtAddr(ret.wrapping_add(off)));
+        }
+        if addr == 0 || addr != ret {
+            // A query, or a refused move: Linux answered the current break.
+            if self.mm.raw().brk.get() != ret.wrapping_add(off) {
+                self.note("brk resynchronised to the break Linux reported");
+                self.mm.raw().brk.set(ret.wrapping_add(off));
+            }
+            self.applied += 1;
+            return Ok(());
+        }
+        self.mm
+            .brk(self.k, VirtAddr(addr.wrapping_add(off)))
+            .map_err(|e| format!("brk({addr:#x}) failed in mm-core: {e}"))?;
+        self.applied += 1;
+        Ok(())
+    }
+
+    /// mm-core has no `mremap`: grow, shrink and move are built here from `mmap` (same backing,
+    /// permissions and file offset, `MAP_FIXED`) and `munmap`. Pages are not copied (a replay
+    /// never faults any in), and a moved anonymous VMA's `vm_pgoff` is its new address rather than
+    /// the old one Linux keeps, which matters only to merges mm-core does not check for anon VMAs.
+    fn mremap(&mut self, call: &Call, linux: Result<u64, String>) -> Result<(), String> {
+        let Call::Mremap {
+            old_addr,
+            old_len,
+            new_len,
+            flags,
+            ..
+        } = *call
+        else {
+            return Ok(());
+        };
+        let Ok(ret) = linux else {
+            self.note("failed mremap not replayed");
+            return Ok(());
+        };
+        let (k, off) = (self.k, self.offset);
+        let old = VirtAddr(old_addr.wrapping_add(off));
+        let vma = self
+            .mm
+            .vma_at(old)
+            .ok_or_else(|| format!("mremap of {old_addr:#x}, unmapped in mm-core"))?;
+        let v = vma.get();
+        let vflags = v.flags();
+        let prot = Prot(vflags.0 & VmFlags::ACCESS.0);
+        let file = v.file();
+        let pgoff_at = |a: VirtAddr| v.pgoff() + ((a - v.start()) >> PAGE_SHIFT);
+        let mut mf = MapFlags::FIXED.union(if vflags.contains(VmFlags::SHARED) {
+            MapFlags::SHARED
+        } else {
+            MapFlags::PRIVATE
+        });
+        if file.is_none() {
+            mf = mf.union(MapFlags::ANONYMOUS);
+        }
+        let page = |n: u64| n.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let (old_len, new_len) = (page(old_len), page(new_len));
+        let new = VirtAddr(ret.wrapping_add(off));
+        let err = |e: &dyn std::fmt::Display| format!("mremap in mm-core: {e}");
+        if new == old {
+            if new_len < old_len {
+                self.mm
+                    .munmap(k, old + new_len, old_len - new_len)
+                    .map_err(|e| err(&e))?;
+            } else if new_len > old_len {
+                let tail = old + old_len;
+                let pgoff = pgoff_at(tail);
+                self.mm
+                    .mmap(k, tail, new_len - old_len, prot, mf, file, pgoff)
+                    .map_err(|e| err(&e))?;
+            }
+        } else {
+            let pgoff = pgoff_at(old);
+            self.mm
+                .mmap(k, new, new_len, prot, mf, file, pgoff)
+                .map_err(|e| err(&e))?;
+            if flags & 4 == 0 {
+                self.mm.munmap(k, old, old_len).map_err(|e| err(&e))?;
+            } else {
+                self.note("MREMAP_DONTUNMAP: old range kept as it was (Linux empties it)");
+            }
+        }
+        self.note("mremap emulated with mmap and munmap");
+        self.applied += 1;
+        Ok(())
+    }
+
+    /// The address space as `/proc/PID/maps` lines, in original addresses, then `kernel`'s.
+    fn print(&self, kernel: &[&MapsLine]) -> Vec<MapsLine> {
+        let raw = self.mm.raw();
+        let (start_brk, brk) = (raw.start_brk.get(), raw.brk.get());
+        let mut out = Vec::new();
+        for vma in self.mm.vmas() {
+            let v = vma.get();
+            let f = v.flags();
+            let (start, end) = (v.start().0 - self.offset, v.end().0 - self.offset);
+            let info = v
+                .file()
+                .and_then(|fp| self.files.iter().find(|(p, _)| *p == fp).map(|(_, i)| i));
+            let (path, inode, dev, offset) = match info {
+                Some(i) => (
+                    i.path.clone(),
+                    i.inode,
+                    i.dev.clone(),
+                    v.pgoff() << PAGE_SHIFT,
+                ),
+                None => {
+                    let heap =
+                        start_brk >= USER_BASE.0 && v.start().0 <= brk && v.end().0 >= start_brk;
+                    let name = if heap { "[heap]" } else { "" };
+                    (name.to_string(), 0, "00:00".to_string(), 0)
+                }
+            };
+            let offset = if path.starts_with('[') { 0 } else { offset };
+            out.push(MapsLine {
+                start,
+                end,
+                perms: [
+                    f.contains(VmFlags::READ),
+                    f.contains(VmFlags::WRITE),
+                    f.contains(VmFlags::EXEC),
+                    f.contains(VmFlags::SHARED),
+                ],
+                offset,
+                dev,
+                inode,
+                path,
+            });
+        }
+        out.extend(kernel.iter().map(|l| (*l).clone()));
+        out
+    }
+}
+
+/// Whether mm-core would merge `b` into `a` if both were mapped as they look.
+fn would_merge(a: &MapsLine, b: &MapsLine) -> bool {
+    let backing = if a.is_anonymous() || b.is_anonymous() {
+        a.is_anonymous() && b.is_anonymous()
+    } else {
+        a.path == b.path && a.inode == b.inode && a.offset + (a.end - a.start) == b.offset
+    };
+    a.end == b.start && a.perms == b.perms && backing
+}
+
+/// Linux's and mm-core's outcomes agree (both succeeded or both failed).
+fn expect_same(what: &str, got: Result<(), String>, linux_failed: bool) -> Result<(), String> {
+    match (got, linux_failed) {
+        (Ok(()), false) | (Err(_), true) => Ok(()),
+        (Ok(()), true) => Err(format!("{what} failed in Linux but succeeded in mm-core")),
+        (Err(e), false) => Err(format!(
+            "{what} succeeded in Linux but failed in mm-core: {e}"
+        )),
+    }
+}

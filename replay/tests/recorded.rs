@@ -1,0 +1,29 @@
+//! Recorded real programs (tests/replay/, made by record.sh) replay to exactly Linux's maps.
+
+use mm_replay::{maps, replay, trace};
+
+/// Replays fixture `name` and returns the first difference from Linux's AFTER snapshot, if any.
+fn replay_fixture(name: &str) -> Result<replay::Replayed, String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay");
+    let read =
+        |ext: &str| std::fs::read_to_string(format!("{dir}/{name}.{ext}")).expect("fixture file");
+    let before = maps::parse_maps(&read("before.maps")).expect("BEFORE parses");
+    let after = maps::parse_maps(&read("after.maps")).expect("AFTER parses");
+    let t = trace::parse_trace(&read("trace")).expect("trace parses");
+    let out = replay::replay(&before, &t, &after).map_err(|e| e.to_string())?;
+    maps::compare(&out.maps, &after).map_err(|m| m.to_string())?;
+    Ok(out)
+}
+
+#[test]
+#[ignore = "mm-core has no VM_ACCOUNT: a RELRO range mprotected read-only merges with the r--p segment below it, which Linux keeps apart"]
+fn python_starting_up_replays_to_linuxs_maps() {
+    let out = replay_fixture("python3").unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.applied > 90, "applied only {}", out.applied);
+}
+
+#[test]
+fn ls_of_the_root_directory_replays_to_linuxs_maps() {
+    let out = replay_fixture("ls").unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.applied > 5, "applied only {}", out.applied);
+}

@@ -1,0 +1,188 @@
+//! Synthetic MAP_FIXED sequences and their final maps, hand-checked against Linux's rules: adjacent
+//! anonymous private mappings with equal flags merge, file mappings merge only with contiguous
+//! offsets, mprotect or munmap in the middle of a VMA splits it.
+
+use mm_replay::{maps, replay, trace};
+
+const A: u64 = 0x7f00_0000_0000;
+
+/// Replays `calls` (strace lines, `{A}` standing for the base address) on `before` and returns the
+/// final maps as text without the padding.
+fn run(before: &str, calls: &str) -> Result<Vec<String>, replay::ReplayError> {
+    let before = maps::parse_maps(before).expect("before parses");
+    let t = trace::parse_trace(calls).expect("trace parses");
+    let out = replay::replay(&before, &t, &[])?;
+    Ok(out
+        .maps
+        .iter()
+        .map(|l| {
+            l.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect())
+}
+
+fn anon(at: u64, pages: u64, prot: &str) -> String {
+    format!(
+        "1 mmap({at:#x}, {}, {prot}, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, -1, 0) = {at:#x}\n",
+        pages * 4096
+    )
+}
+
+#[test]
+fn adjacent_anonymous_mappings_with_equal_flags_merge_into_one() {
+    let calls = anon(A, 2, "PROT_READ|PROT_WRITE") + &anon(A + 0x2000, 1, "PROT_READ|PROT_WRITE");
+    let got = run("", &calls).expect("replays");
+    assert_eq!(got, ["7f0000000000-7f0000003000 rw-p 00000000 00:00 0"]);
+}
+
+#[test]
+fn adjacent_anonymous_mappings_with_different_permissions_stay_apart() {
+    let calls = anon(A, 1, "PROT_READ") + &anon(A + 0x1000, 1, "PROT_READ|PROT_WRITE");
+    let got = run("", &calls).expect("replays");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], "7f0000000000-7f0000001000 r--p 00000000 00:00 0");
+}
+
+#[test]
+fn mprotect_in_the_middle_splits_in_three_and_undoing_it_merges_back() {
+    let split = anon(A, 4, "PROT_READ|PROT_WRITE")
+        + &format!("1 mprotect({:#x}, 8192, PROT_READ) = 0\n", A + 0x1000);
+    let got = run("", &split).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "7f0000000000-7f0000001000 rw-p 00000000 00:00 0",
+            "7f0000001000-7f0000003000 r--p 00000000 00:00 0",
+            "7f0000003000-7f0000004000 rw-p 00000000 00:00 0",
+        ]
+    );
+    let undo = split
+        + &format!(
+            "1 mprotect({:#x}, 8192, PROT_READ|PROT_WRITE) = 0\n",
+            A + 0x1000
+        );
+    let got = run("", &undo).expect("replays");
+    assert_eq!(got, ["7f0000000000-7f0000004000 rw-p 00000000 00:00 0"]);
+}
+
+#[test]
+fn munmap_in_the_middle_leaves_two_mappings_with_a_hole() {
+    let calls = anon(A, 4, "PROT_READ") + &format!("1 munmap({:#x}, 4096) = 0\n", A + 0x1000);
+    let got = run("", &calls).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "7f0000000000-7f0000001000 r--p 00000000 00:00 0",
+            "7f0000002000-7f0000004000 r--p 00000000 00:00 0",
+        ]
+    );
+}
+
+#[test]
+fn map_fixed_over_the_middle_of_a_file_mapping_keeps_the_tail_offset() {
+    let before = "7f0000000000-7f0000004000 r--p 00000000 08:01 77 /lib/x.so\n";
+    let got = run(before, &anon(A + 0x1000, 2, "PROT_READ")).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "7f0000000000-7f0000001000 r--p 00000000 08:01 77 /lib/x.so",
+            "7f0000001000-7f0000003000 r--p 00000000 00:00 0",
+            "7f0000003000-7f0000004000 r--p 00003000 08:01 77 /lib/x.so",
+        ]
+    );
+}
+
+#[test]
+fn file_mappings_merge_only_when_their_offsets_are_contiguous() {
+    let file = |at: u64, off: u64| {
+        format!("1 mmap({at:#x}, 4096, PROT_READ, MAP_PRIVATE|MAP_FIXED, 3</lib/x.so>, {off:#x}) = {at:#x}\n")
+    };
+    let got = run("", &(file(A, 0) + &file(A + 0x1000, 0x1000))).expect("replays");
+    assert_eq!(
+        got,
+        ["7f0000000000-7f0000002000 r--p 00000000 00:00 0 /lib/x.so"]
+    );
+    let got = run("", &(file(A, 0) + &file(A + 0x1000, 0x5000))).expect("replays");
+    assert_eq!(got.len(), 2, "{got:?}");
+}
+
+#[test]
+fn snapshot_neighbours_linux_kept_apart_stay_apart_when_seeded() {
+    let before = "7f0000000000-7f0000001000 r--p 00000000 08:01 7 /lib/x.so\n\
+                  7f0000001000-7f0000002000 r--p 00001000 08:01 7 /lib/x.so\n\
+                  7f0000002000-7f0000003000 rw-p 00000000 00:00 0\n\
+                  7f0000003000-7f0000004000 rw-p 00000000 00:00 0\n";
+    let got = run(before, "").expect("replays");
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(
+        got[1],
+        "7f0000001000-7f0000002000 r--p 00001000 08:01 7 /lib/x.so"
+    );
+}
+
+#[test]
+fn brk_grows_and_shrinks_the_heap_from_where_linux_put_it() {
+    let calls = "1 brk(NULL) = 0x555500000000\n\
+                 1 brk(0x555500021000) = 0x555500021000\n\
+                 1 brk(0x555500010000) = 0x555500010000\n";
+    let got = run("", calls).expect("replays");
+    assert_eq!(
+        got,
+        ["555500000000-555500010000 rw-p 00000000 00:00 0 [heap]"]
+    );
+}
+
+#[test]
+fn mremap_grows_in_place_and_moves() {
+    let calls = anon(A, 1, "PROT_READ|PROT_WRITE")
+        + &format!("1 mremap({A:#x}, 4096, 8192, 0) = {A:#x}\n")
+        + &format!(
+            "1 mremap({A:#x}, 8192, 12288, MREMAP_MAYMOVE|MREMAP_FIXED, {:#x}) = {:#x}\n",
+            A + 0x10_0000,
+            A + 0x10_0000
+        );
+    let got = run("", &calls).expect("replays");
+    assert_eq!(got, ["7f0000100000-7f0000103000 rw-p 00000000 00:00 0"]);
+}
+
+#[test]
+fn a_call_that_failed_in_linux_must_fail_in_mm_core() {
+    let calls = anon(A, 1, "PROT_READ")
+        + &format!(
+            "1 munmap({:#x}, 4096) = -1 EINVAL (Invalid argument)\n",
+            A + 1
+        );
+    assert!(run("", &calls).is_ok());
+    let wrong = anon(A, 1, "PROT_READ") + &format!("1 munmap({:#x}, 4096) = 0\n", A + 1);
+    assert!(matches!(
+        run("", &wrong),
+        Err(replay::ReplayError::Diverged { line: 2, .. })
+    ));
+}
+
+#[test]
+fn a_low_non_pie_layout_that_cannot_be_shifted_is_refused() {
+    let before = "00400000-00401000 r-xp 00000000 08:01 9 /bin/x\n\
+                  7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0 [stack]\n";
+    assert!(matches!(
+        run(before, ""),
+        Err(replay::ReplayError::DoesNotFit { .. })
+    ));
+}
+
+#[test]
+fn a_low_layout_is_shifted_into_mm_cores_range_and_printed_at_its_own_addresses() {
+    let before = "00400000-00402000 r-xp 00000000 08:01 9 /bin/x\n";
+    let calls = "1 mprotect(0x401000, 4096, PROT_READ) = 0\n";
+    let got = run(before, calls).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "00400000-00401000 r-xp 00000000 08:01 9 /bin/x",
+            "00401000-00402000 r--p 00001000 08:01 9 /bin/x",
+        ]
+    );
+}
