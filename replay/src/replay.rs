@@ -24,6 +24,12 @@ use mm_core::{Kernel, VirtAddr};
 use crate::maps::MapsLine;
 use crate::trace::{Call, Event, Outcome, Trace};
 
+mod hidden;
+use hidden::{VM_ACCOUNT, VM_NORESERVE};
+
+/// Linux's `MAP_NORESERVE`.
+const MAP_NORESERVE: u64 = 0x4000;
+
 /// Why a replay stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
@@ -282,6 +288,14 @@ impl Replay<'_, '_> {
                 .mprotect(self.k, at, len, prot)
                 .map_err(|e| e.to_string())?;
         }
+        // The snapshot cannot say which VMAs Linux accounted; private writable ones almost always
+        // are (the exceptions were mapped MAP_NORESERVE). Lines stay apart, so set it in place.
+        if l.perms[1] && !l.perms[3] {
+            if let Some(v) = self.mm.vma_at(at) {
+                let v = v.get();
+                v.vm_flags.set(v.vm_flags.get() | VM_ACCOUNT);
+            }
+        }
         if l.path == "[heap]" {
             self.mm.set_brk_base(at);
             self.mm.raw().brk.set(l.end + self.offset);
@@ -373,6 +387,12 @@ impl Replay<'_, '_> {
                 if got != at {
                     return Err(format!("mmap returned {:#x}, Linux {ret:#x}", got.0 - off));
                 }
+                let shared = mf.contains(MapFlags::SHARED) && file.is_some();
+                let bits = Self::mmap_hidden(shared, prot, flags & MAP_NORESERVE != 0);
+                if bits != 0 {
+                    let end = VirtAddr(at.0.saturating_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE));
+                    self.add_hidden(at, end, bits);
+                }
             }
             Call::Munmap { addr, len } => {
                 let got = self.mm.munmap(k, VirtAddr(addr.wrapping_add(off)), *len);
@@ -382,10 +402,15 @@ impl Replay<'_, '_> {
                 if prot & !7 != 0 {
                     self.note("mprotect's PROT_GROWSDOWN/UP/SEM bits ignored");
                 }
-                let got =
-                    self.mm
-                        .mprotect(k, VirtAddr(addr.wrapping_add(off)), *len, Prot(prot & 7));
+                let start = VirtAddr(addr.wrapping_add(off));
+                let end = VirtAddr(start.0.saturating_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE));
+                let before = self.pieces(start, end);
+                let got = self.mm.mprotect(k, start, *len, Prot(prot & 7));
+                let ok = got.is_ok();
                 expect_same("mprotect", got.map_err(|e| e.to_string()), failed)?;
+                if ok {
+                    self.mprotect_hidden(&before, Prot(prot & 7));
+                }
             }
             Call::Brk { addr } => return self.brk(*addr, linux),
             Call::Mremap { .. } => return self.mremap(&ev.call, linux),
@@ -433,9 +458,12 @@ impl Replay<'_, '_> {
             self.applied += 1;
             return Ok(());
         }
-        self.mm
+        let old = VirtAddr(self.mm.raw().brk.get());
+        let new = self
+            .mm
             .brk(self.k, VirtAddr(addr.wrapping_add(off)))
             .map_err(|e| format!("brk({addr:#x}) failed in mm-core: {e}"))?;
+        self.brk_hidden(old, new);
         self.applied += 1;
         Ok(())
     }
@@ -467,6 +495,7 @@ impl Replay<'_, '_> {
             .ok_or_else(|| format!("mremap of {old_addr:#x}, unmapped in mm-core"))?;
         let v = vma.get();
         let vflags = v.flags();
+        let hidden = vflags.0 & (VM_ACCOUNT | VM_NORESERVE);
         let prot = Prot(vflags.0 & VmFlags::ACCESS.0);
         let file = v.file();
         let pgoff_at = |a: VirtAddr| v.pgoff() + ((a - v.start()) >> PAGE_SHIFT);
@@ -493,12 +522,14 @@ impl Replay<'_, '_> {
                 self.mm
                     .mmap(k, tail, new_len - old_len, prot, mf, file, pgoff)
                     .map_err(|e| err(&e))?;
+                self.add_hidden(tail, old + new_len, hidden);
             }
         } else {
             let pgoff = pgoff_at(old);
             self.mm
                 .mmap(k, new, new_len, prot, mf, file, pgoff)
                 .map_err(|e| err(&e))?;
+            self.add_hidden(new, new + new_len, hidden);
             if flags & 4 == 0 {
                 self.mm.munmap(k, old, old_len).map_err(|e| err(&e))?;
             } else {

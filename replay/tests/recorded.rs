@@ -16,7 +16,6 @@ fn replay_fixture(name: &str) -> Result<replay::Replayed, String> {
 }
 
 #[test]
-#[ignore = "mm-core has no VM_ACCOUNT: a RELRO range mprotected read-only merges with the r--p segment below it, which Linux keeps apart"]
 fn python_starting_up_replays_to_linuxs_maps() {
     let out = replay_fixture("python3").unwrap_or_else(|e| panic!("{e}"));
     assert!(out.applied > 90, "applied only {}", out.applied);

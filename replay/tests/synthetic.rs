@@ -186,3 +186,46 @@ fn a_low_layout_is_shifted_into_mm_cores_range_and_printed_at_its_own_addresses(
         ]
     );
 }
+
+#[test]
+fn a_relro_range_made_read_only_stays_apart_from_the_read_only_segment_below() {
+    // ld.so maps a library's data rw-p (accounted, VM_ACCOUNT), then mprotects its RELRO part
+    // read-only: VM_ACCOUNT stays, so Linux never merges it with the r--p segment before it.
+    let file = |at: u64, len: u64, prot: &str, off: u64| {
+        format!("1 mmap({at:#x}, {len}, {prot}, MAP_PRIVATE|MAP_FIXED|MAP_DENYWRITE, 3</lib/y.so>, {off:#x}) = {at:#x}\n")
+    };
+    let calls = file(A, 8192, "PROT_READ", 0)
+        + &file(A + 0x2000, 8192, "PROT_READ|PROT_WRITE", 0x2000)
+        + &format!("1 mprotect({:#x}, 4096, PROT_READ) = 0\n", A + 0x2000);
+    let got = run("", &calls).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "7f0000000000-7f0000002000 r--p 00000000 00:00 0 /lib/y.so",
+            "7f0000002000-7f0000003000 r--p 00002000 00:00 0 /lib/y.so",
+            "7f0000003000-7f0000004000 rw-p 00003000 00:00 0 /lib/y.so",
+        ]
+    );
+}
+
+#[test]
+fn a_noreserve_reservation_made_writable_stays_apart_from_accounted_memory() {
+    // glibc's arenas: PROT_NONE + MAP_NORESERVE, then mprotect RW: VM_NORESERVE, no VM_ACCOUNT,
+    // so the piece does not merge with an ordinary accounted rw-p mapping right below it.
+    let calls = anon(A, 1, "PROT_READ|PROT_WRITE")
+        + &format!(
+            "1 mmap({:#x}, 16384, PROT_NONE, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0) = {:#x}\n",
+            A + 0x1000,
+            A + 0x1000
+        )
+        + &format!("1 mprotect({:#x}, 4096, PROT_READ|PROT_WRITE) = 0\n", A + 0x1000);
+    let got = run("", &calls).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "7f0000000000-7f0000001000 rw-p 00000000 00:00 0",
+            "7f0000001000-7f0000002000 rw-p 00000000 00:00 0",
+            "7f0000002000-7f0000005000 ---p 00000000 00:00 0",
+        ]
+    );
+}
