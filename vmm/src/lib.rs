@@ -19,11 +19,13 @@
 //! - [`report`]: the probes' end-of-run summary and JSON report.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: the boot-time benchmark against the bare KVM floor.
+//! - [`campaign`]: one scenario over many seeds in parallel `vmm run` children, sharded and merged.
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod arch;
 pub mod bench;
+pub mod campaign;
 pub mod cli;
 pub mod devices;
 pub mod loader;

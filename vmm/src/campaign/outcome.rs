@@ -1,0 +1,267 @@
+//! What became of one seed: read from the child's exit status and its `--report` JSON.
+
+use serde_json::{json, Value};
+use std::fmt;
+
+/// The probe checks, in the order of the per-check counts.
+pub const CHECKS: [&str; 4] = ["P1", "P2", "P3", "P4"];
+
+/// How a seed's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The guest passed and the probes found nothing.
+    Passed,
+    /// The probes found violations of the ordering rule.
+    Violation,
+    /// The guest failed (abort, exception, triple fault, probe walk error, …).
+    GuestFailure,
+    /// The guest's watchdog stopped it, or the campaign killed the child.
+    Timeout,
+    /// The child could not be run or left no usable report.
+    Error,
+}
+
+impl Kind {
+    /// Every kind, in table order.
+    pub const ALL: [Kind; 5] = [
+        Kind::Passed,
+        Kind::Violation,
+        Kind::GuestFailure,
+        Kind::Timeout,
+        Kind::Error,
+    ];
+
+    /// The name used in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Passed => "passed",
+            Kind::Violation => "violation",
+            Kind::GuestFailure => "guest-failure",
+            Kind::Timeout => "timeout",
+            Kind::Error => "error",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One seed's result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeedOutcome {
+    /// The seed.
+    pub seed: u64,
+    /// How it ended.
+    pub kind: Kind,
+    /// Violations found, per check P1..P4.
+    pub violations: [u64; 4],
+    /// The failure in one line (the guest's, the probes', or why the child could not run).
+    pub detail: Option<String>,
+    /// Wall time of the child, in seconds.
+    pub secs: f64,
+}
+
+impl SeedOutcome {
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "seed": self.seed,
+            "outcome": self.kind.name(),
+            "violations": checks_json(&self.violations),
+            "detail": self.detail,
+            "secs": self.secs,
+        })
+    }
+
+    /// From [`SeedOutcome::to_json`]'s output.
+    pub fn from_json(v: &Value) -> Result<SeedOutcome, String> {
+        let seed = v["seed"].as_u64().ok_or("an outcome has no seed")?;
+        let kind = v["outcome"]
+            .as_str()
+            .and_then(Kind::from_name)
+            .ok_or_else(|| format!("seed {seed} has no known outcome"))?;
+        Ok(SeedOutcome {
+            seed,
+            kind,
+            violations: checks_from_json(&v["violations"]),
+            detail: v["detail"].as_str().map(str::to_string),
+            secs: v["secs"].as_f64().unwrap_or(0.0),
+        })
+    }
+}
+
+/// Per-check counts as `{ "P1": n, … }`.
+pub fn checks_json(counts: &[u64; 4]) -> Value {
+    json!({ "P1": counts[0], "P2": counts[1], "P3": counts[2], "P4": counts[3] })
+}
+
+/// Reads `{ "P1": n, … }`, missing checks as 0.
+pub fn checks_from_json(v: &Value) -> [u64; 4] {
+    CHECKS.map(|c| v[c].as_u64().unwrap_or(0))
+}
+
+/// How the child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildExit {
+    /// It exited with this code (`None`: killed by a signal).
+    Exited(Option<i32>),
+    /// The campaign killed it after its timeout.
+    Killed,
+}
+
+/// Classifies a child `vmm run` from how it exited, its report (or why there is none) and the last
+/// line it wrote on stderr.
+pub fn classify(
+    exit: ChildExit,
+    report: Result<Value, String>,
+    stderr_tail: &str,
+) -> (Kind, [u64; 4], Option<String>) {
+    let code = match exit {
+        ChildExit::Killed => {
+            return (
+                Kind::Timeout,
+                [0; 4],
+                Some("killed by the campaign's timeout".into()),
+            )
+        }
+        ChildExit::Exited(code) => code,
+    };
+    let why = |what: String| {
+        let tail = stderr_tail.trim();
+        if tail.is_empty() {
+            what
+        } else {
+            format!("{what}: {tail}")
+        }
+    };
+    let report = match (code, report) {
+        (Some(0 | 1), Ok(report)) => report,
+        (Some(0 | 1), Err(e)) => return (Kind::Error, [0; 4], Some(why(e))),
+        (Some(code), _) => return (Kind::Error, [0; 4], Some(why(format!("exit {code}")))),
+        (None, _) => return (Kind::Error, [0; 4], Some(why("killed by a signal".into()))),
+    };
+    let mut violations = [0; 4];
+    for v in report["violations"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+    {
+        if let Some(i) = CHECKS.iter().position(|&c| v["check"] == c) {
+            violations[i] += 1;
+        }
+    }
+    let failure = report["failure"].as_str().map(str::to_string);
+    let passed = report["passed"].as_bool() == Some(true);
+    let kind = if violations.iter().any(|&n| n > 0) {
+        Kind::Violation
+    } else if failure
+        .as_deref()
+        .is_some_and(|f| f.starts_with("watchdog"))
+    {
+        Kind::Timeout
+    } else if failure.is_some() {
+        Kind::GuestFailure
+    } else if passed && code == Some(0) {
+        Kind::Passed
+    } else {
+        return (
+            Kind::Error,
+            violations,
+            Some(why(format!(
+                "exit {code:?} but the report says passed={passed}"
+            ))),
+        );
+    };
+    // Only the first line: a triple fault appends a register dump.
+    let failure = failure.map(|f| f.lines().next().unwrap_or_default().to_string());
+    (kind, violations, failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(passed: bool, failure: Option<&str>, checks: &[&str]) -> Result<Value, String> {
+        let violations: Vec<Value> = checks.iter().map(|c| json!({ "check": c })).collect();
+        Ok(json!({ "passed": passed, "failure": failure, "violations": violations }))
+    }
+
+    #[test]
+    fn a_clean_report_with_exit_zero_is_a_pass() {
+        let (kind, counts, detail) =
+            classify(ChildExit::Exited(Some(0)), report(true, None, &[]), "");
+        assert_eq!((kind, counts, detail), (Kind::Passed, [0; 4], None));
+    }
+
+    #[test]
+    fn violations_are_counted_per_check() {
+        let r = report(
+            false,
+            Some("the probes found 3 violation(s)"),
+            &["P1", "P1", "P3"],
+        );
+        let (kind, counts, detail) = classify(ChildExit::Exited(Some(1)), r, "");
+        assert_eq!(kind, Kind::Violation);
+        assert_eq!(counts, [2, 0, 1, 0]);
+        assert_eq!(detail.as_deref(), Some("the probes found 3 violation(s)"));
+    }
+
+    #[test]
+    fn the_watchdog_is_a_timeout_and_other_failures_are_guest_failures() {
+        let watchdog = report(
+            false,
+            Some("watchdog: guest did not finish within 1.0 s"),
+            &[],
+        );
+        assert_eq!(
+            classify(ChildExit::Exited(Some(1)), watchdog, "").0,
+            Kind::Timeout
+        );
+        let fault = report(false, Some("guest triple fault on vCPU 0\n  rip=…"), &[]);
+        let (kind, _, detail) = classify(ChildExit::Exited(Some(1)), fault, "");
+        assert_eq!(kind, Kind::GuestFailure);
+        assert_eq!(detail.as_deref(), Some("guest triple fault on vCPU 0"));
+        assert_eq!(
+            classify(ChildExit::Killed, Err("no report".into()), "").0,
+            Kind::Timeout
+        );
+    }
+
+    #[test]
+    fn a_child_without_a_usable_report_is_an_error_naming_why() {
+        let (kind, _, detail) = classify(
+            ChildExit::Exited(Some(2)),
+            Err("no report".into()),
+            "vmm: bad flag\n",
+        );
+        assert_eq!(kind, Kind::Error);
+        assert_eq!(detail.as_deref(), Some("exit 2: vmm: bad flag"));
+        let (kind, _, _) = classify(ChildExit::Exited(Some(1)), Err("no report".into()), "");
+        assert_eq!(kind, Kind::Error);
+        let (kind, _, _) = classify(ChildExit::Exited(Some(1)), report(true, None, &[]), "");
+        assert_eq!(
+            kind,
+            Kind::Error,
+            "exit 1 with a passing report is inconsistent"
+        );
+    }
+
+    #[test]
+    fn an_outcome_survives_a_json_round_trip() {
+        let o = SeedOutcome {
+            seed: 7,
+            kind: Kind::Violation,
+            violations: [1, 2, 3, 4],
+            detail: Some("x".into()),
+            secs: 0.5,
+        };
+        assert_eq!(SeedOutcome::from_json(&o.to_json()), Ok(o));
+    }
+}

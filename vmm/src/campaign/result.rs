@@ -1,0 +1,258 @@
+//! A campaign's result: the outcome of every seed, its tally, and its JSON form.
+
+use super::outcome::{checks_json, Kind, SeedOutcome};
+use super::spec::{SeedRange, Shard};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Names the JSON format, so a merge refuses files that are something else.
+pub const FORMAT: &str = "vmm-campaign/1";
+
+/// `vmm run`'s default `--timeout`, left out of reproduction commands ([`CampaignResult::repro`]).
+pub const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
+
+/// Everything a campaign (or a merge of shards) found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CampaignResult {
+    /// The scenario every seed ran.
+    pub scenario: String,
+    /// The ordering variant every seed ran under.
+    pub variant: String,
+    /// The seed range asked for (after a merge: the smallest range holding every part's).
+    pub seeds: SeedRange,
+    /// The shards that ran; empty when the whole range ran in one campaign.
+    pub shards: Vec<Shard>,
+    /// Children run at once (after a merge: the most any part used).
+    pub jobs: usize,
+    /// Each run's watchdog, in seconds (after a merge: the longest any part used).
+    pub timeout_secs: f64,
+    /// Wall time of the campaign (after a merge: the sum of the parts').
+    pub wall_secs: f64,
+    /// One per seed run, by seed.
+    pub outcomes: Vec<SeedOutcome>,
+}
+
+/// Counts over a campaign's outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Seeds run.
+    pub runs: u64,
+    /// Seeds per [`Kind`], in [`Kind::ALL`] order.
+    pub by_kind: [u64; 5],
+    /// Violations found per check P1..P4, over all seeds.
+    pub violations: [u64; 4],
+    /// Seeds with at least one violation of each check.
+    pub seeds_by_check: [u64; 4],
+}
+
+impl Tally {
+    /// Seeds of `kind`.
+    pub fn of(&self, kind: Kind) -> u64 {
+        self.by_kind[Kind::ALL.iter().position(|&k| k == kind).unwrap_or(0)]
+    }
+
+    /// Seeds that did not pass.
+    pub fn failed(&self) -> u64 {
+        self.runs - self.of(Kind::Passed)
+    }
+}
+
+impl CampaignResult {
+    /// Counts the outcomes.
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        for o in &self.outcomes {
+            t.runs += 1;
+            t.by_kind[Kind::ALL.iter().position(|&k| k == o.kind).unwrap_or(0)] += 1;
+            for (i, &n) in o.violations.iter().enumerate() {
+                t.violations[i] += n;
+                t.seeds_by_check[i] += u64::from(n > 0);
+            }
+        }
+        t
+    }
+
+    /// Seeds the campaign should have run: those of the range its shards take.
+    pub fn expected(&self) -> u64 {
+        if self.shards.is_empty() {
+            return self.seeds.len();
+        }
+        self.seeds
+            .seeds(None)
+            .filter(|&s| self.shards.iter().any(|sh| sh.takes(s)))
+            .count() as u64
+    }
+
+    /// Campaign throughput: runs per minute of wall time.
+    pub fn runs_per_minute(&self) -> f64 {
+        if self.wall_secs > 0.0 {
+            self.outcomes.len() as f64 * 60.0 / self.wall_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The lowest failing seed: the same one whatever order the children finished in.
+    pub fn first_failure(&self) -> Option<&SeedOutcome> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.kind != Kind::Passed)
+            .min_by_key(|o| o.seed)
+    }
+
+    /// Everything, per-seed outcomes included, as JSON.
+    pub fn to_json(&self, program: &str) -> Value {
+        let t = self.tally();
+        let by_kind: BTreeMap<&str, u64> = Kind::ALL.iter().map(|&k| (k.name(), t.of(k))).collect();
+        json!({
+            "format": FORMAT,
+            "scenario": self.scenario,
+            "variant": self.variant,
+            "seeds": { "start": self.seeds.start, "end": self.seeds.end },
+            "shards": self.shards.iter().map(Shard::to_string).collect::<Vec<_>>(),
+            "jobs": self.jobs,
+            "timeout_secs": self.timeout_secs,
+            "wall_secs": self.wall_secs,
+            "runs_per_minute": self.runs_per_minute(),
+            "runs": t.runs,
+            "passed": t.of(Kind::Passed),
+            "failed": t.failed(),
+            "by_outcome": by_kind,
+            "violations": checks_json(&t.violations),
+            "seeds_with_violations": checks_json(&t.seeds_by_check),
+            "first_failure": self.first_failure().map(|o| json!({
+                "seed": o.seed,
+                "outcome": o.kind.name(),
+                "detail": o.detail,
+                "repro": self.repro(program, o.seed),
+            })),
+            "outcomes": self.outcomes.iter().map(SeedOutcome::to_json).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Reads [`CampaignResult::to_json`]'s output back; the tallies are recomputed from the
+    /// outcomes.
+    pub fn from_json(v: &Value) -> Result<CampaignResult, String> {
+        if v["format"] != FORMAT {
+            return Err(format!(
+                "not a campaign result (no \"format\": \"{FORMAT}\")"
+            ));
+        }
+        let text = |key: &str| {
+            v[key]
+                .as_str()
+                .map(str::to_string)
+                .ok_or(format!("no \"{key}\""))
+        };
+        let seeds = SeedRange {
+            start: v["seeds"]["start"].as_u64().ok_or("no seeds.start")?,
+            end: v["seeds"]["end"].as_u64().ok_or("no seeds.end")?,
+        };
+        let shards = v["shards"]
+            .as_array()
+            .ok_or("no \"shards\"")?
+            .iter()
+            .map(|s| Shard::parse(s.as_str().unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut outcomes = v["outcomes"]
+            .as_array()
+            .ok_or("no \"outcomes\"")?
+            .iter()
+            .map(SeedOutcome::from_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        outcomes.sort_by_key(|o| o.seed);
+        Ok(CampaignResult {
+            scenario: text("scenario")?,
+            variant: text("variant")?,
+            seeds,
+            shards,
+            jobs: v["jobs"].as_u64().unwrap_or(0) as usize,
+            timeout_secs: v["timeout_secs"].as_f64().unwrap_or(DEFAULT_TIMEOUT_SECS),
+            wall_secs: v["wall_secs"].as_f64().unwrap_or(0.0),
+            outcomes,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(crate) fn outcome(seed: u64, kind: Kind, violations: [u64; 4]) -> SeedOutcome {
+        SeedOutcome {
+            seed,
+            kind,
+            violations,
+            detail: None,
+            secs: 0.05,
+        }
+    }
+
+    pub(crate) fn result(
+        variant: &str,
+        shard: Option<Shard>,
+        outcomes: Vec<SeedOutcome>,
+    ) -> CampaignResult {
+        CampaignResult {
+            scenario: "munmap-whole".into(),
+            variant: variant.into(),
+            seeds: SeedRange { start: 0, end: 4 },
+            shards: shard.into_iter().collect(),
+            jobs: 2,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            wall_secs: 1.0,
+            outcomes,
+        }
+    }
+
+    #[test]
+    fn the_tally_counts_kinds_and_violations_per_check() {
+        let r = result(
+            "correct",
+            None,
+            vec![
+                outcome(0, Kind::Passed, [0; 4]),
+                outcome(1, Kind::Violation, [2, 1, 0, 0]),
+                outcome(2, Kind::Violation, [3, 0, 0, 0]),
+                outcome(3, Kind::Timeout, [0; 4]),
+            ],
+        );
+        let t = r.tally();
+        assert_eq!((t.runs, t.of(Kind::Passed), t.failed()), (4, 1, 3));
+        assert_eq!(t.of(Kind::Violation), 2);
+        assert_eq!(t.violations, [5, 1, 0, 0]);
+        assert_eq!(t.seeds_by_check, [2, 1, 0, 0]);
+        assert_eq!(r.runs_per_minute(), 240.0);
+    }
+
+    #[test]
+    fn the_first_failure_is_the_lowest_failing_seed() {
+        let r = result(
+            "correct",
+            None,
+            vec![
+                outcome(3, Kind::Error, [0; 4]),
+                outcome(0, Kind::Passed, [0; 4]),
+                outcome(2, Kind::GuestFailure, [0; 4]),
+            ],
+        );
+        assert_eq!(r.first_failure().map(|o| o.seed), Some(2));
+    }
+
+    #[test]
+    fn a_result_survives_a_json_round_trip() {
+        let r = result(
+            "correct",
+            Some(Shard { index: 1, count: 2 }),
+            vec![
+                outcome(1, Kind::Passed, [0; 4]),
+                outcome(3, Kind::Violation, [1, 0, 0, 2]),
+            ],
+        );
+        let json = r.to_json("vmm");
+        assert_eq!(json["first_failure"]["seed"], 3);
+        assert_eq!(json["by_outcome"]["violation"], 1);
+        assert_eq!(CampaignResult::from_json(&json), Ok(r));
+        assert!(CampaignResult::from_json(&json!({ "passed": true })).is_err());
+    }
+}

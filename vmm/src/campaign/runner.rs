@@ -1,0 +1,221 @@
+//! Runs a campaign: one `vmm run` child per seed, up to `jobs` at once, each under a timeout.
+//!
+//! Workers take the next seed from a shared counter, run the child with its console discarded and
+//! its stderr in a file, and send the outcome to the calling thread, which reports progress.
+
+use super::outcome::{classify, ChildExit, Kind, SeedOutcome};
+use super::result::CampaignResult;
+use super::spec::{SeedRange, Shard};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long past its own watchdog a child may take to exit before the campaign kills it.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How often a worker checks whether its child has exited.
+const POLL: Duration = Duration::from_millis(1);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct CampaignConfig {
+    /// The `vmm` executable the children run.
+    pub vmm: PathBuf,
+    /// Scenario name.
+    pub scenario: String,
+    /// Ordering variant name.
+    pub variant: String,
+    /// The seeds.
+    pub seeds: SeedRange,
+    /// Only the seeds of this shard.
+    pub shard: Option<Shard>,
+    /// Children at once.
+    pub jobs: usize,
+    /// Each child's watchdog (`vmm run --timeout`); the campaign kills it [`KILL_GRACE`] later.
+    pub timeout: Duration,
+}
+
+/// Why a campaign could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    /// The directory for the children's reports could not be made.
+    #[error("cannot create a temporary directory {path}: {source}")]
+    TempDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the campaign, reporting progress on stderr.
+pub fn run_campaign(config: &CampaignConfig) -> Result<CampaignResult, CampaignError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("vmm-campaign-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| CampaignError::TempDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let seeds: Vec<u64> = config.seeds.seeds(config.shard).collect();
+    let started = Instant::now();
+    let mut progress = Progress::new(seeds.len() as u64);
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel();
+    let mut outcomes = Vec::with_capacity(seeds.len());
+    std::thread::scope(|scope| {
+        for _ in 0..config.jobs.max(1).min(seeds.len().max(1)) {
+            let tx = tx.clone();
+            let (next, seeds, dir) = (&next, &seeds, &dir);
+            scope.spawn(move || {
+                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if tx.send(run_seed(config, dir, seed)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for outcome in rx {
+            progress.record(&outcome, started.elapsed());
+            outcomes.push(outcome);
+        }
+    });
+    progress.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    outcomes.sort_by_key(|o| o.seed);
+    Ok(CampaignResult {
+        scenario: config.scenario.clone(),
+        variant: config.variant.clone(),
+        seeds: config.seeds,
+        shards: config.shard.into_iter().collect(),
+        jobs: config.jobs,
+        timeout_secs: config.timeout.as_secs_f64(),
+        wall_secs: started.elapsed().as_secs_f64(),
+        outcomes,
+    })
+}
+
+/// Runs `vmm run` for one seed and classifies how it ended.
+fn run_seed(config: &CampaignConfig, dir: &Path, seed: u64) -> SeedOutcome {
+    let report = dir.join(format!("report-{seed}.json"));
+    let stderr_path = dir.join(format!("stderr-{seed}.txt"));
+    let started = Instant::now();
+    let exit = spawn_and_wait(config, seed, &report, &stderr_path);
+    let secs = started.elapsed().as_secs_f64();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let tail = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let (kind, violations, detail) = match exit {
+        Err(e) => (
+            Kind::Error,
+            [0; 4],
+            Some(format!("cannot run {}: {e}", config.vmm.display())),
+        ),
+        Ok(exit) => {
+            let json = std::fs::read_to_string(&report)
+                .map_err(|e| format!("no report ({e})"))
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("bad report ({e})")));
+            classify(exit, json, tail)
+        }
+    };
+    let _ = std::fs::remove_file(&report);
+    let _ = std::fs::remove_file(&stderr_path);
+    log::debug!("seed {seed}: {kind} in {:.1} ms", secs * 1e3);
+    SeedOutcome {
+        seed,
+        kind,
+        violations,
+        detail,
+        secs,
+    }
+}
+
+fn spawn_and_wait(
+    config: &CampaignConfig,
+    seed: u64,
+    report: &Path,
+    stderr: &Path,
+) -> std::io::Result<ChildExit> {
+    let mut child = Command::new(&config.vmm)
+        .args([
+            "run",
+            "--scenario",
+            &config.scenario,
+            "--variant",
+            &config.variant,
+        ])
+        .args(["--seed", &seed.to_string()])
+        .args(["--timeout", &config.timeout.as_secs_f64().to_string()])
+        .arg("--report")
+        .arg(report)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr)?)
+        .spawn()?;
+    let deadline = Instant::now() + config.timeout + KILL_GRACE;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(ChildExit::Exited(status.code()));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(ChildExit::Killed);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The progress line: rewritten in place on a terminal, otherwise one line per tenth.
+struct Progress {
+    total: u64,
+    done: u64,
+    failed: u64,
+    tty: bool,
+    tenths_shown: u64,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        Progress {
+            total,
+            done: 0,
+            failed: 0,
+            tty: std::io::stderr().is_terminal(),
+            tenths_shown: 0,
+        }
+    }
+
+    fn record(&mut self, outcome: &SeedOutcome, elapsed: Duration) {
+        self.done += 1;
+        self.failed += u64::from(outcome.kind != Kind::Passed);
+        let rate = self.done as f64 * 60.0 / elapsed.as_secs_f64().max(1e-9);
+        let line = format!(
+            "campaign: {}/{} seeds, {} failed, {rate:.0} runs/min",
+            self.done, self.total, self.failed
+        );
+        if self.tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            let tenths = self.done * 10 / self.total.max(1);
+            if tenths > self.tenths_shown {
+                self.tenths_shown = tenths;
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty && self.done > 0 {
+            eprintln!();
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! What a campaign covers: the seed range (`A..B` or `A`) and the shard (`K/N`) a runner takes.
+
+use std::fmt;
+
+/// Seeds `start` up to but not including `end`, like Rust's `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedRange {
+    /// First seed.
+    pub start: u64,
+    /// One past the last seed.
+    pub end: u64,
+}
+
+impl SeedRange {
+    /// Parses `A..B` (A up to B-1) or a single seed `A`; an empty range is an error.
+    pub fn parse(s: &str) -> Result<SeedRange, String> {
+        let number = |part: &str| {
+            part.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("'{part}' is not a seed (expected A..B or A)"))
+        };
+        let range = match s.split_once("..") {
+            None => {
+                let start = number(s)?;
+                let end = start
+                    .checked_add(1)
+                    .ok_or_else(|| "seed too large".to_string())?;
+                SeedRange { start, end }
+            }
+            Some((a, b)) => SeedRange {
+                start: number(a)?,
+                end: number(b)?,
+            },
+        };
+        if range.end <= range.start {
+            return Err(format!(
+                "{}..{} is empty (A..B runs A up to B-1, so B must be more than A)",
+                range.start, range.end
+            ));
+        }
+        Ok(range)
+    }
+
+    /// The seeds of this range that `shard` takes, in order.
+    pub fn seeds(self, shard: Option<Shard>) -> impl Iterator<Item = u64> {
+        (self.start..self.end).filter(move |&seed| shard.is_none_or(|s| s.takes(seed)))
+    }
+
+    /// How many seeds the range holds.
+    pub fn len(self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Never true: [`SeedRange::parse`] refuses empty ranges.
+    pub fn is_empty(self) -> bool {
+        self.end <= self.start
+    }
+}
+
+impl fmt::Display for SeedRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+/// Shard `index` of `count`: the seeds with `seed % count == index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// K, from 0 to `count - 1`.
+    pub index: u64,
+    /// N, at least 1.
+    pub count: u64,
+}
+
+impl Shard {
+    /// Parses `K/N` with 1 ≤ N and 0 ≤ K < N.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let (k, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("'{s}' is not a shard (expected K/N, e.g. 0/4)"))?;
+        let number = |part: &str| {
+            part.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("'{part}' is not a number (expected K/N, e.g. 0/4)"))
+        };
+        let (index, count) = (number(k)?, number(n)?);
+        if count == 0 {
+            return Err("N must be at least 1 in K/N".into());
+        }
+        if index >= count {
+            return Err(format!(
+                "shard {index}/{count}: K must be less than N (0 to {})",
+                count - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// True when this shard runs `seed`.
+    pub fn takes(self, seed: u64) -> bool {
+        seed % self.count == self.index
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_runs_from_a_up_to_b_minus_one() {
+        let r = SeedRange::parse("3..7").unwrap();
+        assert_eq!(r.seeds(None).collect::<Vec<_>>(), [3, 4, 5, 6]);
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.to_string(), "3..7");
+    }
+
+    #[test]
+    fn a_single_seed_is_a_range_of_one() {
+        let r = SeedRange::parse("42").unwrap();
+        assert_eq!(r, SeedRange { start: 42, end: 43 });
+        assert_eq!(r.seeds(None).collect::<Vec<_>>(), [42]);
+    }
+
+    #[test]
+    fn empty_backwards_and_malformed_ranges_are_refused() {
+        for bad in [
+            "5..3",
+            "3..3",
+            "..4",
+            "1..",
+            "a..b",
+            "",
+            "-1..2",
+            "18446744073709551615",
+        ] {
+            assert!(SeedRange::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(SeedRange::parse("5..3")
+            .unwrap_err()
+            .contains("5..3 is empty"));
+    }
+
+    #[test]
+    fn shards_need_k_below_n_and_n_at_least_one() {
+        assert_eq!(Shard::parse("1/4"), Ok(Shard { index: 1, count: 4 }));
+        assert_eq!(Shard::parse("0/1"), Ok(Shard { index: 0, count: 1 }));
+        for bad in ["3/2", "2/2", "0/0", "1", "a/2", "1/b", "-1/2"] {
+            assert!(Shard::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_shards_of_a_range_partition_it() {
+        let r = SeedRange::parse("0..10").unwrap();
+        let a: Vec<u64> = r.seeds(Some(Shard { index: 0, count: 3 })).collect();
+        let b: Vec<u64> = r.seeds(Some(Shard { index: 1, count: 3 })).collect();
+        let c: Vec<u64> = r.seeds(Some(Shard { index: 2, count: 3 })).collect();
+        assert_eq!(a, [0, 3, 6, 9]);
+        assert_eq!(b, [1, 4, 7]);
+        assert_eq!(c, [2, 5, 8]);
+    }
+}
