@@ -1,6 +1,7 @@
-//! The command line: `vmm [run] [OPTIONS]`, `vmm list`, `vmm bench boot`.
+//! The command line: `vmm [run] [OPTIONS]`, `vmm list`, `vmm bench boot`, `vmm campaign`.
 
 use crate::arch::x86_64::layout::{LARGE_PAGE_SIZE, MAX_RAM, MIN_RAM};
+use crate::campaign::{SeedRange, Shard};
 use clap::{Args, Parser, Subcommand};
 use mm_core::abi::{find_scenario, DEFAULT_SCENARIO, MAX_VCPUS};
 use mm_core::Variant;
@@ -42,6 +43,8 @@ pub enum Command {
     List,
     /// Run a benchmark.
     Bench(BenchArgs),
+    /// Run a scenario over many seeds, in parallel children; or merge the JSON of shards.
+    Campaign(CampaignArgs),
     /// Create a VM and a vCPU and take the first exit, nothing more: the floor the boot benchmark
     /// compares against.
     #[command(hide = true)]
@@ -99,6 +102,79 @@ pub struct BenchArgs {
     pub quick: bool,
 }
 
+const CAMPAIGN_ABOUT: &str = "\
+Run a scenario over many seeds, one `vmm run` child per seed, several at once.
+
+Prints a progress line on stderr, then a results table on stdout: runs, passed, failed by kind
+(violation, with counts per probe check P1..P4; guest failure; timeout; error), throughput in runs
+per minute, and the first failing seed with the `vmm run` command that reproduces it.
+
+Shards: `--shard K/N` runs only the seeds with seed % N == K (1 <= N, 0 <= K < N), so N machines
+can each run one shard of the same campaign under any job runner; `vmm campaign merge FILE...`
+then merges their `--json` files into the whole campaign's result and table.
+
+Exit status: 0 when every run passed, 1 when any failed, 2 for bad command-line values or files.";
+
+/// Options of `vmm campaign`.
+#[derive(Debug, Args)]
+#[command(long_about = CAMPAIGN_ABOUT, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct CampaignArgs {
+    /// `merge`, or nothing to run a campaign.
+    #[command(subcommand)]
+    pub command: Option<CampaignCommand>,
+    /// The campaign to run.
+    #[command(flatten)]
+    pub run: CampaignRunArgs,
+}
+
+/// Subcommands of `vmm campaign`.
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Merge the `--json` files of a campaign's shards into one result and print its table.
+    Merge(MergeArgs),
+}
+
+/// Options of `vmm campaign merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' JSON files (`vmm campaign --shard K/N --json FILE`).
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write the merged result as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Options of a campaign run. Required ones are `Option`s only because `merge` needs none.
+#[derive(Debug, Args)]
+pub struct CampaignRunArgs {
+    /// Scenario every seed runs (`vmm list` shows them).
+    #[arg(long, value_name = "NAME", required = true, value_parser = parse_scenario)]
+    pub scenario: Option<String>,
+    /// Seeds A..B (A up to B-1, like Rust's ranges) or a single seed A.
+    #[arg(long, value_name = "A..B", required = true, value_parser = SeedRange::parse)]
+    pub seeds: Option<SeedRange>,
+    /// Children run at once [default: the number of CPUs].
+    #[arg(long, value_name = "N", value_parser = parse_jobs)]
+    pub jobs: Option<usize>,
+    /// The ordering variant every seed runs under (`vmm list` shows them).
+    #[arg(long, value_name = "NAME", default_value = "correct", value_parser = parse_variant)]
+    pub variant: Variant,
+    /// Fault injection: not supported yet (`vmm run` has no --inject).
+    #[arg(long, value_name = "SPEC", value_parser = parse_inject)]
+    pub inject: Option<String>,
+    /// Run only the seeds with seed % N == K (1 <= N, 0 <= K < N).
+    #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Write the result, every seed's outcome included, as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Each run's watchdog (`vmm run --timeout`); a child still alive 5 s later is killed. Both
+    /// count as a timeout.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
 /// The benchmarks.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum BenchKind {
@@ -121,6 +197,20 @@ fn parse_variant(name: &str) -> Result<Variant, String> {
         let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
         format!("unknown variant (one of: {})", names.join(", "))
     })
+}
+
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a number".into()),
+    }
+}
+
+/// Refuses every spec until `vmm run` can inject faults: a campaign passes only what its child
+/// understands.
+fn parse_inject(_: &str) -> Result<String, String> {
+    Err("not supported yet: `vmm run` has no fault injection".into())
 }
 
 fn parse_vcpus(s: &str) -> Result<usize, String> {
@@ -207,6 +297,53 @@ mod tests {
     }
 
     #[test]
+    fn a_campaign_takes_its_seeds_shard_and_jobs() {
+        let cli = Cli::try_parse_from([
+            "vmm",
+            "campaign",
+            "--scenario",
+            "munmap-whole",
+            "--seeds",
+            "0..8",
+            "--shard",
+            "1/2",
+            "--jobs",
+            "3",
+        ])
+        .unwrap();
+        let Some(Command::Campaign(args)) = cli.command else {
+            panic!("not a campaign: {cli:?}");
+        };
+        assert!(args.command.is_none());
+        assert_eq!(args.run.seeds, Some(SeedRange { start: 0, end: 8 }));
+        assert_eq!(args.run.shard, Some(Shard { index: 1, count: 2 }));
+        assert_eq!(args.run.jobs, Some(3));
+        assert_eq!(args.run.variant, Variant::Correct);
+        // Reproduction commands leave the watchdog out when it is `vmm run`'s default.
+        let run = Cli::try_parse_from(["vmm"]).unwrap().run;
+        assert_eq!(run.timeout, args.run.timeout);
+        assert_eq!(
+            run.timeout.as_secs_f64(),
+            crate::campaign::result::DEFAULT_TIMEOUT_SECS
+        );
+    }
+
+    #[test]
+    fn campaign_merge_needs_no_scenario_or_seeds() {
+        let cli = Cli::try_parse_from(["vmm", "campaign", "merge", "a.json", "b.json"]).unwrap();
+        let Some(Command::Campaign(args)) = cli.command else {
+            panic!("not a campaign: {cli:?}");
+        };
+        let Some(CampaignCommand::Merge(merge)) = args.command else {
+            panic!("not a merge: {args:?}");
+        };
+        assert_eq!(
+            merge.files,
+            [PathBuf::from("a.json"), PathBuf::from("b.json")]
+        );
+    }
+
+    #[test]
     fn bad_values_are_usage_errors() {
         for args in [
             &["vmm", "--scenario", "nope"][..],
@@ -215,6 +352,50 @@ mod tests {
             &["vmm", "run", "--timeout", "-1"],
             &["vmm", "run", "--mem", "lots"],
             &["vmm", "run", "--variant", "sloppy"],
+            &["vmm", "campaign", "--scenario", "tour", "--seeds", "5..3"],
+            &[
+                "vmm",
+                "campaign",
+                "--scenario",
+                "tour",
+                "--seeds",
+                "0..4",
+                "--shard",
+                "3/2",
+            ],
+            &[
+                "vmm",
+                "campaign",
+                "--scenario",
+                "tour",
+                "--seeds",
+                "0..4",
+                "--jobs",
+                "0",
+            ],
+            &["vmm", "campaign", "--scenario", "nope", "--seeds", "0..4"],
+            &[
+                "vmm",
+                "campaign",
+                "--scenario",
+                "tour",
+                "--seeds",
+                "0..4",
+                "--variant",
+                "x",
+            ],
+            &[
+                "vmm",
+                "campaign",
+                "--scenario",
+                "tour",
+                "--seeds",
+                "0..4",
+                "--inject",
+                "alloc:3",
+            ],
+            &["vmm", "campaign", "--scenario", "tour"],
+            &["vmm", "campaign", "merge"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -4,7 +4,8 @@ use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
-use vmm::cli::{BenchKind, Cli, Command, RunArgs};
+use vmm::campaign::{CampaignConfig, CampaignResult};
+use vmm::cli::{BenchKind, CampaignArgs, CampaignCommand, Cli, Command, MergeArgs, RunArgs};
 use vmm::exit_code::{FAILURE, SUCCESS, USAGE};
 use vmm::loader::GUEST_KERNEL;
 use vmm::run::{run, RunConfig, RunError};
@@ -39,6 +40,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => match args.which {
             BenchKind::Boot => bench_boot(if args.quick { 3 } else { args.iterations }),
             BenchKind::Probes => bench_probes(args.quick),
+        },
+        Command::Campaign(args) => match args.command {
+            Some(CampaignCommand::Merge(merge)) => campaign_merge(&merge),
+            None => campaign(&args),
         },
         Command::Floor => match vmm::bench::floor() {
             Ok(_) => SUCCESS,
@@ -204,5 +209,74 @@ fn bench_probes(quick: bool) -> u8 {
             SUCCESS
         }
         Err(e) => fail(FAILURE, &e),
+    }
+}
+
+fn campaign(args: &CampaignArgs) -> u8 {
+    let run = &args.run;
+    // Clap requires both unless `merge` is given.
+    let (Some(scenario), Some(seeds)) = (&run.scenario, run.seeds) else {
+        return fail(
+            USAGE,
+            &"campaign needs --scenario and --seeds (see vmm campaign --help)",
+        );
+    };
+    let vmm = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(FAILURE, &format_args!("cannot find this executable: {e}")),
+    };
+    let jobs = run.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let config = CampaignConfig {
+        vmm,
+        scenario: scenario.clone(),
+        variant: run.variant.name().to_string(),
+        seeds,
+        shard: run.shard,
+        jobs,
+        timeout: run.timeout,
+    };
+    match vmm::campaign::run_campaign(&config) {
+        Ok(result) => campaign_report(&result, run.json.as_deref()),
+        Err(e) => fail(FAILURE, &e),
+    }
+}
+
+fn campaign_merge(args: &MergeArgs) -> u8 {
+    let mut parts = Vec::new();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+            .and_then(|json| CampaignResult::from_json(&json));
+        match parsed {
+            Ok(result) => parts.push((name, result)),
+            Err(e) => return fail(USAGE, &format_args!("cannot merge {name}: {e}")),
+        }
+    }
+    match vmm::campaign::merge(parts) {
+        Ok(result) => campaign_report(&result, args.json.as_deref()),
+        Err(e) => fail(USAGE, &e),
+    }
+}
+
+/// Prints the table, writes the JSON, and turns the result into the exit code.
+fn campaign_report(result: &CampaignResult, json: Option<&std::path::Path>) -> u8 {
+    let program = std::env::current_exe().map_or("vmm".into(), |p| p.display().to_string());
+    print!("{}", result.table(&program));
+    if let Some(path) = json {
+        if let Err(e) = vmm::report::write_json(path, &result.to_json(&program)) {
+            return fail(
+                FAILURE,
+                &format_args!("cannot write {}: {e}", path.display()),
+            );
+        }
+    }
+    if result.tally().failed() == 0 {
+        SUCCESS
+    } else {
+        FAILURE
     }
 }
