@@ -1,0 +1,174 @@
+//! Campaigns through the `vmm` binary: a small campaign of `munmap-whole` passes under the correct
+//! order, fails under a wrong one with P1 violations and a reproduction command that reproduces,
+//! and its shards merge into the whole campaign.
+
+mod common;
+
+use common::{expect_exit, kvm_available, text, VMM};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn json_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "mm-campaign-test-{}-{name}.json",
+        std::process::id()
+    ))
+}
+
+fn read_json(path: &PathBuf) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let _ = std::fs::remove_file(path);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}): {text}"))
+}
+
+#[test]
+fn the_correct_order_passes_a_small_campaign() {
+    if !kvm_available("the_correct_order_passes_a_small_campaign") {
+        return;
+    }
+    let (stdout, _) = expect_exit(
+        &[
+            "campaign",
+            "--scenario",
+            "munmap-whole",
+            "--seeds",
+            "0..4",
+            "--jobs",
+            "2",
+        ],
+        0,
+    );
+    assert!(stdout.contains("4 runs: 4 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("no failing seed"), "{stdout}");
+    assert!(stdout.contains("runs/minute"), "{stdout}");
+}
+
+#[test]
+fn a_wrong_order_fails_with_p1_violations_and_a_reproduction_that_reproduces() {
+    if !kvm_available("a_wrong_order_fails_with_p1_violations_and_a_reproduction_that_reproduces") {
+        return;
+    }
+    let json = json_path("skip-anon");
+    let (stdout, _) = expect_exit(
+        &[
+            "campaign",
+            "--scenario",
+            "munmap-whole",
+            "--seeds",
+            "0..4",
+            "--variant",
+            "skip-anon-unlink",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(stdout.contains("4 runs: 0 passed, 4 failed"), "{stdout}");
+    let report = read_json(&json);
+    assert_eq!(report["by_outcome"]["violation"], 4, "{report}");
+    assert!(
+        report["violations"]["P1"].as_u64().is_some_and(|n| n >= 4),
+        "{report}"
+    );
+    assert_eq!(
+        report["outcomes"].as_array().map(Vec::len),
+        Some(4),
+        "{report}"
+    );
+    assert_eq!(report["first_failure"]["seed"], 0, "{report}");
+
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("reproduce: "))
+        .unwrap_or_else(|| panic!("no reproduction command in:\n{stdout}"));
+    assert_eq!(report["first_failure"]["repro"], line);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], VMM, "the command runs this vmm");
+    assert_eq!(
+        words[1..],
+        [
+            "run",
+            "--scenario",
+            "munmap-whole",
+            "--variant",
+            "skip-anon-unlink",
+            "--seed",
+            "0"
+        ]
+    );
+    let rerun = Command::new(words[0])
+        .args(&words[1..])
+        .output()
+        .expect("the reproduction runs");
+    assert_eq!(rerun.status.code(), Some(1), "{}", text(&rerun.stderr));
+    assert!(
+        text(&rerun.stderr).contains("violation P1"),
+        "{}",
+        text(&rerun.stderr)
+    );
+}
+
+#[test]
+fn two_shards_merge_into_the_whole_campaign() {
+    if !kvm_available("two_shards_merge_into_the_whole_campaign") {
+        return;
+    }
+    let shards = [json_path("shard0"), json_path("shard1")];
+    for (k, path) in shards.iter().enumerate() {
+        let shard = format!("{k}/2");
+        let (stdout, _) = expect_exit(
+            &[
+                "campaign",
+                "--scenario",
+                "munmap-whole",
+                "--seeds",
+                "0..4",
+                "--shard",
+                &shard,
+                "--json",
+                path.to_str().unwrap(),
+            ],
+            0,
+        );
+        assert!(stdout.contains("2 runs: 2 passed"), "{stdout}");
+    }
+    let merged = json_path("merged");
+    let (stdout, _) = expect_exit(
+        &[
+            "campaign",
+            "merge",
+            shards[0].to_str().unwrap(),
+            shards[1].to_str().unwrap(),
+            "--json",
+            merged.to_str().unwrap(),
+        ],
+        0,
+    );
+    for path in &shards {
+        let _ = std::fs::remove_file(path);
+    }
+    assert!(stdout.contains("4 runs: 4 passed, 0 failed"), "{stdout}");
+    let report = read_json(&merged);
+    let seeds: Vec<u64> = report["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .filter_map(|o| o["seed"].as_u64())
+        .collect();
+    assert_eq!(seeds, [0, 1, 2, 3], "{report}");
+}
+
+#[test]
+fn a_backwards_seed_range_is_a_one_line_usage_error() {
+    let (stdout, stderr) = expect_exit(
+        &["campaign", "--scenario", "munmap-whole", "--seeds", "5..3"],
+        2,
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--seeds") && stderr.contains("5..3"),
+        "{stderr}"
+    );
+}
