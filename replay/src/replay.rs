@@ -359,11 +359,12 @@ impl Replay<'_, '_> {
                 let at = VirtAddr(ret.wrapping_add(off));
                 if *flags & MapFlags::FIXED.0 == 0 {
                     let end = at.0.saturating_add(*len);
-                    if self
-                        .mm
-                        .find_vma(at)
-                        .is_some_and(|v| v.get().start().0 < end)
-                    {
+                    let taken = at >= TASK_SIZE
+                        || self
+                            .mm
+                            .find_vma(at)
+                            .is_some_and(|v| v.get().start().0 < end);
+                    if taken {
                         return Err(format!(
                             "Linux placed mmap at {ret:#x}, where mm-core has a mapping"
                         ));
@@ -390,7 +391,7 @@ impl Replay<'_, '_> {
                 let shared = mf.contains(MapFlags::SHARED) && file.is_some();
                 let bits = Self::mmap_hidden(shared, prot, flags & MAP_NORESERVE != 0);
                 if bits != 0 {
-                    let end = VirtAddr(at.0.saturating_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE));
+                    let end = page_end(at, *len);
                     self.add_hidden(at, end, bits);
                 }
             }
@@ -403,7 +404,7 @@ impl Replay<'_, '_> {
                     self.note("mprotect's PROT_GROWSDOWN/UP/SEM bits ignored");
                 }
                 let start = VirtAddr(addr.wrapping_add(off));
-                let end = VirtAddr(start.0.saturating_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE));
+                let end = page_end(start, *len);
                 let before = self.pieces(start, end);
                 let got = self.mm.mprotect(k, start, *len, Prot(prot & 7));
                 let ok = got.is_ok();
@@ -489,16 +490,17 @@ impl Replay<'_, '_> {
         };
         let (k, off) = (self.k, self.offset);
         let old = VirtAddr(old_addr.wrapping_add(off));
-        let vma = self
-            .mm
-            .vma_at(old)
+        // mm-core's find_vma overflows on the last address: ask only about user addresses.
+        let vma = (old < TASK_SIZE)
+            .then(|| self.mm.vma_at(old))
+            .flatten()
             .ok_or_else(|| format!("mremap of {old_addr:#x}, unmapped in mm-core"))?;
         let v = vma.get();
         let vflags = v.flags();
         let hidden = vflags.0 & (VM_ACCOUNT | VM_NORESERVE);
         let prot = Prot(vflags.0 & VmFlags::ACCESS.0);
         let file = v.file();
-        let pgoff_at = |a: VirtAddr| v.pgoff() + ((a - v.start()) >> PAGE_SHIFT);
+        let pgoff_at = |a: VirtAddr| v.pgoff().saturating_add((a - v.start()) >> PAGE_SHIFT);
         let mut mf = MapFlags::FIXED.union(if vflags.contains(VmFlags::SHARED) {
             MapFlags::SHARED
         } else {
@@ -507,29 +509,29 @@ impl Replay<'_, '_> {
         if file.is_none() {
             mf = mf.union(MapFlags::ANONYMOUS);
         }
-        let page = |n: u64| n.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let page = |n: u64| page_end(VirtAddr(0), n).0;
         let (old_len, new_len) = (page(old_len), page(new_len));
         let new = VirtAddr(ret.wrapping_add(off));
         let err = |e: &dyn std::fmt::Display| format!("mremap in mm-core: {e}");
         if new == old {
             if new_len < old_len {
                 self.mm
-                    .munmap(k, old + new_len, old_len - new_len)
+                    .munmap(k, page_end(old, new_len), old_len - new_len)
                     .map_err(|e| err(&e))?;
             } else if new_len > old_len {
-                let tail = old + old_len;
+                let tail = page_end(old, old_len);
                 let pgoff = pgoff_at(tail);
                 self.mm
                     .mmap(k, tail, new_len - old_len, prot, mf, file, pgoff)
                     .map_err(|e| err(&e))?;
-                self.add_hidden(tail, old + new_len, hidden);
+                self.add_hidden(tail, page_end(old, new_len), hidden);
             }
         } else {
             let pgoff = pgoff_at(old);
             self.mm
                 .mmap(k, new, new_len, prot, mf, file, pgoff)
                 .map_err(|e| err(&e))?;
-            self.add_hidden(new, new + new_len, hidden);
+            self.add_hidden(new, page_end(new, new_len), hidden);
             if flags & 4 == 0 {
                 self.mm.munmap(k, old, old_len).map_err(|e| err(&e))?;
             } else {
@@ -586,6 +588,12 @@ impl Replay<'_, '_> {
         out.extend(kernel.iter().map(|l| (*l).clone()));
         out
     }
+}
+
+/// `start + len` rounded up to a page, saturating at the top of the address space (hostile
+/// traces carry any numbers).
+fn page_end(start: VirtAddr, len: u64) -> VirtAddr {
+    VirtAddr(start.0.saturating_add(len).saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1))
 }
 
 /// Whether mm-core would merge `b` into `a` if both were mapped as they look.

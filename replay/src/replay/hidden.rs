@@ -10,11 +10,11 @@
 //! `VM_ACCOUNT`: a RELRO range mapped `rw-p` and made read-only keeps it, which is why Linux
 //! does not merge it with the read-only segment below.
 
-use mm_core::addr::PAGE_SIZE;
+use mm_core::addr::TASK_SIZE;
 use mm_core::mm::{Prot, VmFlags};
 use mm_core::VirtAddr;
 
-use super::Replay;
+use super::{page_end, Replay};
 
 /// Linux's `VM_ACCOUNT`.
 pub(super) const VM_ACCOUNT: u64 = 0x0010_0000;
@@ -25,6 +25,8 @@ impl Replay<'_, '_> {
     /// The pieces of `[start, end)` that are mapped, each with its flags.
     pub(super) fn pieces(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, VirtAddr, u64)> {
         let mut out = Vec::new();
+        // mm-core's find_vma overflows on the last address: stay below TASK_SIZE.
+        let end = end.min(TASK_SIZE);
         let mut at = start;
         while at < end {
             let Some(v) = self.mm.find_vma(at) else { break };
@@ -100,8 +102,7 @@ impl Replay<'_, '_> {
 
     /// Accounts the heap's new pages after the break moved up from `old` to `new`.
     pub(super) fn brk_hidden(&mut self, old: VirtAddr, new: VirtAddr) {
-        let align = |a: VirtAddr| VirtAddr(a.0.div_ceil(PAGE_SIZE) * PAGE_SIZE);
-        let (old, new) = (align(old), align(new));
+        let (old, new) = (page_end(old, 0), page_end(new, 0));
         if new > old {
             self.add_hidden(old, new, VM_ACCOUNT);
         }

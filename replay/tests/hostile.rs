@@ -1,0 +1,72 @@
+//! Hostile traces never crash a replay: random calls with random numbers end in a result or an
+//! error, never a panic.
+
+use mm_replay::{maps, replay, trace};
+use proptest::prelude::*;
+
+fn number() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(u64::MAX),
+        Just(0x7f00_0000_0000u64),
+        (0u64..64).prop_map(|p| 0x7f00_0000_0000 + p * 4096),
+        any::<u64>(),
+        0u64..0x10_0000,
+    ]
+}
+
+fn call() -> impl Strategy<Value = String> {
+    let prot = prop::sample::select(vec![
+        "PROT_NONE",
+        "PROT_READ",
+        "PROT_READ|PROT_WRITE",
+        "PROT_READ|PROT_EXEC",
+        "0xff",
+    ]);
+    let flags = prop::sample::select(vec![
+        "MAP_PRIVATE|MAP_ANONYMOUS",
+        "MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS",
+        "MAP_SHARED|MAP_ANONYMOUS|MAP_NORESERVE",
+        "MAP_PRIVATE",
+        "MAP_SHARED|MAP_FIXED",
+        "0",
+    ]);
+    let result = prop_oneof![
+        number().prop_map(|n| format!("{n:#x}")),
+        Just("-1 ENOMEM (Cannot allocate memory)".to_string()),
+        Just("-1 EINVAL (Invalid argument)".to_string()),
+    ];
+    (0usize..6, number(), number(), number(), prot, flags, result).prop_map(
+        |(kind, a, b, c, prot, flags, result)| match kind {
+            0 => format!("1 mmap({a:#x}, {b}, {prot}, {flags}, 3</lib/x.so>, {c:#x}) = {result}"),
+            1 => format!("1 munmap({a:#x}, {b}) = {result}"),
+            2 => format!("1 mprotect({a:#x}, {b}, {prot}) = {result}"),
+            3 => format!("1 brk({a:#x}) = {result}"),
+            4 => format!("1 mremap({a:#x}, {b}, {c}, MREMAP_MAYMOVE) = {result}"),
+            _ => format!("1 madvise({a:#x}, {b}, MADV_DONTNEED) = {result}"),
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_calls_end_in_a_result_or_an_error_never_a_panic(
+        calls in prop::collection::vec(call(), 0..12)
+    ) {
+        let before = maps::parse_maps(
+            "7f0000000000-7f0000004000 rw-p 00000000 00:00 0\n\
+             7f0000010000-7f0000014000 r--p 00000000 08:01 5 /lib/x.so\n",
+        )
+        .expect("parses");
+        let t = trace::parse_trace(&calls.join("\n")).expect("generated lines parse");
+        prop_assert_eq!(t.events.len(), calls.len());
+        if let Ok(out) = replay::replay(&before, &t, &[]) {
+            // Whatever happened, the result is a well-formed, sorted maps listing.
+            for w in out.maps.windows(2) {
+                prop_assert!(w[0].end <= w[1].start, "{} / {}", w[0], w[1]);
+            }
+        }
+    }
+}
