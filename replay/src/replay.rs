@@ -25,10 +25,12 @@ use crate::maps::MapsLine;
 use crate::trace::{Call, Event, Outcome, Trace};
 
 mod hidden;
-use hidden::{VM_ACCOUNT, VM_NORESERVE};
+use hidden::{HIDDEN, VM_ACCOUNT};
 
 /// Linux's `MAP_NORESERVE`.
 const MAP_NORESERVE: u64 = 0x4000;
+/// Linux's `MAP_STACK`.
+const MAP_STACK: u64 = 0x2_0000;
 
 /// Why a replay stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -389,7 +391,8 @@ impl Replay<'_, '_> {
                     return Err(format!("mmap returned {:#x}, Linux {ret:#x}", got.0 - off));
                 }
                 let shared = mf.contains(MapFlags::SHARED) && file.is_some();
-                let bits = Self::mmap_hidden(shared, prot, flags & MAP_NORESERVE != 0);
+                let (noreserve, stack) = (flags & MAP_NORESERVE != 0, flags & MAP_STACK != 0);
+                let bits = Self::mmap_hidden(shared, prot, noreserve, stack);
                 if bits != 0 {
                     let end = page_end(at, *len);
                     self.add_hidden(at, end, bits);
@@ -497,7 +500,7 @@ impl Replay<'_, '_> {
             .ok_or_else(|| format!("mremap of {old_addr:#x}, unmapped in mm-core"))?;
         let v = vma.get();
         let vflags = v.flags();
-        let hidden = vflags.0 & (VM_ACCOUNT | VM_NORESERVE);
+        let hidden = vflags.0 & HIDDEN;
         let prot = Prot(vflags.0 & VmFlags::ACCESS.0);
         let file = v.file();
         let pgoff_at = |a: VirtAddr| v.pgoff().saturating_add((a - v.start()) >> PAGE_SHIFT);

@@ -22,6 +22,12 @@ fn python_starting_up_replays_to_linuxs_maps() {
 }
 
 #[test]
+fn four_threads_allocating_replay_to_linuxs_maps() {
+    let out = replay_fixture("threads").unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.applied > 20, "applied only {}", out.applied);
+}
+
+#[test]
 fn ls_of_the_root_directory_replays_to_linuxs_maps() {
     let out = replay_fixture("ls").unwrap_or_else(|e| panic!("{e}"));
     assert!(out.applied > 5, "applied only {}", out.applied);

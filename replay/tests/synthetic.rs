@@ -229,3 +229,23 @@ fn a_noreserve_reservation_made_writable_stays_apart_from_accounted_memory() {
         ]
     );
 }
+
+#[test]
+fn a_thread_stack_made_writable_stays_apart_from_ordinary_memory_above_it() {
+    // pthread_create: PROT_NONE + MAP_STACK, then mprotect all but the guard page RW. MAP_STACK
+    // sets VM_NOHUGEPAGE (Linux 6.7+), so it does not merge with the rw-p mapping right above.
+    let calls = format!(
+        "1 mmap(NULL, 12288, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK, -1, 0) = {A:#x}\n\
+         1 mprotect({:#x}, 8192, PROT_READ|PROT_WRITE) = 0\n",
+        A + 0x1000
+    ) + &anon(A + 0x3000, 1, "PROT_READ|PROT_WRITE");
+    let got = run("", &calls).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "7f0000000000-7f0000001000 ---p 00000000 00:00 0",
+            "7f0000001000-7f0000003000 rw-p 00000000 00:00 0",
+            "7f0000003000-7f0000004000 rw-p 00000000 00:00 0",
+        ]
+    );
+}

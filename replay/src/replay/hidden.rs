@@ -1,5 +1,5 @@
-//! The `vm_flags` bits `/proc/PID/maps` does not show but Linux's merges compare: `VM_ACCOUNT`
-//! and `VM_NORESERVE`. mm-core has neither, so the replayer keeps them itself, in Linux's bit
+//! The `vm_flags` bits `/proc/PID/maps` does not show but Linux's merges compare: `VM_ACCOUNT`,
+//! `VM_NORESERVE` and `VM_NOHUGEPAGE`. mm-core has none of them, so the replayer keeps them itself, in Linux's bit
 //! positions of `vm_flags` (mm-core copies unknown bits through splits and compares them in its
 //! merges, and `mprotect` changes only the access bits).
 //!
@@ -8,7 +8,9 @@
 //! under the default overcommit policy); `mprotect` making a private, unaccounted, non-writable,
 //! non-`NORESERVE` range writable accounts it; the heap is always accounted. Nothing clears
 //! `VM_ACCOUNT`: a RELRO range mapped `rw-p` and made read-only keeps it, which is why Linux
-//! does not merge it with the read-only segment below.
+//! does not merge it with the read-only segment below. Since Linux 6.7, `MAP_STACK` sets
+//! `VM_NOHUGEPAGE`, so a thread stack never merges with ordinary anonymous memory (the traces
+//! here come from 6.x kernels).
 
 use mm_core::addr::TASK_SIZE;
 use mm_core::mm::{Prot, VmFlags};
@@ -20,6 +22,10 @@ use super::{page_end, Replay};
 pub(super) const VM_ACCOUNT: u64 = 0x0010_0000;
 /// Linux's `VM_NORESERVE`.
 pub(super) const VM_NORESERVE: u64 = 0x0020_0000;
+/// Linux's `VM_NOHUGEPAGE`.
+pub(super) const VM_NOHUGEPAGE: u64 = 0x4000_0000;
+/// All the hidden bits the replayer keeps.
+pub(super) const HIDDEN: u64 = VM_ACCOUNT | VM_NORESERVE | VM_NOHUGEPAGE;
 
 impl Replay<'_, '_> {
     /// The pieces of `[start, end)` that are mapped, each with its flags.
@@ -63,7 +69,7 @@ impl Replay<'_, '_> {
             // Both calls are inside a mapped range with valid permissions; a failure would be an
             // allocation failure, and the compare at the end shows its effect.
             if self.mm.mprotect(self.k, s, len, temp).is_err() {
-                self.note("could not split out a range to set VM_ACCOUNT/VM_NORESERVE");
+                self.note("could not split out a range to set hidden vm_flags");
                 continue;
             }
             if let Some(v) = self.mm.vma_at(s) {
@@ -77,14 +83,15 @@ impl Replay<'_, '_> {
     }
 
     /// The hidden bits a new mapping gets (`accountable_mapping` and `MAP_NORESERVE`).
-    pub(super) fn mmap_hidden(shared: bool, prot: Prot, noreserve: bool) -> u64 {
-        if noreserve {
+    pub(super) fn mmap_hidden(shared: bool, prot: Prot, noreserve: bool, stack: bool) -> u64 {
+        let account = if noreserve {
             VM_NORESERVE
         } else if !shared && prot.contains(Prot::WRITE) {
             VM_ACCOUNT
         } else {
             0
-        }
+        };
+        account | if stack { VM_NOHUGEPAGE } else { 0 }
     }
 
     /// Applies mprotect's accounting to `[start, start + len)`, given the pieces' flags before.
