@@ -1,6 +1,7 @@
 /* A threaded program for the replay fixtures: four threads allocate through malloc (so glibc
  * creates per-thread arenas: PROT_NONE MAP_NORESERVE reservations, trimmed and made writable
- * piece by piece) and map, protect and unmap memory of their own, all in one address space.
+ * piece by piece) and map, protect and unmap memory of their own, all in one address space;
+ * then main grows and shrinks one large block with realloc (mremap).
  * Build: gcc -O2 -pthread -o threads threads.c */
 #include <pthread.h>
 #include <stdlib.h>
@@ -27,7 +28,10 @@ int main(void) {
     pthread_t t[4];
     for (long i = 0; i < 4; i++) pthread_create(&t[i], NULL, work, (void *)i);
     for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
-    void *big = malloc(1 << 20); /* above the mmap threshold: its own mapping */
+    char *big = malloc(1 << 20); /* above the mmap threshold: its own mapping */
+    memset(big, 2, 64);
+    big = realloc(big, 8 << 20); /* mremap: grow, or move */
+    big = realloc(big, 2 << 20); /* mremap: shrink in place */
     free(big);
     return 0;
 }
