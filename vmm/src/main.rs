@@ -236,6 +236,7 @@ fn campaign(args: &CampaignArgs) -> u8 {
         shard: run.shard,
         jobs,
         timeout: run.timeout,
+        kill_grace: vmm::campaign::runner::KILL_GRACE,
     };
     match vmm::campaign::run_campaign(&config) {
         Ok(result) => campaign_report(&result, run.json.as_deref()),

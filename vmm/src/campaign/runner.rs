@@ -33,8 +33,10 @@ pub struct CampaignConfig {
     pub shard: Option<Shard>,
     /// Children at once.
     pub jobs: usize,
-    /// Each child's watchdog (`vmm run --timeout`); the campaign kills it [`KILL_GRACE`] later.
+    /// Each child's watchdog (`vmm run --timeout`).
     pub timeout: Duration,
+    /// How much longer the campaign waits before it kills a child ([`KILL_GRACE`]).
+    pub kill_grace: Duration,
 }
 
 /// Why a campaign could not run.
@@ -143,7 +145,8 @@ fn spawn_and_wait(
     report: &Path,
     stderr: &Path,
 ) -> std::io::Result<ChildExit> {
-    let mut child = Command::new(&config.vmm)
+    let mut command = Command::new(&config.vmm);
+    command
         .args([
             "run",
             "--scenario",
@@ -158,9 +161,9 @@ fn spawn_and_wait(
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(stderr)?)
-        .spawn()?;
-    let deadline = Instant::now() + config.timeout + KILL_GRACE;
+        .stderr(std::fs::File::create(stderr)?);
+    let mut child = spawn(&mut command)?;
+    let deadline = Instant::now() + config.timeout + config.kill_grace;
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(ChildExit::Exited(status.code()));
@@ -171,6 +174,21 @@ fn spawn_and_wait(
             return Ok(ChildExit::Killed);
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// Spawns `command`, retrying while its executable is busy: a file just written (a rebuilt `vmm`,
+/// a test's script) stays busy while any concurrently forked child still holds it open.
+fn spawn(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
     }
 }
 
@@ -217,5 +235,79 @@ impl Progress {
         if self.tty && self.done > 0 {
             eprintln!();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for `vmm` that runs `body` in sh, with `$report` set to its `--report` path.
+    fn fake_vmm(name: &str, body: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "vmm-campaign-fake-{}-{name}.sh",
+            std::process::id()
+        ));
+        let script = format!("#!/bin/sh\nfor report; do :; done\n{body}\n");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn config(vmm: PathBuf, seeds: &str) -> CampaignConfig {
+        CampaignConfig {
+            vmm,
+            scenario: "munmap-whole".into(),
+            variant: "correct".into(),
+            seeds: SeedRange::parse(seeds).unwrap(),
+            shard: None,
+            jobs: 2,
+            timeout: Duration::from_millis(50),
+            kill_grace: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn every_seed_of_the_shard_runs_once_and_its_report_decides_the_outcome() {
+        // Odd seeds report a P2 violation; the seed is the argument after --seed.
+        let vmm = fake_vmm(
+            "report",
+            r#"seed=$(echo "$@" | sed 's/.*--seed \([0-9]*\).*/\1/')
+if [ $((seed % 2)) = 1 ]; then
+  echo '{"passed":false,"failure":"probes","violations":[{"check":"P2"}]}' > "$report"; exit 1
+fi
+echo '{"passed":true,"failure":null,"violations":[]}' > "$report""#,
+        );
+        let mut c = config(vmm.clone(), "0..9");
+        c.shard = Some(Shard { index: 1, count: 2 });
+        let result = run_campaign(&c).unwrap();
+        let _ = std::fs::remove_file(vmm);
+        let seeds: Vec<u64> = result.outcomes.iter().map(|o| o.seed).collect();
+        assert_eq!(seeds, [1, 3, 5, 7]);
+        assert!(result.outcomes.iter().all(|o| o.kind == Kind::Violation));
+        assert_eq!(result.tally().violations, [0, 4, 0, 0]);
+    }
+
+    #[test]
+    fn a_child_that_outlives_its_watchdog_is_killed_and_counted_as_a_timeout() {
+        let vmm = fake_vmm("sleep", "exec sleep 30");
+        let started = Instant::now();
+        let result = run_campaign(&config(vmm.clone(), "0")).unwrap();
+        let _ = std::fs::remove_file(vmm);
+        assert!(started.elapsed() < Duration::from_secs(10), "not killed");
+        assert_eq!(result.outcomes[0].kind, Kind::Timeout);
+    }
+
+    #[test]
+    fn a_child_that_refuses_its_arguments_is_an_error_quoting_its_stderr() {
+        let vmm = fake_vmm("usage", "echo 'vmm: no such flag' >&2; exit 2");
+        let result = run_campaign(&config(vmm.clone(), "0")).unwrap();
+        let _ = std::fs::remove_file(vmm);
+        assert_eq!(result.outcomes[0].kind, Kind::Error);
+        assert_eq!(
+            result.outcomes[0].detail.as_deref(),
+            Some("exit 2: vmm: no such flag")
+        );
     }
 }
