@@ -459,7 +459,11 @@ impl Replay<'_, '_> {
                 self.note("brk resynchronised to the break Linux reported");
                 self.mm.raw().brk.set(ret.wrapping_add(off));
             }
-            self.applied += 1;
+            if addr == 0 {
+                self.applied += 1;
+            } else {
+                self.note("brk refused by Linux not replayed");
+            }
             return Ok(());
         }
         let old = VirtAddr(self.mm.raw().brk.get());

@@ -249,3 +249,13 @@ fn a_thread_stack_made_writable_stays_apart_from_ordinary_memory_above_it() {
         ]
     );
 }
+
+#[test]
+fn a_brk_linux_refused_leaves_the_heap_alone_and_is_counted() {
+    let before = maps::parse_maps("555500000000-555500002000 rw-p 00000000 00:00 0 [heap]\n")
+        .expect("parses");
+    let t = trace::parse_trace("1 brk(0x7f0000000000) = 0x555500002000\n").expect("parses");
+    let out = replay::replay(&before, &t, &[]).expect("replays");
+    assert_eq!(out.maps, before);
+    assert_eq!(out.notes.get("brk refused by Linux not replayed"), Some(&1));
+}
