@@ -44,6 +44,7 @@ pub enum Command {
     /// Run a benchmark.
     Bench(BenchArgs),
     /// Run a scenario over many seeds, in parallel children; or merge the JSON of shards.
+    #[command(long_about = CAMPAIGN_ABOUT)]
     Campaign(CampaignArgs),
     /// Create a VM and a vCPU and take the first exit, nothing more: the floor the boot benchmark
     /// compares against.
@@ -117,7 +118,7 @@ Exit status: 0 when every run passed, 1 when any failed, 2 for bad command-line 
 
 /// Options of `vmm campaign`.
 #[derive(Debug, Args)]
-#[command(long_about = CAMPAIGN_ABOUT, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct CampaignArgs {
     /// `merge`, or nothing to run a campaign.
     #[command(subcommand)]
@@ -326,6 +327,20 @@ mod tests {
             run.timeout.as_secs_f64(),
             crate::campaign::result::DEFAULT_TIMEOUT_SECS
         );
+    }
+
+    #[test]
+    fn campaign_help_states_the_seed_range_and_the_shard_rule() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let campaign = cli.find_subcommand_mut("campaign").unwrap();
+        let help = campaign.render_long_help().to_string();
+        assert!(help.contains("A up to B-1"), "{help}");
+        assert!(
+            help.contains("seed % N == K (1 <= N, 0 <= K < N)"),
+            "{help}"
+        );
+        assert!(help.contains("campaign merge FILE"), "{help}");
     }
 
     #[test]
