@@ -12,11 +12,14 @@
 //! device) from the `hints` snapshot, usually AFTER. The special mappings (`[vdso]`, `[vvar]`,
 //! `[stack]`) are seeded as pseudo-files of their own, so that, as in Linux (`VM_SPECIAL`,
 //! `VM_GROWSDOWN`), they never merge with their neighbours.
+//!
+//! Submodules: `seed` (snapshot → VMAs and files), `hidden` (the `vm_flags` maps does not show),
+//! `mremap` (built from mmap and munmap), `print` (VMAs → maps lines).
 
 use std::collections::BTreeMap;
 
 use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, USER_BASE};
-use mm_core::mm::{iput, Access, AddressSpace, File, FilePtr, MapFlags, Mm, Prot, VmFlags};
+use mm_core::mm::{FilePtr, MapFlags, Mm, Prot};
 use mm_core::paging::CountingTlb;
 use mm_core::phys::SimRam;
 use mm_core::{Kernel, VirtAddr};
@@ -25,7 +28,10 @@ use crate::maps::MapsLine;
 use crate::trace::{Call, Event, Outcome, Trace};
 
 mod hidden;
-use hidden::{HIDDEN, VM_ACCOUNT};
+mod mremap;
+mod print;
+mod seed;
+use seed::{choose_offset, would_merge};
 
 /// Linux's `MAP_NORESERVE`.
 const MAP_NORESERVE: u64 = 0x4000;
@@ -147,31 +153,6 @@ pub fn replay(
     })
 }
 
-/// 0 if every user mapping fits `[USER_BASE, TASK_SIZE)`, else the shift that moves the lowest to
-/// `USER_BASE` (see the module doc).
-fn choose_offset(user: &[&MapsLine]) -> Result<u64, ReplayError> {
-    let (Some(lo), Some(hi)) = (
-        user.iter().map(|l| l.start).min(),
-        user.iter().map(|l| l.end).max(),
-    ) else {
-        return Ok(0);
-    };
-    if lo >= USER_BASE.0 {
-        return Ok(0);
-    }
-    let offset = USER_BASE.0 - lo;
-    if hi.checked_add(offset).is_some_and(|e| e <= TASK_SIZE.0) {
-        Ok(offset)
-    } else {
-        Err(ReplayError::DoesNotFit { start: lo, end: hi })
-    }
-}
-
-fn prot_of(perms: [bool; 4]) -> Prot {
-    let bit = |on: bool, p: Prot| if on { p.0 } else { 0 };
-    Prot(bit(perms[0], Prot::READ) | bit(perms[1], Prot::WRITE) | bit(perms[2], Prot::EXEC))
-}
-
 /// What mm-core understands of strace's `MAP_*` bits (the rest, such as `MAP_DENYWRITE` or
 /// `MAP_NORESERVE`, does not change the layout mm-core models).
 fn map_flags(flags: u64) -> MapFlags {
@@ -213,94 +194,6 @@ impl Replay<'_, '_> {
                 line: ev.line,
                 reason,
             })?;
-        }
-        Ok(())
-    }
-
-    /// The file object for (path, inode), created on first use.
-    fn file(&mut self, path: &str, inode: u64, dev: &str) -> Result<FilePtr, String> {
-        if let Some((f, _)) = self
-            .files
-            .iter()
-            .find(|(_, i)| i.path == path && i.inode == inode)
-        {
-            return Ok(*f);
-        }
-        let mapping = AddressSpace::create(self.k, 1 << 36).map_err(|e| e.to_string())?;
-        let file = File::open(self.k, mapping, None).map_err(|e| e.to_string());
-        iput(self.k, mapping);
-        let file = file?;
-        let info = FileInfo {
-            path: path.to_string(),
-            inode,
-            dev: dev.to_string(),
-        };
-        self.files.push((file, info));
-        Ok(file)
-    }
-
-    /// The file a trace names by path: the snapshot's, else one with the hint's inode.
-    fn file_by_path(&mut self, path: &str) -> Result<FilePtr, String> {
-        if let Some((f, _)) = self.files.iter().find(|(_, i)| i.path == path) {
-            return Ok(*f);
-        }
-        let hint = self.hints.iter().find(|l| l.path == path);
-        let (inode, dev) = hint.map_or((0, "00:00".to_string()), |l| (l.inode, l.dev.clone()));
-        self.file(path, inode, &dev)
-    }
-
-    /// Installs one snapshot line. An `isolate`d line (one Linux kept apart from an equal-looking
-    /// neighbour, for a reason maps does not show, such as `VM_ACCOUNT` or distinct anon_vmas) is
-    /// mapped writable with a temporary permission its neighbours lack, written once so it gets an
-    /// anon_vma of its own, then given its real permission: mm-core never merges VMAs with
-    /// different anon_vmas.
-    fn seed(&mut self, l: &MapsLine, isolate: bool) -> Result<(), String> {
-        let pseudo = l.is_special() || l.path == "[stack]";
-        let file = if l.is_anonymous() && !pseudo {
-            None
-        } else {
-            Some(self.file(&l.path, l.inode, &l.dev)?)
-        };
-        let mut flags = MapFlags::FIXED.union(if l.perms[3] && file.is_some() {
-            MapFlags::SHARED
-        } else {
-            MapFlags::PRIVATE
-        });
-        if file.is_none() {
-            flags = flags.union(MapFlags::ANONYMOUS);
-        }
-        let at = VirtAddr(l.start + self.offset);
-        let prot = prot_of(l.perms);
-        // Write-only and write+exec: permissions no real snapshot line next to this one has.
-        let temp = if prot == Prot::WRITE {
-            Prot(Prot::WRITE.0 | Prot::EXEC.0)
-        } else {
-            Prot::WRITE
-        };
-        let len = l.end - l.start;
-        let first = if isolate { temp } else { prot };
-        self.mm
-            .mmap(self.k, at, len, first, flags, file, l.offset >> PAGE_SHIFT)
-            .map_err(|e| e.to_string())?;
-        if isolate {
-            self.mm
-                .handle_mm_fault(self.k, at, Access::Write)
-                .map_err(|e| format!("isolating fault: {e}"))?;
-            self.mm
-                .mprotect(self.k, at, len, prot)
-                .map_err(|e| e.to_string())?;
-        }
-        // The snapshot cannot say which VMAs Linux accounted; private writable ones almost always
-        // are (the exceptions were mapped MAP_NORESERVE). Lines stay apart, so set it in place.
-        if l.perms[1] && !l.perms[3] {
-            if let Some(v) = self.mm.vma_at(at) {
-                let v = v.get();
-                v.vm_flags.set(v.vm_flags.get() | VM_ACCOUNT);
-            }
-        }
-        if l.path == "[heap]" {
-            self.mm.set_brk_base(at);
-            self.mm.raw().brk.set(l.end + self.offset);
         }
         Ok(())
     }
@@ -475,142 +368,12 @@ impl Replay<'_, '_> {
         self.applied += 1;
         Ok(())
     }
-
-    /// mm-core has no `mremap`: grow, shrink and move are built here from `mmap` (same backing,
-    /// permissions and file offset, `MAP_FIXED`) and `munmap`. Pages are not copied (a replay
-    /// never faults any in), and a moved anonymous VMA's `vm_pgoff` is its new address rather than
-    /// the old one Linux keeps, which matters only to merges mm-core does not check for anon VMAs.
-    fn mremap(&mut self, call: &Call, linux: Result<u64, String>) -> Result<(), String> {
-        let Call::Mremap {
-            old_addr,
-            old_len,
-            new_len,
-            flags,
-            ..
-        } = *call
-        else {
-            return Ok(());
-        };
-        let Ok(ret) = linux else {
-            self.note("failed mremap not replayed");
-            return Ok(());
-        };
-        let (k, off) = (self.k, self.offset);
-        let old = VirtAddr(old_addr.wrapping_add(off));
-        // mm-core's find_vma overflows on the last address: ask only about user addresses.
-        let vma = (old < TASK_SIZE)
-            .then(|| self.mm.vma_at(old))
-            .flatten()
-            .ok_or_else(|| format!("mremap of {old_addr:#x}, unmapped in mm-core"))?;
-        let v = vma.get();
-        let vflags = v.flags();
-        let hidden = vflags.0 & HIDDEN;
-        let prot = Prot(vflags.0 & VmFlags::ACCESS.0);
-        let file = v.file();
-        let pgoff_at = |a: VirtAddr| v.pgoff().saturating_add((a - v.start()) >> PAGE_SHIFT);
-        let mut mf = MapFlags::FIXED.union(if vflags.contains(VmFlags::SHARED) {
-            MapFlags::SHARED
-        } else {
-            MapFlags::PRIVATE
-        });
-        if file.is_none() {
-            mf = mf.union(MapFlags::ANONYMOUS);
-        }
-        let page = |n: u64| page_end(VirtAddr(0), n).0;
-        let (old_len, new_len) = (page(old_len), page(new_len));
-        let new = VirtAddr(ret.wrapping_add(off));
-        let err = |e: &dyn std::fmt::Display| format!("mremap in mm-core: {e}");
-        if new == old {
-            if new_len < old_len {
-                self.mm
-                    .munmap(k, page_end(old, new_len), old_len - new_len)
-                    .map_err(|e| err(&e))?;
-            } else if new_len > old_len {
-                let tail = page_end(old, old_len);
-                let pgoff = pgoff_at(tail);
-                self.mm
-                    .mmap(k, tail, new_len - old_len, prot, mf, file, pgoff)
-                    .map_err(|e| err(&e))?;
-                self.add_hidden(tail, page_end(old, new_len), hidden);
-            }
-        } else {
-            let pgoff = pgoff_at(old);
-            self.mm
-                .mmap(k, new, new_len, prot, mf, file, pgoff)
-                .map_err(|e| err(&e))?;
-            self.add_hidden(new, page_end(new, new_len), hidden);
-            if flags & 4 == 0 {
-                self.mm.munmap(k, old, old_len).map_err(|e| err(&e))?;
-            } else {
-                self.note("MREMAP_DONTUNMAP: old range kept as it was (Linux empties it)");
-            }
-        }
-        self.note("mremap emulated with mmap and munmap");
-        self.applied += 1;
-        Ok(())
-    }
-
-    /// The address space as `/proc/PID/maps` lines, in original addresses, then `kernel`'s.
-    fn print(&self, kernel: &[&MapsLine]) -> Vec<MapsLine> {
-        let raw = self.mm.raw();
-        let (start_brk, brk) = (raw.start_brk.get(), raw.brk.get());
-        let mut out = Vec::new();
-        for vma in self.mm.vmas() {
-            let v = vma.get();
-            let f = v.flags();
-            let (start, end) = (v.start().0 - self.offset, v.end().0 - self.offset);
-            let info = v
-                .file()
-                .and_then(|fp| self.files.iter().find(|(p, _)| *p == fp).map(|(_, i)| i));
-            let (path, inode, dev, offset) = match info {
-                Some(i) => (
-                    i.path.clone(),
-                    i.inode,
-                    i.dev.clone(),
-                    v.pgoff() << PAGE_SHIFT,
-                ),
-                None => {
-                    let heap =
-                        start_brk >= USER_BASE.0 && v.start().0 <= brk && v.end().0 >= start_brk;
-                    let name = if heap { "[heap]" } else { "" };
-                    (name.to_string(), 0, "00:00".to_string(), 0)
-                }
-            };
-            let offset = if path.starts_with('[') { 0 } else { offset };
-            out.push(MapsLine {
-                start,
-                end,
-                perms: [
-                    f.contains(VmFlags::READ),
-                    f.contains(VmFlags::WRITE),
-                    f.contains(VmFlags::EXEC),
-                    f.contains(VmFlags::SHARED),
-                ],
-                offset,
-                dev,
-                inode,
-                path,
-            });
-        }
-        out.extend(kernel.iter().map(|l| (*l).clone()));
-        out
-    }
 }
 
 /// `start + len` rounded up to a page, saturating at the top of the address space (hostile
 /// traces carry any numbers).
 fn page_end(start: VirtAddr, len: u64) -> VirtAddr {
     VirtAddr(start.0.saturating_add(len).saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1))
-}
-
-/// Whether mm-core would merge `b` into `a` if both were mapped as they look.
-fn would_merge(a: &MapsLine, b: &MapsLine) -> bool {
-    let backing = if a.is_anonymous() || b.is_anonymous() {
-        a.is_anonymous() && b.is_anonymous()
-    } else {
-        a.path == b.path && a.inode == b.inode && a.offset + (a.end - a.start) == b.offset
-    };
-    a.end == b.start && a.perms == b.perms && backing
 }
 
 /// Linux's and mm-core's outcomes agree (both succeeded or both failed).
