@@ -111,7 +111,8 @@ pub fn replay(
     let (user, kernel): (Vec<&MapsLine>, Vec<&MapsLine>) =
         before.iter().partition(|l| l.end <= TASK_SIZE.0);
     let offset = choose_offset(&user)?;
-    let ram = SimRam::new(1 << 12);
+    // Frames only for page tables and the one page each isolated seed line gets (seed.rs).
+    let ram = SimRam::new(64 + 8 * before.len());
     let tlb = CountingTlb::default();
     let k = Kernel::new(&ram, &ram, ram.mem_map(), &tlb);
     let mm = Mm::new(&k, None).map_err(|e| ReplayError::Seed {
