@@ -136,7 +136,7 @@ pub fn parse_trace(text: &str) -> Result<Trace, TraceError> {
             reason: reason.to_string(),
         };
         let (pid, rest) = split_pid(raw.trim_end()).map_err(&bad)?;
-        let rest = rest.trim_start();
+        let rest = skip_timestamp(rest.trim_start());
         if rest.is_empty() || rest.starts_with("+++") || rest.starts_with("---") {
             continue;
         }
@@ -183,6 +183,19 @@ fn split_pid(line: &str) -> Result<(Option<u32>, &str), &'static str> {
         return Ok((Some(pid), &line[digits..]));
     }
     Ok((None, line))
+}
+
+/// Skips a `-t`/`-tt`/`-ttt`/`-r` timestamp (`12:34:56.789012`, `1700000000.123456`).
+fn skip_timestamp(s: &str) -> &str {
+    let len = s
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b':' || *b == b'.')
+        .count();
+    if len > 0 && s[..len].contains(['.', ':']) && s[len..].starts_with(' ') {
+        s[len..].trim_start()
+    } else {
+        s
+    }
 }
 
 enum Parsed {

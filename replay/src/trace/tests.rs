@@ -77,6 +77,25 @@ fn munmap_mprotect_brk_mremap_and_madvise_parse() {
 }
 
 #[test]
+fn timestamps_after_the_pid_are_skipped() {
+    let t = parse_trace(
+        "9 12:34:56.789012 munmap(0x1000, 4096) = 0\n\
+         1700000000.123456 munmap(0x2000, 4096) = 0\n",
+    )
+    .expect("parses");
+    assert_eq!(t.events.len(), 2);
+    assert_eq!(t.events[0].pid, Some(9));
+    assert_eq!(t.events[1].pid, None);
+    assert_eq!(
+        t.events[1].call,
+        Call::Munmap {
+            addr: 0x2000,
+            len: 4096
+        }
+    );
+}
+
+#[test]
 fn a_failed_call_keeps_its_errno_name() {
     let e = one("1 mmap(NULL, 1099511627776000, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = -1 ENOMEM (Cannot allocate memory)");
     assert_eq!(e.outcome, Outcome::Err("ENOMEM".into()));
