@@ -70,3 +70,44 @@ proptest! {
         }
     }
 }
+
+fn maps_line() -> impl Strategy<Value = (u64, u64, String)> {
+    let path = prop::sample::select(vec!["", "[heap]", "[stack]", "[vdso]", "/lib/x.so", "/a b"]);
+    (number(), 1u64..64, path).prop_map(|(start, pages, path)| {
+        let start = start & !0xfff;
+        (start, start.saturating_add(pages * 4096), path.to_string())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_snapshots_and_calls_end_in_a_result_or_an_error_never_a_panic(
+        mut lines in prop::collection::vec(maps_line(), 0..8),
+        calls in prop::collection::vec(call(), 0..8),
+        perms in prop::sample::select(vec!["rw-p", "r--p", "r-xp", "---p", "rw-s"]),
+    ) {
+        lines.sort();
+        let mut text = String::new();
+        let mut last_end = 0;
+        for (start, end, path) in lines {
+            if start < last_end || end <= start || end % 4096 != 0 {
+                continue;
+            }
+            let inode = if path.starts_with('/') { 5 } else { 0 };
+            text += &format!("{start:x}-{end:x} {perms} 00000000 08:01 {inode} {path}\n");
+            last_end = end;
+        }
+        let before = maps::parse_maps(&text).expect("generated snapshot parses");
+        let t = trace::parse_trace(&calls.join("\n")).expect("generated lines parse");
+        if let Ok(out) = replay::replay(&before, &t, &before) {
+            prop_assert!(out.maps.windows(2).all(|w| w[0].end <= w[1].start));
+        }
+    }
+
+    #[test]
+    fn random_maps_text_never_panics_the_parser(lines in prop::collection::vec(".{0,90}", 0..6)) {
+        let _ = maps::parse_maps(&lines.join("\n"));
+    }
+}
