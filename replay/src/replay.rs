@@ -14,7 +14,8 @@
 //! `VM_GROWSDOWN`), they never merge with their neighbours.
 //!
 //! Submodules: `seed` (snapshot → VMAs and files), `hidden` (the `vm_flags` maps does not show),
-//! `mremap` (built from mmap and munmap), `print` (VMAs → maps lines).
+//! `madvise` (its `vm_flags` changes), `mremap` (built from mmap and munmap), `print` (VMAs → maps
+//! lines).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,7 @@ use crate::maps::MapsLine;
 use crate::trace::{Call, Event, Outcome, Trace};
 
 mod hidden;
+mod madvise;
 mod mremap;
 mod print;
 mod seed;
@@ -312,24 +314,8 @@ impl Replay<'_, '_> {
             }
             Call::Brk { addr } => return self.brk(*addr, linux),
             Call::Mremap { .. } => return self.mremap(&ev.call, linux),
-            Call::Madvise { advice, .. } => {
-                // These only drop, read ahead or reclaim pages: no VMA changes.
-                const PAGES_ONLY: &[&str] = &[
-                    "MADV_DONTNEED",
-                    "MADV_FREE",
-                    "MADV_WILLNEED",
-                    "MADV_COLD",
-                    "MADV_PAGEOUT",
-                    "MADV_REMOVE",
-                    "MADV_POPULATE_READ",
-                    "MADV_POPULATE_WRITE",
-                ];
-                if PAGES_ONLY.contains(&advice.as_str()) || failed {
-                    self.note("madvise without effect on VMAs");
-                } else {
-                    self.note("madvise changing vm_flags not replayed (mm-core has no madvise)");
-                }
-                return Ok(());
+            Call::Madvise { addr, len, advice } => {
+                return self.madvise(*addr, *len, advice, failed);
             }
         }
         self.applied += 1;

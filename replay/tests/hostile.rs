@@ -36,14 +36,15 @@ fn call() -> impl Strategy<Value = String> {
         Just("-1 ENOMEM (Cannot allocate memory)".to_string()),
         Just("-1 EINVAL (Invalid argument)".to_string()),
     ];
-    (0usize..6, number(), number(), number(), prot, flags, result).prop_map(
+    (0usize..7, number(), number(), number(), prot, flags, result).prop_map(
         |(kind, a, b, c, prot, flags, result)| match kind {
             0 => format!("1 mmap({a:#x}, {b}, {prot}, {flags}, 3</lib/x.so>, {c:#x}) = {result}"),
             1 => format!("1 munmap({a:#x}, {b}) = {result}"),
             2 => format!("1 mprotect({a:#x}, {b}, {prot}) = {result}"),
             3 => format!("1 brk({a:#x}) = {result}"),
             4 => format!("1 mremap({a:#x}, {b}, {c}, MREMAP_MAYMOVE) = {result}"),
-            _ => format!("1 madvise({a:#x}, {b}, MADV_DONTNEED) = {result}"),
+            5 => format!("1 madvise({a:#x}, {b}, MADV_DONTNEED) = {result}"),
+            _ => format!("1 madvise({a:#x}, {b}, MADV_DONTFORK) = {result}"),
         },
     )
 }

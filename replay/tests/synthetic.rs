@@ -259,3 +259,15 @@ fn a_brk_linux_refused_leaves_the_heap_alone_and_is_counted() {
     assert_eq!(out.maps, before);
     assert_eq!(out.notes.get("brk refused by Linux not replayed"), Some(&1));
 }
+
+#[test]
+fn madvise_dontfork_in_the_middle_splits_and_dofork_merges_back() {
+    let split = anon(A, 4, "PROT_READ|PROT_WRITE")
+        + &format!("1 madvise({:#x}, 8192, MADV_DONTFORK) = 0\n", A + 0x1000);
+    let got = run("", &split).expect("replays");
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[1], "7f0000001000-7f0000003000 rw-p 00000000 00:00 0");
+    let undo = split + &format!("1 madvise({A:#x}, 16384, MADV_DOFORK) = 0\n");
+    let got = run("", &undo).expect("replays");
+    assert_eq!(got, ["7f0000000000-7f0000004000 rw-p 00000000 00:00 0"]);
+}

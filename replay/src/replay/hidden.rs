@@ -55,8 +55,14 @@ impl Replay<'_, '_> {
     /// exactly), then the bits, then its own permission back: that last mprotect merges it with
     /// whatever neighbours now have equal flags.
     pub(super) fn add_hidden(&mut self, start: VirtAddr, end: VirtAddr, bits: u64) {
+        self.change_hidden(start, end, bits, 0);
+    }
+
+    /// Sets `set` and clears `clear` on every mapped page of `[start, end)` (see
+    /// [`Self::add_hidden`]).
+    pub(super) fn change_hidden(&mut self, start: VirtAddr, end: VirtAddr, set: u64, clear: u64) {
         for (s, e, flags) in self.pieces(start, end) {
-            if flags & bits == bits {
+            if (flags | set) & !clear == flags {
                 continue;
             }
             let prot = Prot(flags & VmFlags::ACCESS.0);
@@ -74,7 +80,7 @@ impl Replay<'_, '_> {
             }
             if let Some(v) = self.mm.vma_at(s) {
                 let v = v.get();
-                v.vm_flags.set(v.vm_flags.get() | bits);
+                v.vm_flags.set((v.vm_flags.get() | set) & !clear);
             }
             if self.mm.mprotect(self.k, s, len, prot).is_err() {
                 self.note("could not restore a range's permissions after setting hidden bits");
