@@ -149,7 +149,9 @@ impl Mm {
 
     /// The first VMA with `vm_end > addr` (Linux's `find_vma`), in O(log n).
     pub fn find_vma(&self, addr: VirtAddr) -> Option<VmaPtr> {
-        self.index.range(addr.0 + 1..).next().map(|(_, v)| *v)
+        // No VMA ends above the top of the address space.
+        let above = addr.0.checked_add(1)?;
+        self.index.range(above..).next().map(|(_, v)| *v)
     }
 
     /// The VMA containing `addr`.

@@ -384,3 +384,14 @@ fn map_locked_counts_in_locked_vm_until_unmapped() {
     assert_valid(&k, &mm);
     mm.destroy(&k);
 }
+
+#[test]
+fn find_vma_at_the_very_top_of_the_address_space_finds_nothing() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).unwrap();
+    map_anon(&k, &mut mm, 1 << 40, 1);
+    assert!(mm.find_vma(VirtAddr(u64::MAX)).is_none());
+    assert!(mm.find_vma(VirtAddr(0)).is_some());
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
