@@ -196,6 +196,7 @@ fn bad_command_line_values_exit_2_with_one_line() {
         &["run", "--vcpus", "999"],
         &["run", "--timeout", "soon"],
         &["run", "--frobnicate"],
+        &["run", "--inject", "fail-alloc:x"],
     ] {
         let (_, stderr) = expect_exit(args, 2);
         assert_eq!(

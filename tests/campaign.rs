@@ -172,3 +172,56 @@ fn a_backwards_seed_range_is_a_one_line_usage_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn failing_each_allocation_of_a_truncate_workload_leaks_nothing_and_breaks_no_rule() {
+    if !kvm_available(
+        "failing_each_allocation_of_a_truncate_workload_leaks_nothing_and_breaks_no_rule",
+    ) {
+        return;
+    }
+    // Seed N fails the Nth allocation of the process (faults, tables, VMAs, anon_vmas, files) that
+    // maps a file twice, truncates it and unmaps: the run must still pass, with no leaked frame, no
+    // lockdep report and no probe violation.
+    let args = [
+        "campaign",
+        "--scenario",
+        "truncate",
+        "--seeds",
+        "1..100",
+        "--inject",
+        "fail-alloc:seed",
+    ];
+    let (stdout, stderr) = expect_exit(&args, 0);
+    assert!(
+        stdout.contains("99 runs: 99 passed, 0 failed"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn an_injected_failure_is_part_of_the_reproduction_command() {
+    if !kvm_available("an_injected_failure_is_part_of_the_reproduction_command") {
+        return;
+    }
+    let args = [
+        "campaign",
+        "--scenario",
+        "munmap-whole",
+        "--seeds",
+        "3..5",
+        "--variant",
+        "skip-anon-unlink",
+        "--inject",
+        "fail-alloc:seed:table",
+    ];
+    let (stdout, _) = expect_exit(&args, 1);
+    let repro = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("reproduce: "))
+        .expect("a reproduction line");
+    assert!(
+        repro.contains("--inject fail-alloc:seed:table") && repro.contains("--seed 3"),
+        "{repro}"
+    );
+}

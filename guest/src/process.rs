@@ -118,6 +118,18 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
         drop_files(files);
         return Err(SpawnError::ScriptMap(e.errno()));
     }
+    // Fault the script's pages in first, so a failure (out of memory) is an error here rather than
+    // a kernel page fault during the copy, as copy_to_user returns -EFAULT.
+    for page in (0..len).step_by(4096) {
+        if mm
+            .handle_mm_fault(k, VirtAddr(SCRIPT_BASE + page), Access::Write)
+            .is_err()
+        {
+            mm.destroy(k);
+            drop_files(files);
+            return Err(SpawnError::NoMemory);
+        }
+    }
     let pgd = mm.raw().pgd().0;
     // SAFETY: vCPU 0 alone; no process is running.
     unsafe {
@@ -129,9 +141,9 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
         })
     };
     write_cr3(pgd);
-    // The copy faults the script's pages in, as copy_to_user would.
     for (i, word) in words.iter().enumerate() {
-        // SAFETY: the script VMA is mapped read-write at SCRIPT_BASE in the loaded address space.
+        // SAFETY: the script VMA is mapped read-write at SCRIPT_BASE in the loaded address space,
+        // its pages faulted in above.
         unsafe { core::ptr::write_volatile((SCRIPT_BASE as *mut u64).add(i), *word) };
     }
     let exit = user::enter_user(0, programs::script(), 0, SCRIPT_BASE);

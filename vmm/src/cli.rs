@@ -2,6 +2,7 @@
 
 use crate::arch::x86_64::layout::{LARGE_PAGE_SIZE, MAX_RAM, MIN_RAM};
 use crate::campaign::{SeedRange, Shard};
+use crate::inject::InjectSpec;
 use clap::{Args, Parser, Subcommand};
 use mm_core::abi::{find_scenario, DEFAULT_SCENARIO, MAX_VCPUS};
 use mm_core::Variant;
@@ -83,6 +84,11 @@ pub struct RunArgs {
     /// Write the probes' findings as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Fail the Nth allocation of each process the scenario runs: fail-alloc:N[:KIND], N a number
+    /// or `seed` (the run's --seed), KIND one of page, table, vma, anon-vma, file (default: any).
+    /// The run must still end with no violation, no leaked frame and no lockdep report.
+    #[arg(long, value_name = "SPEC", value_parser = InjectSpec::parse)]
+    pub inject: Option<InjectSpec>,
     /// Workload size for scenarios that take one (probe-bench: file VMAs); 0 = the scenario's
     /// default.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -161,9 +167,10 @@ pub struct CampaignRunArgs {
     /// The ordering variant every seed runs under (`vmm list` shows them).
     #[arg(long, value_name = "NAME", default_value = "correct", value_parser = parse_variant)]
     pub variant: Variant,
-    /// Fault injection: not supported yet (`vmm run` has no --inject).
-    #[arg(long, value_name = "SPEC", value_parser = parse_inject)]
-    pub inject: Option<String>,
+    /// Fault injection every seed runs with (as `vmm run --inject`; `fail-alloc:seed` fails
+    /// allocation number SEED, so a campaign walks the failure across allocation sites).
+    #[arg(long, value_name = "SPEC", value_parser = InjectSpec::parse)]
+    pub inject: Option<InjectSpec>,
     /// Run only the seeds with seed % N == K (1 <= N, 0 <= K < N).
     #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
     pub shard: Option<Shard>,
@@ -206,12 +213,6 @@ fn parse_jobs(s: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(_) => Err("not a number".into()),
     }
-}
-
-/// Refuses every spec until `vmm run` can inject faults: a campaign passes only what its child
-/// understands.
-fn parse_inject(_: &str) -> Result<String, String> {
-    Err("not supported yet: `vmm run` has no fault injection".into())
 }
 
 fn parse_vcpus(s: &str) -> Result<usize, String> {
@@ -407,7 +408,7 @@ mod tests {
                 "--seeds",
                 "0..4",
                 "--inject",
-                "alloc:3",
+                "fail-alloc:three",
             ],
             &["vmm", "campaign", "--scenario", "tour"],
             &["vmm", "campaign", "merge"],

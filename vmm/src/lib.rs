@@ -12,6 +12,7 @@
 //! - [`vstate`]: the VM, its memory, the vCPUs and the meaning of each exit.
 //! - [`devices`]: the COM1 console.
 //! - [`ucall`]: the host side of the guest→host call channel.
+//! - [`inject`]: the `--inject` fault-injection spec.
 //! - [`loader`]: checks and loads the kernel ELF.
 //! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
@@ -28,6 +29,7 @@ pub mod bench;
 pub mod campaign;
 pub mod cli;
 pub mod devices;
+pub mod inject;
 pub mod loader;
 pub mod probe;
 pub mod report;

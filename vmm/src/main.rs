@@ -101,6 +101,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             log_level: log::max_level() as u64,
             variant: args.variant,
             scale: args.scale,
+            inject: args.inject,
             kernel,
         },
         timeout: args.timeout,
@@ -128,8 +129,13 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         eprintln!("vmm: probe walk error: {e}");
     }
     if let Some(path) = &args.report {
-        let json =
-            vmm::report::to_json(&args.scenario, args.variant.name(), args.thorough, &report);
+        let json = vmm::report::to_json(
+            &args.scenario,
+            args.variant.name(),
+            args.inject.map(|i| i.to_string()),
+            args.thorough,
+            &report,
+        );
         if let Err(e) = vmm::report::write_json(path, &json) {
             return fail(
                 FAILURE,
@@ -232,6 +238,7 @@ fn campaign(args: &CampaignArgs) -> u8 {
         vmm,
         scenario: scenario.clone(),
         variant: run.variant.name().to_string(),
+        inject: run.inject,
         seeds,
         shard: run.shard,
         jobs,

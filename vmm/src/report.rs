@@ -37,11 +37,18 @@ fn violation_json(v: &Violation) -> Value {
 }
 
 /// The run as JSON.
-pub fn to_json(scenario: &str, variant: &str, thorough: bool, report: &RunReport) -> Value {
+pub fn to_json(
+    scenario: &str,
+    variant: &str,
+    inject: Option<String>,
+    thorough: bool,
+    report: &RunReport,
+) -> Value {
     let s = &report.probes;
     json!({
         "scenario": scenario,
         "variant": variant,
+        "inject": inject,
         "thorough": thorough,
         "passed": report.passed(),
         "failure": report.failure.as_ref().map(|f| f.to_string()),

@@ -18,6 +18,17 @@ static SCALE: AtomicU64 = AtomicU64::new(0);
 /// The seed the user gave (`--seed`).
 static SEED: AtomicU64 = AtomicU64::new(0);
 
+/// `--inject`: which allocation of each process fails (0 = none), and of which kind (0 = any).
+static INJECT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The fault injection the user asked for: (nth allocation, `AllocKind` value or 0 for any).
+pub fn injection() -> (u64, u64) {
+    (
+        INJECT[0].load(Ordering::Relaxed),
+        INJECT[1].load(Ordering::Relaxed),
+    )
+}
+
 /// The seed for this run's random choices.
 pub fn seed() -> u64 {
     SEED.load(Ordering::Relaxed)
@@ -35,6 +46,8 @@ pub fn scale_or(default: u64) -> u64 {
 pub fn run(name: &str, info: &BootInfo) -> u64 {
     SCALE.store(info.scale, Ordering::Relaxed);
     SEED.store(info.seed, Ordering::Relaxed);
+    INJECT[0].store(info.inject_nth, Ordering::Relaxed);
+    INJECT[1].store(info.inject_kind, Ordering::Relaxed);
     match name {
         "hello" => hello(info),
         "boot" => PASS,

@@ -36,6 +36,10 @@ pub struct BootInfo {
     pub variant: u64,
     /// Workload size for scenarios that take one (`--scale`; `probe-bench`: VMAs), 0 = default.
     pub scale: u64,
+    /// `--inject`: the allocation of each scenario process that fails (1-based; 0 = none).
+    pub inject_nth: u64,
+    /// `--inject`: the `AllocKind` counted (`AllocKind as u64`), 0 = every kind.
+    pub inject_kind: u64,
     /// Length in bytes of the scenario name in [`BootInfo::scenario`].
     pub scenario_len: u64,
     /// The scenario to run, UTF-8, not NUL-terminated.
@@ -64,6 +68,8 @@ impl BootInfo {
             log_level: 0,
             variant: 0,
             scale: 0,
+            inject_nth: 0,
+            inject_kind: 0,
             scenario_len: bytes.len() as u64,
             scenario: name,
         })
@@ -81,7 +87,7 @@ impl BootInfo {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 13 * 8 + SCENARIO_NAME_MAX);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 15 * 8 + SCENARIO_NAME_MAX);
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@ pub enum MergeError {
         file: String,
         /// The first file.
         first: String,
-        /// "scenario" or "variant".
+        /// "scenario", "variant" or "inject".
         what: &'static str,
         /// The first file's value.
         ours: String,
@@ -50,6 +50,11 @@ pub fn merge(parts: Vec<(String, CampaignResult)>) -> Result<CampaignResult, Mer
         for (what, ours, theirs) in [
             ("scenario", &merged.scenario, &part.scenario),
             ("variant", &merged.variant, &part.variant),
+            (
+                "inject",
+                &merged.inject.clone().unwrap_or_default(),
+                &part.inject.clone().unwrap_or_default(),
+            ),
         ] {
             if ours != theirs {
                 return Err(MergeError::Mismatch {

@@ -18,6 +18,8 @@ pub struct CampaignResult {
     pub scenario: String,
     /// The ordering variant every seed ran under.
     pub variant: String,
+    /// The `--inject` spec every seed ran with, if any.
+    pub inject: Option<String>,
     /// The seed range asked for (after a merge: the smallest range holding every part's).
     pub seeds: SeedRange,
     /// The shards that ran; empty when the whole range ran in one campaign.
@@ -108,6 +110,7 @@ impl CampaignResult {
             "format": FORMAT,
             "scenario": self.scenario,
             "variant": self.variant,
+            "inject": self.inject,
             "seeds": { "start": self.seeds.start, "end": self.seeds.end },
             "shards": self.shards.iter().map(Shard::to_string).collect::<Vec<_>>(),
             "jobs": self.jobs,
@@ -164,6 +167,7 @@ impl CampaignResult {
         Ok(CampaignResult {
             scenario: text("scenario")?,
             variant: text("variant")?,
+            inject: v["inject"].as_str().map(str::to_string),
             seeds,
             shards,
             jobs: v["jobs"].as_u64().unwrap_or(0) as usize,
@@ -196,6 +200,7 @@ pub(super) mod tests {
         CampaignResult {
             scenario: "munmap-whole".into(),
             variant: variant.into(),
+            inject: None,
             seeds: SeedRange { start: 0, end: 4 },
             shards: shard.into_iter().collect(),
             jobs: 2,

@@ -6,6 +6,7 @@
 use super::outcome::{classify, ChildExit, Kind, SeedOutcome};
 use super::result::CampaignResult;
 use super::spec::{SeedRange, Shard};
+use crate::inject::InjectSpec;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,6 +28,8 @@ pub struct CampaignConfig {
     pub scenario: String,
     /// Ordering variant name.
     pub variant: String,
+    /// Fault injection every child runs with.
+    pub inject: Option<InjectSpec>,
     /// The seeds.
     pub seeds: SeedRange,
     /// Only the seeds of this shard.
@@ -92,6 +95,7 @@ pub fn run_campaign(config: &CampaignConfig) -> Result<CampaignResult, CampaignE
     Ok(CampaignResult {
         scenario: config.scenario.clone(),
         variant: config.variant.clone(),
+        inject: config.inject.map(|spec| spec.to_string()),
         seeds: config.seeds,
         shards: config.shard.into_iter().collect(),
         jobs: config.jobs,
@@ -155,6 +159,12 @@ fn spawn_and_wait(
             &config.variant,
         ])
         .args(["--seed", &seed.to_string()])
+        .args(
+            config
+                .inject
+                .iter()
+                .flat_map(|spec| ["--inject".to_string(), spec.to_string()]),
+        )
         .args(["--timeout", &config.timeout.as_secs_f64().to_string()])
         .arg("--report")
         .arg(report)
@@ -260,6 +270,7 @@ mod tests {
             vmm,
             scenario: "munmap-whole".into(),
             variant: "correct".into(),
+            inject: None,
             seeds: SeedRange::parse(seeds).unwrap(),
             shard: None,
             jobs: 2,

@@ -9,7 +9,10 @@ impl CampaignResult {
     /// The command that reruns `seed` alone, `program` being the `vmm` to run; it names the
     /// campaign's watchdog too unless that is `vmm run`'s default.
     pub fn repro(&self, program: &str, seed: u64) -> String {
-        let command = repro_command(program, &self.scenario, &self.variant, seed);
+        let mut command = repro_command(program, &self.scenario, &self.variant, seed);
+        if let Some(spec) = &self.inject {
+            command = format!("{command} --inject {}", shell_quote(spec));
+        }
         if self.timeout_secs == DEFAULT_TIMEOUT_SECS {
             command
         } else {

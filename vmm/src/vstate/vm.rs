@@ -32,6 +32,8 @@ pub struct VmConfig<'a> {
     pub variant: mm_core::Variant,
     /// Workload size for scenarios that take one (0 = their default).
     pub scale: u64,
+    /// Fault injection, if any.
+    pub inject: Option<crate::inject::InjectSpec>,
     /// The kernel ELF image.
     pub kernel: &'a [u8],
 }
@@ -153,6 +155,10 @@ impl Vm {
         boot_info.log_level = config.log_level;
         boot_info.variant = config.variant.as_u64();
         boot_info.scale = config.scale;
+        if let Some(spec) = config.inject {
+            boot_info.inject_nth = spec.nth_for(config.seed);
+            boot_info.inject_kind = spec.kind.map_or(0, |k| k as u64);
+        }
         mem.write_obj(RawBootInfo(boot_info), BOOT_INFO_START)
             .map_err(write("the boot info"))?;
 
