@@ -44,6 +44,9 @@ pub enum Command {
     List,
     /// Run a benchmark.
     Bench(BenchArgs),
+    /// Replay a program's memory system calls (strace -f -y -e trace=memory) on top of its maps
+    /// snapshot and print the address space they lead to.
+    Replay(ReplayArgs),
     /// Run a scenario over many seeds, in parallel children; or merge the JSON of shards.
     #[command(long_about = CAMPAIGN_ABOUT)]
     Campaign(CampaignArgs),
@@ -93,6 +96,25 @@ pub struct RunArgs {
     /// default.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub scale: u64,
+}
+
+/// Options of `vmm replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The program's /proc/PID/maps just before its first traced call.
+    #[arg(long, value_name = "FILE")]
+    pub maps: PathBuf,
+    /// What `strace -f -y -e trace=memory -o FILE` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub trace: PathBuf,
+    /// The maps Linux produced at exit: compare and exit 1 on a difference, printing the first
+    /// differing lines.
+    #[arg(long, value_name = "FILE")]
+    pub compare: Option<PathBuf>,
+    /// Replay through mm-core on the host (fast). Without it the replay would run in the guest on
+    /// real page tables, which is not implemented yet.
+    #[arg(long)]
+    pub host: bool,
 }
 
 /// Options of `vmm bench`.

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Some(CampaignCommand::Merge(merge)) => campaign_merge(&merge),
             None => campaign(&args),
         },
+        Command::Replay(args) => replay(&args),
         Command::Floor => match vmm::bench::floor() {
             Ok(_) => SUCCESS,
             Err(e) => fail(FAILURE, &e),
@@ -286,5 +287,55 @@ fn campaign_report(result: &CampaignResult, json: Option<&std::path::Path>) -> u
         SUCCESS
     } else {
         FAILURE
+    }
+}
+
+fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
+    use mm_replay::{maps, replay, trace};
+    if !args.host {
+        return fail(USAGE, &"replay in the guest is not implemented yet: add --host to replay through mm-core on the host");
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let inputs = (|| -> Result<_, String> {
+        let before = maps::parse_maps(&read(&args.maps)?)
+            .map_err(|e| format!("{}: {e}", args.maps.display()))?;
+        let calls = trace::parse_trace(&read(&args.trace)?)
+            .map_err(|e| format!("{}: {e}", args.trace.display()))?;
+        let after = match &args.compare {
+            Some(path) => Some(
+                maps::parse_maps(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok((before, calls, after))
+    })();
+    let (before, calls, after) = match inputs {
+        Ok(inputs) => inputs,
+        Err(e) => return fail(USAGE, &e),
+    };
+    let out = match replay::replay(&before, &calls, after.as_deref().unwrap_or(&[])) {
+        Ok(out) => out,
+        Err(e) => return fail(FAILURE, &format_args!("replay diverged from Linux: {e}")),
+    };
+    let mut stdout = std::io::stdout().lock();
+    for line in &out.maps {
+        // A closed stdout (`| head`) ends the listing, not the run.
+        if writeln!(stdout, "{line}").is_err() {
+            break;
+        }
+    }
+    drop(stdout);
+    let skipped: usize = calls.skipped.values().sum();
+    let notes: usize = out.notes.values().sum();
+    log::info!(
+        "replayed {} calls ({skipped} skipped by the parser, {notes} noted: {:?})",
+        out.applied,
+        out.notes
+    );
+    match after.map(|after| maps::compare(&out.maps, &after)) {
+        None | Some(Ok(())) => SUCCESS,
+        Some(Err(mismatch)) => fail(FAILURE, &mismatch),
     }
 }
