@@ -120,15 +120,21 @@ pub struct ReplayArgs {
 /// Options of `vmm bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which benchmark.
+    /// Which benchmark; all of them (boot, probes, campaign throughput) when omitted.
     #[arg(value_enum)]
-    pub which: BenchKind,
-    /// Measured runs of each side.
+    pub which: Option<BenchKind>,
+    /// Measured runs of each side (boot).
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub iterations: u32,
     /// A short smoke run (small sizes, few runs).
     #[arg(long)]
     pub quick: bool,
+    /// With all benchmarks: write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// With all benchmarks: draw the results (bars against their goals) as SVG to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
 }
 
 const CAMPAIGN_ABOUT: &str = "\

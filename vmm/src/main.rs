@@ -38,8 +38,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(&args, started),
         Command::List => list(),
         Command::Bench(args) => match args.which {
-            BenchKind::Boot => bench_boot(if args.quick { 3 } else { args.iterations }),
-            BenchKind::Probes => bench_probes(args.quick),
+            Some(BenchKind::Boot) => bench_boot(if args.quick { 3 } else { args.iterations }),
+            Some(BenchKind::Probes) => bench_probes(args.quick),
+            None => bench_all(&args),
         },
         Command::Campaign(args) => match args.command {
             Some(CampaignCommand::Merge(merge)) => campaign_merge(&merge),
@@ -338,4 +339,34 @@ fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
         None | Some(Ok(())) => SUCCESS,
         Some(Err(mismatch)) => fail(FAILURE, &mismatch),
     }
+}
+
+fn bench_all(args: &vmm::cli::BenchArgs) -> u8 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return fail(FAILURE, &format_args!("cannot find this executable: {e}")),
+    };
+    let suite = match vmm::bench::suite::run(&exe, args.quick) {
+        Ok(suite) => suite,
+        Err(e) => return fail(FAILURE, &e),
+    };
+    println!("{suite}");
+    let outputs = [
+        (
+            args.json.as_ref(),
+            serde_json::to_string_pretty(&suite.to_json()).unwrap_or_default() + "\n",
+        ),
+        (args.svg.as_ref(), suite.to_svg()),
+    ];
+    for (path, text) in outputs {
+        if let Some(path) = path {
+            if let Err(e) = std::fs::write(path, text) {
+                return fail(
+                    FAILURE,
+                    &format_args!("cannot write {}: {e}", path.display()),
+                );
+            }
+        }
+    }
+    SUCCESS
 }

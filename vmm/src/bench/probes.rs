@@ -1,0 +1,175 @@
+//! The probe benchmark: the host cost of checking one page-table free, against the bare port-I/O
+//! exit round trip measured in the same run, at 10, 1,000 and 65,530 VMAs.
+
+use super::BenchError;
+use std::fmt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// VMA counts the probe benchmark runs at.
+pub const PROBE_SCALES: [u64; 3] = [10, 1_000, 65_530];
+/// The smoke run's counts.
+pub const PROBE_SCALES_QUICK: [u64; 2] = [10, 100];
+/// Goal: a checked event costs at most this many bare exit round trips at 1,000 VMAs.
+pub const PROBE_GOAL_RATIO: f64 = 2.0;
+
+/// One row of the probe benchmark.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeRow {
+    /// File VMAs in the process.
+    pub vmas: u64,
+    /// Bare exit round trip.
+    pub round_trip: Duration,
+    /// Median host time to check one page-table free.
+    pub check: Duration,
+    /// Mean over every free, including exit's frees of tables spanning many VMAs.
+    pub check_mean: Duration,
+    /// The slowest check (a table spanning the most VMAs).
+    pub check_max: Duration,
+    /// Page-table frees checked.
+    pub frees: u64,
+}
+
+impl ProbeRow {
+    /// Cost of a checked event (a bare round trip plus the check) over a bare round trip.
+    pub fn ratio(&self) -> f64 {
+        (self.round_trip + self.check).as_secs_f64() / self.round_trip.as_secs_f64()
+    }
+}
+
+/// The probe benchmark's result.
+#[derive(Clone, Debug)]
+pub struct ProbeBench {
+    /// One row per VMA count.
+    pub rows: Vec<ProbeRow>,
+}
+
+impl fmt::Display for ProbeBench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        writeln!(
+            f,
+            "probe cost per checked page-table free, against the bare exit round trip (same run)."
+        )?;
+        writeln!(
+            f,
+            "check: median host time of one check; mean and max include exit's frees of tables"
+        )?;
+        writeln!(
+            f,
+            "that span every VMA, whose cost grows with the VMAs meeting the span:"
+        )?;
+        writeln!(
+            f,
+            "  {:>7}  {:>12}  {:>9}  {:>9}  {:>9}  {:>16}  {:>6}",
+            "VMAs", "bare exit µs", "check µs", "mean µs", "max µs", "checked event µs", "ratio"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "  {:>7}  {:>12.2}  {:>9.2}  {:>9.2}  {:>9.1}  {:>16.2}  {:>5.2}x",
+                r.vmas,
+                us(r.round_trip),
+                us(r.check),
+                us(r.check_mean),
+                us(r.check_max),
+                us(r.round_trip + r.check),
+                r.ratio()
+            )?;
+        }
+        match self.rows.iter().find(|r| r.vmas == 1_000) {
+            Some(r) => {
+                let verdict = if r.ratio() <= PROBE_GOAL_RATIO { "met" } else { "MISSED" };
+                write!(f, "goal: checked event <= {PROBE_GOAL_RATIO}x bare exit at 1,000 VMAs: {verdict}")
+            }
+            None => write!(f, "goal: checked event <= {PROBE_GOAL_RATIO}x bare exit at 1,000 VMAs: not run (--quick)"),
+        }
+    }
+}
+
+/// Runs `vmm run --scenario probe-bench --scale N` for each VMA count and reads the timing from
+/// its JSON report.
+pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
+    let scales: &[u64] = if quick {
+        &PROBE_SCALES_QUICK
+    } else {
+        &PROBE_SCALES
+    };
+    let mut rows = Vec::new();
+    for &vmas in scales {
+        eprintln!("bench probes: {vmas} VMAs …");
+        let report =
+            std::env::temp_dir().join(format!("mm-probe-bench-{}-{vmas}.json", std::process::id()));
+        let scale = vmas.to_string();
+        let args = [
+            "run",
+            "--scenario",
+            "probe-bench",
+            "--scale",
+            &scale,
+            "--timeout",
+            "600",
+            "--report",
+        ];
+        let command = || {
+            format!(
+                "{} {} {}",
+                vmm_exe.display(),
+                args.join(" "),
+                report.display()
+            )
+        };
+        let status = Command::new(vmm_exe)
+            .args(args)
+            .arg(&report)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| BenchError::Child {
+                command: command(),
+                reason: e.to_string(),
+            })?;
+        if !status.success() {
+            return Err(BenchError::Child {
+                command: command(),
+                reason: status.to_string(),
+            });
+        }
+        let text = std::fs::read_to_string(&report).map_err(|e| BenchError::Child {
+            command: command(),
+            reason: format!("no report: {e}"),
+        })?;
+        let _ = std::fs::remove_file(&report);
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| BenchError::Child {
+                command: command(),
+                reason: format!("bad report: {e}"),
+            })?;
+        let t = &json["timing"];
+        let ns = |key: &str| t[key].as_u64().map(Duration::from_nanos);
+        let timing = (
+            ns("ping_round_trip_ns"),
+            ns("check_median_ns"),
+            ns("check_per_free_ns"),
+            ns("check_max_ns"),
+        );
+        let (Some(round_trip), Some(check), Some(check_mean), Some(check_max)) = timing else {
+            return Err(BenchError::Child {
+                command: command(),
+                reason: format!("no timing in report: {t}"),
+            });
+        };
+        let frees = t["checked_frees"].as_u64().unwrap_or(0);
+        rows.push(ProbeRow {
+            vmas,
+            round_trip,
+            check,
+            check_mean,
+            check_max,
+            frees,
+        });
+    }
+    Ok(ProbeBench { rows })
+}
