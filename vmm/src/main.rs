@@ -72,6 +72,13 @@ fn init_logging() {
         .init();
 }
 
+/// This executable, which benchmarks and campaigns run as their children; on failure the exit code
+/// after a one-line message.
+fn this_exe() -> Result<std::path::PathBuf, u8> {
+    std::env::current_exe()
+        .map_err(|e| fail(FAILURE, &format_args!("cannot find this executable: {e}")))
+}
+
 fn fail(code: u8, message: &dyn std::fmt::Display) -> u8 {
     eprintln!("vmm: {message}");
     code
@@ -189,9 +196,9 @@ fn list() -> u8 {
 }
 
 fn bench_boot(iterations: u32) -> u8 {
-    let exe = match std::env::current_exe() {
+    let exe = match this_exe() {
         Ok(exe) => exe,
-        Err(e) => return fail(FAILURE, &format_args!("cannot find this executable: {e}")),
+        Err(code) => return code,
     };
     match vmm::bench::boot(&exe, iterations) {
         Ok(result) => {
@@ -207,9 +214,9 @@ fn bench_boot(iterations: u32) -> u8 {
 }
 
 fn bench_probes(quick: bool) -> u8 {
-    let exe = match std::env::current_exe() {
+    let exe = match this_exe() {
         Ok(exe) => exe,
-        Err(e) => return fail(FAILURE, &format_args!("cannot find this executable: {e}")),
+        Err(code) => return code,
     };
     match vmm::bench::probes(&exe, quick) {
         Ok(result) => {
@@ -229,9 +236,9 @@ fn campaign(args: &CampaignArgs) -> u8 {
             &"campaign needs --scenario and --seeds (see vmm campaign --help)",
         );
     };
-    let vmm = match std::env::current_exe() {
+    let vmm = match this_exe() {
         Ok(exe) => exe,
-        Err(e) => return fail(FAILURE, &format_args!("cannot find this executable: {e}")),
+        Err(code) => return code,
     };
     let jobs = run.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -342,9 +349,9 @@ fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
 }
 
 fn bench_all(args: &vmm::cli::BenchArgs) -> u8 {
-    let exe = match std::env::current_exe() {
+    let exe = match this_exe() {
         Ok(exe) => exe,
-        Err(e) => return fail(FAILURE, &format_args!("cannot find this executable: {e}")),
+        Err(code) => return code,
     };
     let suite = match vmm::bench::suite::run(&exe, args.quick) {
         Ok(suite) => suite,
