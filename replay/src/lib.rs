@@ -20,8 +20,11 @@
 //! let after = maps::parse_maps("7f0000000000-7f0000003000 rw-p 00000000 00:00 0\n").unwrap();
 //! assert_eq!(maps::compare(&out.maps, &after), Ok(()));
 //! ```
+#![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+
+extern crate alloc;
 
 pub mod maps;
 pub mod replay;

@@ -5,7 +5,11 @@
 //! (`[heap]`, `[stack]`, `[anon:...]`), and the contents behind `[vdso]`/`[vvar]`/`[vsyscall]`
 //! (only their ranges and permissions are compared; the trace never touches them).
 
-use std::fmt;
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
 
 /// Why a maps snapshot could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -17,7 +17,10 @@
 //! `madvise` (its `vm_flags` changes), `mremap` (built from mmap and munmap), `print` (VMAs → maps
 //! lines).
 
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, USER_BASE};
 use mm_core::mm::{FilePtr, MapFlags, Mm, Prot};

@@ -7,7 +7,10 @@
 //! replayer understands are skipped and counted. Anything else that does not parse is an error
 //! naming its line.
 
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 /// Why a trace could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,6 +12,7 @@
 //! `VM_NOHUGEPAGE`, so a thread stack never merges with ordinary anonymous memory (the traces
 //! here come from 6.x kernels).
 
+use alloc::vec::Vec;
 use mm_core::addr::TASK_SIZE;
 use mm_core::mm::{Prot, VmFlags};
 use mm_core::VirtAddr;

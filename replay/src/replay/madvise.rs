@@ -2,6 +2,8 @@
 //! advice that changes `vm_flags` splits and merges VMAs (Linux's `madvise_update_vma`), which the
 //! replayer does with the hidden bits, in Linux's positions (mm/madvise.c `madvise_vma_behavior`).
 
+use alloc::format;
+use alloc::string::String;
 use mm_core::addr::TASK_SIZE;
 use mm_core::VirtAddr;
 

@@ -1,5 +1,7 @@
 //! `mremap`, which mm-core lacks, built from `mmap` and `munmap`.
 
+use alloc::format;
+use alloc::string::String;
 use mm_core::addr::{PAGE_SHIFT, TASK_SIZE};
 use mm_core::mm::{MapFlags, Prot, VmFlags};
 use mm_core::VirtAddr;
@@ -52,7 +54,7 @@ impl Replay<'_, '_> {
         let page = |n: u64| page_end(VirtAddr(0), n).0;
         let (old_len, new_len) = (page(old_len), page(new_len));
         let new = VirtAddr(ret.wrapping_add(off));
-        let err = |e: &dyn std::fmt::Display| format!("mremap in mm-core: {e}");
+        let err = |e: &dyn core::fmt::Display| format!("mremap in mm-core: {e}");
         if new == old {
             if new_len < old_len {
                 self.mm

@@ -1,5 +1,7 @@
 //! The final address space as `/proc/PID/maps` lines.
 
+use alloc::string::ToString;
+use alloc::vec::Vec;
 use mm_core::addr::{PAGE_SHIFT, USER_BASE};
 use mm_core::mm::VmFlags;
 

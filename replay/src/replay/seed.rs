@@ -1,5 +1,7 @@
 //! Seeding: a BEFORE snapshot becomes VMAs, files become mm-core file objects.
 
+use alloc::format;
+use alloc::string::{String, ToString};
 use mm_core::addr::{PAGE_SHIFT, TASK_SIZE, USER_BASE};
 use mm_core::mm::{iput, Access, AddressSpace, File, FilePtr, MapFlags, Prot};
 use mm_core::VirtAddr;
