@@ -5,6 +5,7 @@
 //! - [`trace`]: parsing `strace -f -y -e trace=memory` output into calls and their results.
 //! - [`maps`]: parsing, printing and comparing `/proc/PID/maps` snapshots.
 //! - [`replay`]: seeding an mm-core `Mm` from a BEFORE snapshot and applying a trace to it.
+//! - [`wire`]: the byte streams that carry a replay into the guest and its result back out.
 //!
 //! # Walkthrough
 //!
@@ -29,3 +30,4 @@ extern crate alloc;
 pub mod maps;
 pub mod replay;
 pub mod trace;
+pub mod wire;

@@ -23,10 +23,10 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, USER_BASE};
-use mm_core::mm::{FilePtr, MapFlags, Mm, Prot};
+use mm_core::mm::{Access, FilePtr, MapFlags, Mm, Prot, VmFlags};
 use mm_core::paging::CountingTlb;
 use mm_core::phys::SimRam;
-use mm_core::{Kernel, VirtAddr};
+use mm_core::{Kernel, PhysAddr, VirtAddr};
 
 use crate::maps::MapsLine;
 use crate::trace::{Call, Event, Outcome, Trace};
@@ -86,6 +86,18 @@ pub struct Replayed {
     pub notes: BTreeMap<String, usize>,
     /// What was added to each address to reach mm-core's range.
     pub offset: u64,
+    /// Pages faulted in to build page tables ([`Options::touch`]; 0 otherwise).
+    pub touched: usize,
+}
+
+/// How a replay runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Read-fault in the first and last page of every mapping the replay installs, so page tables
+    /// are really built (and later freed) under it. Only pages whose fault cannot change a merge
+    /// are touched: file pages, and anonymous pages of a VMA that already has an anon_vma (an
+    /// anonymous fault gives a VMA its anon_vma, and VMAs with different anon_vmas never merge).
+    pub touch: bool,
 }
 
 /// A file the replay knows: what to print for it.
@@ -95,8 +107,10 @@ struct FileInfo {
     dev: String,
 }
 
-/// The state of one replay: the address space, its files and the counters.
-struct Replay<'k, 'a> {
+/// One replay on a caller's kernel and address space: [`Replayer::run`] seeds and applies,
+/// [`Replayer::finish`] tears the address space and its files down. The host's [`replay`] runs one
+/// on simulated RAM; the guest's `replay` scenario runs one on real page tables.
+pub struct Replayer<'k, 'a> {
     k: &'k Kernel<'a>,
     mm: Mm,
     offset: u64,
@@ -104,18 +118,18 @@ struct Replay<'k, 'a> {
     hints: &'k [MapsLine],
     applied: usize,
     notes: BTreeMap<String, usize>,
+    options: Options,
+    touched: usize,
 }
 
 /// Replays `trace` on an address space seeded from `before`; `hints` (usually the AFTER snapshot)
-/// supplies inodes and devices of files first mapped during the trace.
+/// supplies inodes and devices of files first mapped during the trace. Runs on the host, through
+/// mm-core over simulated RAM.
 pub fn replay(
     before: &[MapsLine],
     trace: &Trace,
     hints: &[MapsLine],
 ) -> Result<Replayed, ReplayError> {
-    let (user, kernel): (Vec<&MapsLine>, Vec<&MapsLine>) =
-        before.iter().partition(|l| l.end <= TASK_SIZE.0);
-    let offset = choose_offset(&user)?;
     // Frames only for page tables and the one page each isolated seed line gets (seed.rs).
     let ram = SimRam::new(64 + 8 * before.len());
     let tlb = CountingTlb::default();
@@ -124,39 +138,61 @@ pub fn replay(
         line: 0,
         reason: e.to_string(),
     })?;
-    let mut r = Replay {
-        k: &k,
-        mm,
-        offset,
-        files: Vec::new(),
-        hints,
-        applied: 0,
-        notes: BTreeMap::new(),
-    };
-    let result = r.run(&user, trace);
-    let maps = r.print(&kernel);
-    let violations = r.mm.validate_mm(&k);
-    let Replay {
-        mm,
-        files,
-        applied,
-        notes,
-        ..
-    } = r;
-    mm.destroy(&k);
-    for (f, _) in files {
-        mm_core::mm::fput(&k, f);
+    let mut r = Replayer::new(&k, mm, hints, Options::default());
+    let result = r.run(before, trace);
+    r.finish();
+    result
+}
+
+impl<'k, 'a> Replayer<'k, 'a> {
+    /// A replay into `mm` (empty, made on `k`); `hints` as for [`replay`].
+    pub fn new(k: &'k Kernel<'a>, mm: Mm, hints: &'k [MapsLine], options: Options) -> Self {
+        Replayer {
+            k,
+            mm,
+            offset: 0,
+            files: Vec::new(),
+            hints,
+            applied: 0,
+            notes: BTreeMap::new(),
+            options,
+            touched: 0,
+        }
     }
-    result?;
-    if !violations.is_empty() {
-        return Err(ReplayError::Invalid(format!("{violations:?}")));
+
+    /// The address space's page-table root (for a caller that loads it while the replay runs).
+    pub fn pgd(&self) -> PhysAddr {
+        self.mm.raw().pgd()
     }
-    Ok(Replayed {
-        maps,
-        applied,
-        notes,
-        offset,
-    })
+
+    /// Seeds the address space from `before`, applies `trace`, and returns the final address
+    /// space; mm-core's own checks (`validate_mm`) must pass too. Call once.
+    pub fn run(&mut self, before: &[MapsLine], trace: &Trace) -> Result<Replayed, ReplayError> {
+        let (user, kernel): (Vec<&MapsLine>, Vec<&MapsLine>) =
+            before.iter().partition(|l| l.end <= TASK_SIZE.0);
+        self.offset = choose_offset(&user)?;
+        self.seed_and_apply(&user, trace)?;
+        let maps = self.print(&kernel);
+        let violations = self.mm.validate_mm(self.k);
+        if !violations.is_empty() {
+            return Err(ReplayError::Invalid(format!("{violations:?}")));
+        }
+        Ok(Replayed {
+            maps,
+            applied: self.applied,
+            notes: self.notes.clone(),
+            offset: self.offset,
+            touched: self.touched,
+        })
+    }
+
+    /// Tears the address space down (`exit_mmap`), then drops the files.
+    pub fn finish(self) {
+        self.mm.destroy(self.k);
+        for (f, _) in self.files {
+            mm_core::mm::fput(self.k, f);
+        }
+    }
 }
 
 /// What mm-core understands of strace's `MAP_*` bits (the rest, such as `MAP_DENYWRITE` or
@@ -171,12 +207,12 @@ fn map_flags(flags: u64) -> MapFlags {
     f
 }
 
-impl Replay<'_, '_> {
+impl Replayer<'_, '_> {
     fn note(&mut self, why: &str) {
         *self.notes.entry(why.to_string()).or_default() += 1;
     }
 
-    fn run(&mut self, user: &[&MapsLine], trace: &Trace) -> Result<(), ReplayError> {
+    fn seed_and_apply(&mut self, user: &[&MapsLine], trace: &Trace) -> Result<(), ReplayError> {
         for (i, l) in user.iter().enumerate() {
             let isolate = (i > 0 && would_merge(user[i - 1], l))
                 || user.get(i + 1).is_some_and(|n| would_merge(l, n));
@@ -292,10 +328,11 @@ impl Replay<'_, '_> {
                 let shared = mf.contains(MapFlags::SHARED) && file.is_some();
                 let (noreserve, stack) = (flags & MAP_NORESERVE != 0, flags & MAP_STACK != 0);
                 let bits = Self::mmap_hidden(shared, prot, noreserve, stack);
+                let end = page_end(at, *len);
                 if bits != 0 {
-                    let end = page_end(at, *len);
                     self.add_hidden(at, end, bits);
                 }
+                self.touch(at, end);
             }
             Call::Munmap { addr, len } => {
                 let got = self.mm.munmap(k, VirtAddr(addr.wrapping_add(off)), *len);
@@ -355,8 +392,36 @@ impl Replay<'_, '_> {
             .brk(self.k, VirtAddr(addr.wrapping_add(off)))
             .map_err(|e| format!("brk({addr:#x}) failed in mm-core: {e}"))?;
         self.brk_hidden(old, new);
+        self.touch(page_end(old, 0), page_end(new, 0));
         self.applied += 1;
         Ok(())
+    }
+}
+
+impl Replayer<'_, '_> {
+    /// With [`Options::touch`], read-faults the first and the last page of `[start, end)` where
+    /// that cannot change a merge (see [`Options::touch`]).
+    fn touch(&mut self, start: VirtAddr, end: VirtAddr) {
+        if !self.options.touch || end <= start || end > TASK_SIZE {
+            return;
+        }
+        let last = VirtAddr((end.0 - 1) & !(PAGE_SIZE - 1));
+        for at in [start, last] {
+            let Some(vma) = self.mm.vma_at(at) else {
+                continue;
+            };
+            let v = vma.get();
+            let backed = v.file().is_some() || v.anon().is_some();
+            if !backed || !v.flags().contains(VmFlags::READ) {
+                continue;
+            }
+            if self.mm.handle_mm_fault(self.k, at, Access::Read).is_ok() {
+                self.touched += 1;
+            }
+            if last == start {
+                break;
+            }
+        }
     }
 }
 

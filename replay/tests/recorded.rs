@@ -35,3 +35,55 @@ fn ls_of_the_root_directory_replays_to_linuxs_maps() {
     let out = replay_fixture("ls").unwrap_or_else(|e| panic!("{e}"));
     assert!(out.applied > 5, "applied only {}", out.applied);
 }
+
+/// Every shipped fixture, by name.
+const FIXTURES: [&str; 3] = ["ls", "python3", "threads"];
+
+#[test]
+fn touching_pages_as_the_guest_does_changes_no_fixtures_maps_and_leaks_nothing() {
+    use mm_core::mm::Mm;
+    use mm_core::paging::CountingTlb;
+    use mm_core::phys::SimRam;
+    use mm_core::Kernel;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay");
+    for name in FIXTURES {
+        let read = |ext: &str| std::fs::read_to_string(format!("{dir}/{name}.{ext}")).unwrap();
+        let before = maps::parse_maps(&read("before.maps")).unwrap();
+        let after = maps::parse_maps(&read("after.maps")).unwrap();
+        let t = trace::parse_trace(&read("trace")).unwrap();
+        let ram = SimRam::new(4096);
+        let tlb = CountingTlb::default();
+        let k = Kernel::new(&ram, &ram, ram.mem_map(), &tlb);
+        let mm = Mm::new(&k, None).unwrap();
+        let mut r = replay::Replayer::new(&k, mm, &after, replay::Options { touch: true });
+        let out = r.run(&before, &t);
+        r.finish();
+        let out = out.unwrap_or_else(|e| panic!("{name}: {e}"));
+        maps::compare(&out.maps, &after).unwrap_or_else(|m| panic!("{name}: {m}"));
+        assert!(out.touched > 10, "{name}: touched only {}", out.touched);
+        assert_eq!(ram.frames_in_use(), 0, "{name}: frames leaked");
+    }
+}
+
+#[test]
+fn every_fixture_survives_the_trip_to_the_guest_and_back_unchanged() {
+    use mm_replay::wire;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay");
+    for name in FIXTURES {
+        let read = |ext: &str| std::fs::read_to_string(format!("{dir}/{name}.{ext}")).unwrap();
+        let before = maps::parse_maps(&read("before.maps")).unwrap();
+        let after = maps::parse_maps(&read("after.maps")).unwrap();
+        let mut t = trace::parse_trace(&read("trace")).unwrap();
+        let input = wire::decode_input(&wire::encode_input(&before, &t, &after)).unwrap();
+        t.skipped.clear();
+        assert_eq!(
+            (input.before, input.trace, input.hints),
+            (before.clone(), t.clone(), after.clone())
+        );
+        let out = replay::replay(&before, &t, &after);
+        assert_eq!(
+            wire::decode_result(&wire::encode_result(&out)).unwrap(),
+            out
+        );
+    }
+}

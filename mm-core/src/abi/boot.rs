@@ -44,6 +44,16 @@ pub struct BootInfo {
     pub scenario_len: u64,
     /// The scenario to run, UTF-8, not NUL-terminated.
     pub scenario: [u8; SCENARIO_NAME_MAX],
+    /// Guest-physical address of the scenario's input (`replay`: the op stream of
+    /// `abi::replay`), outside the frame allocator's range; 0 = none.
+    pub input_gpa: u64,
+    /// Bytes of input.
+    pub input_len: u64,
+    /// Guest-physical address of a buffer the scenario may write its result to, for the VMM to
+    /// read after the run (`replay`: the final address space); 0 = none.
+    pub output_gpa: u64,
+    /// Bytes of the output buffer.
+    pub output_len: u64,
 }
 
 impl BootInfo {
@@ -72,6 +82,10 @@ impl BootInfo {
             inject_kind: 0,
             scenario_len: bytes.len() as u64,
             scenario: name,
+            input_gpa: 0,
+            input_len: 0,
+            output_gpa: 0,
+            output_len: 0,
         })
     }
 
@@ -87,7 +101,7 @@ impl BootInfo {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 15 * 8 + SCENARIO_NAME_MAX);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 19 * 8 + SCENARIO_NAME_MAX);
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 //! changes whenever a layout does; the VMM refuses a guest that publishes another version.
 
 mod boot;
+pub mod replay;
 mod scenarios;
 mod ucall;
 
@@ -13,7 +14,7 @@ pub use scenarios::{find_scenario, Expect, ScenarioInfo, DEFAULT_SCENARIO, SCENA
 pub use ucall::{Ucall, UcallCmd, PING_PORT, UCALL_PORT, UCALL_TEXT_MAX};
 
 /// Layout version of every structure in this module.
-pub const ABI_VERSION: u64 = 2;
+pub const ABI_VERSION: u64 = 3;
 
 /// Most vCPUs a VM may have: the guest sizes its per-CPU tables by it.
 pub const MAX_VCPUS: usize = 8;

@@ -17,7 +17,7 @@ use mm_core::addr::TASK_SIZE;
 use mm_core::mm::{Prot, VmFlags};
 use mm_core::VirtAddr;
 
-use super::{page_end, Replay};
+use super::{page_end, Replayer};
 
 /// Linux's `VM_ACCOUNT`.
 pub(super) const VM_ACCOUNT: u64 = 0x0010_0000;
@@ -28,7 +28,7 @@ pub(super) const VM_NOHUGEPAGE: u64 = 0x4000_0000;
 /// All the hidden bits the replayer keeps.
 pub(super) const HIDDEN: u64 = VM_ACCOUNT | VM_NORESERVE | VM_NOHUGEPAGE;
 
-impl Replay<'_, '_> {
+impl Replayer<'_, '_> {
     /// The pieces of `[start, end)` that are mapped, each with its flags.
     pub(super) fn pieces(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, VirtAddr, u64)> {
         let mut out = Vec::new();

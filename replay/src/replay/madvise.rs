@@ -7,7 +7,7 @@ use alloc::string::String;
 use mm_core::addr::TASK_SIZE;
 use mm_core::VirtAddr;
 
-use super::{page_end, Replay};
+use super::{page_end, Replayer};
 
 const VM_SEQ_READ: u64 = 0x0000_8000;
 const VM_RAND_READ: u64 = 0x0001_0000;
@@ -49,7 +49,7 @@ const PAGES_ONLY: &[&str] = &[
     "MADV_COLLAPSE",
 ];
 
-impl Replay<'_, '_> {
+impl Replayer<'_, '_> {
     /// Applies `madvise(addr, len, advice)` as far as it changes VMAs.
     pub(super) fn madvise(
         &mut self,

@@ -7,10 +7,10 @@ use mm_core::mm::{MapFlags, Prot, VmFlags};
 use mm_core::VirtAddr;
 
 use super::hidden::HIDDEN;
-use super::{page_end, Replay};
+use super::{page_end, Replayer};
 use crate::trace::Call;
 
-impl Replay<'_, '_> {
+impl Replayer<'_, '_> {
     /// mm-core has no `mremap`: grow, shrink and move are built here from `mmap` (same backing,
     /// permissions and file offset, `MAP_FIXED`) and `munmap`. Pages are not copied (a replay
     /// never faults any in), and a moved anonymous VMA's `vm_pgoff` is its new address rather than
@@ -67,6 +67,7 @@ impl Replay<'_, '_> {
                     .mmap(k, tail, new_len - old_len, prot, mf, file, pgoff)
                     .map_err(|e| err(&e))?;
                 self.add_hidden(tail, page_end(old, new_len), hidden);
+                self.touch(tail, page_end(old, new_len));
             }
         } else {
             let pgoff = pgoff_at(old);
@@ -74,6 +75,7 @@ impl Replay<'_, '_> {
                 .mmap(k, new, new_len, prot, mf, file, pgoff)
                 .map_err(|e| err(&e))?;
             self.add_hidden(new, page_end(new, new_len), hidden);
+            self.touch(new, page_end(new, new_len));
             if flags & 4 == 0 {
                 self.mm.munmap(k, old, old_len).map_err(|e| err(&e))?;
             } else {

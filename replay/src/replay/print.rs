@@ -5,10 +5,10 @@ use alloc::vec::Vec;
 use mm_core::addr::{PAGE_SHIFT, USER_BASE};
 use mm_core::mm::VmFlags;
 
-use super::Replay;
+use super::Replayer;
 use crate::maps::MapsLine;
 
-impl Replay<'_, '_> {
+impl Replayer<'_, '_> {
     /// The address space as `/proc/PID/maps` lines, in original addresses, then `kernel`'s.
     pub(super) fn print(&self, kernel: &[&MapsLine]) -> Vec<MapsLine> {
         let raw = self.mm.raw();

@@ -7,7 +7,7 @@ use mm_core::mm::{iput, Access, AddressSpace, File, FilePtr, MapFlags, Prot};
 use mm_core::VirtAddr;
 
 use super::hidden::VM_ACCOUNT;
-use super::{FileInfo, Replay, ReplayError};
+use super::{FileInfo, ReplayError, Replayer};
 use crate::maps::MapsLine;
 
 /// 0 if every user mapping fits `[USER_BASE, TASK_SIZE)`, else the shift that moves the lowest to
@@ -45,7 +45,7 @@ pub(super) fn would_merge(a: &MapsLine, b: &MapsLine) -> bool {
     a.end == b.start && a.perms == b.perms && backing
 }
 
-impl Replay<'_, '_> {
+impl Replayer<'_, '_> {
     /// The file object for (path, inode), created on first use.
     pub(super) fn file(&mut self, path: &str, inode: u64, dev: &str) -> Result<FilePtr, String> {
         if let Some((f, _)) = self
@@ -127,6 +127,7 @@ impl Replay<'_, '_> {
                 v.vm_flags.set(v.vm_flags.get() | VM_ACCOUNT);
             }
         }
+        self.touch(at, VirtAddr(at.0 + len));
         if l.path == "[heap]" {
             self.mm.set_brk_base(at);
             self.mm.raw().brk.set(l.end + self.offset);
