@@ -1,92 +1,134 @@
-//! `vmm replay --host`: a recorded program's memory system calls replayed through mm-core end with
-//! exactly Linux's maps, and a wrong comparison or bad input is reported (exit 1 / exit 2).
+//! `vmm replay`: every recorded program's memory system calls, replayed through mm-core on the
+//! host (`--host`) and in the guest on real page tables with the probes on, end with exactly
+//! Linux's maps; a wrong comparison, a wrong ordering variant or bad input is reported (exit 1 /
+//! exit 1 / exit 2).
 
 mod common;
 
-use common::expect_exit;
+use common::{expect_exit, kvm_available};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../replay/tests/replay");
+
+/// Every shipped recording (replay/tests/replay/NAME.{before.maps,trace,after.maps}).
+const SHIPPED: [&str; 3] = ["ls", "python3", "threads"];
 
 fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")
 }
 
-#[test]
-fn a_recorded_ls_replays_on_the_host_to_exactly_linuxs_maps() {
-    let (before, trace, after) = (
-        fixture("ls.before.maps"),
-        fixture("ls.trace"),
-        fixture("ls.after.maps"),
-    );
-    let (stdout, stderr) = expect_exit(
-        &[
-            "replay",
-            "--host",
-            "--maps",
-            &before,
-            "--trace",
-            &trace,
-            "--compare",
-            &after,
-        ],
-        0,
-    );
-    let expected = std::fs::read_to_string(&after).unwrap();
-    assert_eq!(
-        stdout.lines().count(),
-        expected.lines().count(),
-        "{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("/usr/bin/ls"), "{stdout}");
+/// `vmm replay [--host] --maps NAME.before.maps --trace NAME.trace --compare COMPARE`.
+fn replay_args(host: bool, name: &str, compare: &str) -> Vec<String> {
+    let mut args = vec!["replay".to_string()];
+    if host {
+        args.push("--host".into());
+    }
+    for (flag, file) in [
+        ("--maps", format!("{name}.before.maps")),
+        ("--trace", format!("{name}.trace")),
+        ("--compare", compare.to_string()),
+    ] {
+        args.extend([flag.to_string(), fixture(&file)]);
+    }
+    args
+}
+
+fn run(args: &[String], code: i32) -> (String, String) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect_exit(&args, code)
+}
+
+/// The non-empty lines of `text`.
+fn lines(text: &str) -> usize {
+    text.lines().filter(|l| !l.trim().is_empty()).count()
 }
 
 #[test]
-fn a_comparison_against_another_programs_maps_exits_1_naming_the_first_difference() {
-    let (before, trace, other) = (
-        fixture("ls.before.maps"),
-        fixture("ls.trace"),
-        fixture("python3.after.maps"),
-    );
-    let (_, stderr) = expect_exit(
-        &[
-            "replay",
-            "--host",
-            "--maps",
-            &before,
-            "--trace",
-            &trace,
-            "--compare",
-            &other,
-        ],
-        1,
-    );
+fn every_shipped_trace_replays_on_the_host_to_exactly_linuxs_maps() {
+    for name in SHIPPED {
+        let after = format!("{name}.after.maps");
+        let (stdout, stderr) = run(&replay_args(true, name, &after), 0);
+        let expected = std::fs::read_to_string(fixture(&after)).unwrap();
+        assert_eq!(
+            lines(&stdout),
+            lines(&expected),
+            "{name}: {stdout}\n{stderr}"
+        );
+        assert!(stderr.contains("calls/s"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn every_shipped_trace_replays_in_the_guest_to_exactly_linuxs_maps_with_the_probes_on() {
+    if !kvm_available("every_shipped_trace_replays_in_the_guest") {
+        return;
+    }
+    for name in SHIPPED {
+        let after = format!("{name}.after.maps");
+        let (guest, stderr) = run(&replay_args(false, name, &after), 0);
+        assert!(
+            stderr.contains("0 violation(s), 0 walk error(s)") && !stderr.contains("P1 0 /"),
+            "{name}: the probes checked no page-table free:\n{stderr}"
+        );
+        assert!(stderr.contains("pages faulted in"), "{name}: {stderr}");
+        // The guest prints exactly what the host prints.
+        let (host, _) = run(&replay_args(true, name, &after), 0);
+        assert_eq!(guest, host, "{name}");
+    }
+}
+
+#[test]
+fn a_wrong_ordering_variant_fails_the_guest_replay_through_the_probes() {
+    if !kvm_available("a_wrong_ordering_variant_fails_the_guest_replay") {
+        return;
+    }
+    let mut args = replay_args(false, "ls", "ls.after.maps");
+    args.extend(["--variant".into(), "skip-file-unlink".into()]);
+    let (_, stderr) = run(&args, 1);
     assert!(
-        stderr.contains("maps differ at line 1") && stderr.contains("- linux:"),
+        stderr.contains("violation P1") && stderr.contains("replay in the guest failed"),
         "{stderr}"
     );
 }
 
 #[test]
-fn bad_replay_input_is_a_one_line_usage_error() {
+fn a_comparison_against_another_programs_maps_exits_1_naming_the_first_difference() {
+    let other = "python3.after.maps";
+    let (_, stderr) = run(&replay_args(true, "ls", other), 1);
+    assert!(
+        stderr.contains("maps differ at line 1") && stderr.contains("- linux:"),
+        "{stderr}"
+    );
+    if kvm_available("a_comparison_against_another_programs_maps_in_the_guest") {
+        let (_, stderr) = run(&replay_args(false, "ls", other), 1);
+        assert!(stderr.contains("maps differ at line 1"), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_replay_input_is_a_one_line_usage_error_in_either_mode() {
     let (before, trace) = (fixture("ls.before.maps"), fixture("ls.trace"));
-    let (_, stderr) = expect_exit(
-        &[
-            "replay",
-            "--host",
-            "--maps",
-            "/nonexistent.maps",
-            "--trace",
-            &trace,
-        ],
-        2,
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("/nonexistent.maps"), "{stderr}");
-    let (_, stderr) = expect_exit(
-        &["replay", "--host", "--maps", &trace, "--trace", &trace],
-        2,
-    );
-    assert!(stderr.contains("maps line 1"), "{stderr}");
-    let (_, stderr) = expect_exit(&["replay", "--maps", &before, "--trace", &trace], 2);
-    assert!(stderr.contains("--host"), "{stderr}");
+    for mode in [&["--host"][..], &[]] {
+        let mut args = vec!["replay"];
+        args.extend_from_slice(mode);
+        let (_, stderr) = expect_exit(
+            &[
+                &args[..],
+                &["--maps", "/nonexistent.maps", "--trace", &trace],
+            ]
+            .concat(),
+            2,
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("/nonexistent.maps"), "{stderr}");
+        let (_, stderr) = expect_exit(
+            &[&args[..], &["--maps", &trace, "--trace", &trace]].concat(),
+            2,
+        );
+        assert!(stderr.contains("maps line 1"), "{stderr}");
+        let (_, stderr) = expect_exit(
+            &[&args[..], &["--maps", &before, "--trace", &before]].concat(),
+            2,
+        );
+        assert!(stderr.contains("trace line 1"), "{stderr}");
+    }
 }

@@ -33,6 +33,8 @@ fn main() {
         "guest/.cargo",
         "mm-core/src",
         "mm-core/Cargo.toml",
+        "replay/src",
+        "replay/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }

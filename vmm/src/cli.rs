@@ -111,10 +111,17 @@ pub struct ReplayArgs {
     /// differing lines.
     #[arg(long, value_name = "FILE")]
     pub compare: Option<PathBuf>,
-    /// Replay through mm-core on the host (fast). Without it the replay would run in the guest on
-    /// real page tables, which is not implemented yet.
+    /// Replay through mm-core on the host (fast). Without it the replay runs in the guest, on
+    /// real page tables with the probes checking every page-table free (a violation exits 1).
     #[arg(long)]
     pub host: bool,
+    /// In the guest: the mm-core ordering variant it follows (`vmm list`); every variant but
+    /// `correct` is wrong on purpose, and the probes should fail the replay.
+    #[arg(long, value_name = "NAME", default_value = "correct", value_parser = parse_variant)]
+    pub variant: Variant,
+    /// In the guest: stop it (exit 1) if the replay has not finished after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
+    pub timeout: Duration,
 }
 
 /// Options of `vmm bench`.

@@ -17,6 +17,7 @@
 //! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
 //! - [`timing`]: exit timing for the probe benchmark.
+//! - [`replay`]: `vmm replay` in the guest: the op stream in, the final address space out.
 //! - [`report`]: the probes' end-of-run summary and JSON report.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: the boot-time benchmark against the bare KVM floor.
@@ -32,6 +33,7 @@ pub mod devices;
 pub mod inject;
 pub mod loader;
 pub mod probe;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod timing;

@@ -112,6 +112,8 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             scale: args.scale,
             inject: args.inject,
             kernel,
+            input: &[],
+            output_len: 0,
         },
         timeout: args.timeout,
         started,
@@ -299,10 +301,7 @@ fn campaign_report(result: &CampaignResult, json: Option<&std::path::Path>) -> u
 }
 
 fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
-    use mm_replay::{maps, replay, trace};
-    if !args.host {
-        return fail(USAGE, &"replay in the guest is not implemented yet: add --host to replay through mm-core on the host");
-    }
+    use mm_replay::{maps, trace};
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
@@ -323,7 +322,22 @@ fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
         Ok(inputs) => inputs,
         Err(e) => return fail(USAGE, &e),
     };
-    let out = match replay::replay(&before, &calls, after.as_deref().unwrap_or(&[])) {
+    let hints = after.as_deref().unwrap_or(&[]);
+    let (result, took, mode) = if args.host {
+        let start = Instant::now();
+        let result = mm_replay::replay::replay(&before, &calls, hints);
+        (result, start.elapsed(), "on the host")
+    } else {
+        let options = vmm::replay::GuestOptions {
+            variant: args.variant,
+            timeout: args.timeout,
+        };
+        match replay_in_guest(&before, &calls, hints, options) {
+            Ok(g) => (g.result, g.replay_time, "in the guest"),
+            Err(code) => return code,
+        }
+    };
+    let out = match result {
         Ok(out) => out,
         Err(e) => return fail(FAILURE, &format_args!("replay diverged from Linux: {e}")),
     };
@@ -337,14 +351,53 @@ fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
     drop(stdout);
     let skipped: usize = calls.skipped.values().sum();
     let notes: usize = out.notes.values().sum();
+    let secs = took.as_secs_f64();
     log::info!(
-        "replayed {} calls ({skipped} skipped by the parser, {notes} noted: {:?})",
+        "replayed {} calls {mode} in {:.2} ms, {:.0} calls/s ({skipped} skipped by the parser, {notes} noted: {:?})",
         out.applied,
+        secs * 1e3,
+        calls.events.len() as f64 / secs.max(1e-9),
         out.notes
     );
     match after.map(|after| maps::compare(&out.maps, &after)) {
         None | Some(Ok(())) => SUCCESS,
         Some(Err(mismatch)) => fail(FAILURE, &mismatch),
+    }
+}
+
+/// Runs the replay in the guest and reports the probes; on failure, the exit code after saying why.
+fn replay_in_guest(
+    before: &[mm_replay::maps::MapsLine],
+    calls: &mm_replay::trace::Trace,
+    hints: &[mm_replay::maps::MapsLine],
+    options: vmm::replay::GuestOptions,
+) -> Result<vmm::replay::GuestReplay, u8> {
+    use vmm::replay::GuestReplayError;
+    match vmm::replay::replay_in_guest(before, calls, hints, options) {
+        Ok(g) => {
+            log::info!(
+                "{} (kernel ready after {:.1} ms)",
+                vmm::report::summary_line(&g.probes),
+                g.ready_after.as_secs_f64() * 1e3
+            );
+            Ok(g)
+        }
+        Err(GuestReplayError::Guest {
+            failure,
+            console_tail,
+            probes,
+        }) => {
+            eprintln!("vmm: {}", vmm::report::summary_line(&probes));
+            for v in probes.violations.iter().take(MAX_VIOLATIONS_SHOWN) {
+                eprintln!("vmm: violation {v}");
+            }
+            eprintln!("vmm: replay in the guest failed: {failure}");
+            for line in &console_tail {
+                eprintln!("  | {line}");
+            }
+            Err(FAILURE)
+        }
+        Err(e) => Err(fail(FAILURE, &e)),
     }
 }
 

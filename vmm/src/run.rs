@@ -15,6 +15,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 /// How long stopping the vCPUs may take before the run gives up on joining them.
@@ -208,6 +209,10 @@ pub struct RunReport {
     pub probes: Summary,
     /// Exit timing (ping round trip, check cost per page-table free).
     pub timing: ExitTiming,
+    /// Process start to the outcome (before the vCPUs are stopped).
+    pub ended_after: Duration,
+    /// The scenario's output buffer (`VmConfig::output_len` bytes) as the guest left it.
+    pub output: Vec<u8>,
 }
 
 impl RunReport {
@@ -331,7 +336,9 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
         }
     };
 
+    let ended_after = config.started.elapsed();
     stop_vcpus(&stop, &threads);
+    let output = read_output(&vm);
     let probes = probe
         .lock()
         .map(|p| p.summary().clone())
@@ -350,7 +357,19 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
         console_tail,
         probes,
         timing,
+        ended_after,
+        output,
     })
+}
+
+/// The scenario's output buffer, or nothing if it has none or it cannot be read.
+fn read_output(vm: &Vm) -> Vec<u8> {
+    let (gpa, len) = (vm.boot_info.output_gpa, vm.boot_info.output_len);
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    if gpa == 0 || vm.mem.read_slice(&mut buf, GuestAddress(gpa)).is_err() {
+        buf.clear();
+    }
+    buf
 }
 
 /// What one vCPU's end means for the run.

@@ -184,7 +184,7 @@ fn alloc_kind(raw: u64) -> Option<AllocKind> {
     .find(|&k| k as u64 == raw)
 }
 
-fn describe(v: &LockViolation) -> alloc::string::String {
+pub(super) fn describe(v: &LockViolation) -> alloc::string::String {
     match v {
         LockViolation::Order(o) => alloc::format!("{} taken while holding {}", o.acquired, o.held),
         LockViolation::Recursive { class } => alloc::format!("{class} taken twice"),

@@ -3,6 +3,7 @@
 
 mod mm;
 mod random;
+mod replay;
 
 use crate::user::{enter_user, Exit};
 use crate::{frame, idt, programs, trap, ucall};
@@ -57,6 +58,7 @@ pub fn run(name: &str, info: &BootInfo) -> u64 {
         "triple-fault" => triple_fault(),
         "hang" => hang(),
         "user-mode" => user_mode(),
+        "replay" => replay::replay(info),
         name => match mm::find(name) {
             Some(scenario) => scenario(),
             None => ucall::abort_fmt(

@@ -99,6 +99,11 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "replay",
+        about: "replay a program's strace'd memory calls on real page tables (vmm replay; alone: a built-in sample)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "panic",
         about: "panic in the kernel: the VMM reports the message with file and line",
         expect: Expect::Failure,

@@ -6,7 +6,7 @@ use crate::arch::x86_64::{paging, regs};
 use crate::loader::{check_kernel, load_kernel, LoadError, LoadedKernel};
 use kvm_ioctls::{Kvm, VmFd};
 use mm_core::abi::{BootInfo, MAX_VCPUS};
-use vm_memory::{ByteValued, Bytes, GuestMemoryError, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 /// Where the real-mode TSS goes on Intel hosts (KVM_SET_TSS_ADDR): three pages just below 4 GiB,
 /// outside any RAM this VMM gives a guest.
@@ -36,6 +36,10 @@ pub struct VmConfig<'a> {
     pub inject: Option<crate::inject::InjectSpec>,
     /// The kernel ELF image.
     pub kernel: &'a [u8],
+    /// The scenario's input (`replay`: its op stream), placed at the top of RAM; empty = none.
+    pub input: &'a [u8],
+    /// Bytes of RAM to set aside, below the input, for the scenario's output; 0 = none.
+    pub output_len: u64,
 }
 
 /// Why the VM could not be built.
@@ -71,6 +75,16 @@ pub enum VmError {
     /// The kernel image was refused.
     #[error(transparent)]
     Kernel(#[from] LoadError),
+    /// The scenario's input and output buffers leave too little RAM.
+    #[error(
+        "the scenario's input ({input} bytes) and output ({output} bytes) do not fit guest RAM"
+    )]
+    InputTooLarge {
+        /// Input bytes.
+        input: usize,
+        /// Output bytes.
+        output: u64,
+    },
     /// Writing a boot structure to guest RAM failed.
     #[error("writing {what} to guest memory failed: {source}")]
     Write {
@@ -151,6 +165,7 @@ impl Vm {
         boot_info.stack_size = STACK_SIZE;
         boot_info.free_start = stacks_base + config.vcpus as u64 * STACK_SIZE;
         boot_info.free_end = config.ram_size;
+        place_scenario_io(&mem, config, &mut boot_info)?;
         boot_info.seed = config.seed;
         boot_info.log_level = config.log_level;
         boot_info.variant = config.variant.as_u64();
@@ -176,6 +191,44 @@ impl Vm {
     pub fn stack_top(&self, index: usize) -> u64 {
         self.boot_info.stacks_base + (index as u64 + 1) * self.boot_info.stack_size
     }
+}
+
+/// Puts the scenario's input at the top of RAM and its output buffer just below, taking both from
+/// the frame allocator's range (`free_end`).
+fn place_scenario_io(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    boot_info: &mut BootInfo,
+) -> Result<(), VmError> {
+    if config.input.is_empty() && config.output_len == 0 {
+        return Ok(());
+    }
+    let too_large = || VmError::InputTooLarge {
+        input: config.input.len(),
+        output: config.output_len,
+    };
+    let input_len = config.input.len() as u64;
+    let input_gpa = boot_info
+        .free_end
+        .checked_sub(input_len.next_multiple_of(PAGE_SIZE))
+        .ok_or_else(too_large)?;
+    let output_gpa = input_gpa
+        .checked_sub(config.output_len.next_multiple_of(PAGE_SIZE))
+        .ok_or_else(too_large)?;
+    if output_gpa < boot_info.free_start.saturating_add(MIN_FREE_RAM) {
+        return Err(too_large());
+    }
+    mem.write_slice(config.input, GuestAddress(input_gpa))
+        .map_err(|source| VmError::Write {
+            what: "the scenario input",
+            source,
+        })?;
+    boot_info.input_gpa = if input_len > 0 { input_gpa } else { 0 };
+    boot_info.input_len = input_len;
+    boot_info.output_gpa = if config.output_len > 0 { output_gpa } else { 0 };
+    boot_info.output_len = config.output_len;
+    boot_info.free_end = output_gpa;
+    Ok(())
 }
 
 /// The most vCPUs a VM may have here: KVM's limit, capped by the guest's per-CPU tables.
