@@ -2,14 +2,20 @@
 
 use mm_replay::{maps, replay, trace};
 
-/// Replays fixture `name` and returns the first difference from Linux's AFTER snapshot, if any.
-fn replay_fixture(name: &str) -> Result<replay::Replayed, String> {
+/// Fixture `name`'s BEFORE snapshot, trace and AFTER snapshot.
+fn load(name: &str) -> (Vec<maps::MapsLine>, trace::Trace, Vec<maps::MapsLine>) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay");
     let read =
         |ext: &str| std::fs::read_to_string(format!("{dir}/{name}.{ext}")).expect("fixture file");
     let before = maps::parse_maps(&read("before.maps")).expect("BEFORE parses");
     let after = maps::parse_maps(&read("after.maps")).expect("AFTER parses");
     let t = trace::parse_trace(&read("trace")).expect("trace parses");
+    (before, t, after)
+}
+
+/// Replays fixture `name` and returns the first difference from Linux's AFTER snapshot, if any.
+fn replay_fixture(name: &str) -> Result<replay::Replayed, String> {
+    let (before, t, after) = load(name);
     let out = replay::replay(&before, &t, &after).map_err(|e| e.to_string())?;
     maps::compare(&out.maps, &after).map_err(|m| m.to_string())?;
     Ok(out)
@@ -45,12 +51,8 @@ fn touching_pages_as_the_guest_does_changes_no_fixtures_maps_and_leaks_nothing()
     use mm_core::paging::CountingTlb;
     use mm_core::phys::SimRam;
     use mm_core::Kernel;
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay");
     for name in FIXTURES {
-        let read = |ext: &str| std::fs::read_to_string(format!("{dir}/{name}.{ext}")).unwrap();
-        let before = maps::parse_maps(&read("before.maps")).unwrap();
-        let after = maps::parse_maps(&read("after.maps")).unwrap();
-        let t = trace::parse_trace(&read("trace")).unwrap();
+        let (before, t, after) = load(name);
         let ram = SimRam::new(4096);
         let tlb = CountingTlb::default();
         let k = Kernel::new(&ram, &ram, ram.mem_map(), &tlb);
@@ -68,12 +70,8 @@ fn touching_pages_as_the_guest_does_changes_no_fixtures_maps_and_leaks_nothing()
 #[test]
 fn every_fixture_survives_the_trip_to_the_guest_and_back_unchanged() {
     use mm_replay::wire;
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay");
     for name in FIXTURES {
-        let read = |ext: &str| std::fs::read_to_string(format!("{dir}/{name}.{ext}")).unwrap();
-        let before = maps::parse_maps(&read("before.maps")).unwrap();
-        let after = maps::parse_maps(&read("after.maps")).unwrap();
-        let mut t = trace::parse_trace(&read("trace")).unwrap();
+        let (before, mut t, after) = load(name);
         let input = wire::decode_input(&wire::encode_input(&before, &t, &after)).unwrap();
         t.skipped.clear();
         assert_eq!(

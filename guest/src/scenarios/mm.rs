@@ -152,15 +152,7 @@ pub(super) fn run(
             }
         }
     }
-    assert_eq!(frame::allocated(), before, "{name}: frames leaked");
-    let lockdep = LOCKDEP.take_violations();
-    if let Some(first) = lockdep.violations.first() {
-        panic!(
-            "{name}: lockdep saw {} lock-order violation(s), the first: {}",
-            lockdep.total,
-            describe(first)
-        );
-    }
+    assert_clean(name, before);
     if let Some(f) = &finished {
         log::info!(
             "{name}: {} page faults, {} system calls, no frame leaked",
@@ -169,6 +161,20 @@ pub(super) fn run(
         );
     }
     finished
+}
+
+/// Panics unless as many frames are allocated as `frames` (the count before `name` ran) and
+/// lockdep saw no lock-order violation.
+pub(super) fn assert_clean(name: &str, frames: u64) {
+    assert_eq!(frame::allocated(), frames, "{name}: frames leaked");
+    let lockdep = LOCKDEP.take_violations();
+    if let Some(first) = lockdep.violations.first() {
+        panic!(
+            "{name}: lockdep saw {} lock-order violation(s), the first: {}",
+            lockdep.total,
+            describe(first)
+        );
+    }
 }
 
 /// The `AllocKind` a boot-info value names (0 = any kind).
@@ -184,7 +190,7 @@ fn alloc_kind(raw: u64) -> Option<AllocKind> {
     .find(|&k| k as u64 == raw)
 }
 
-pub(super) fn describe(v: &LockViolation) -> alloc::string::String {
+fn describe(v: &LockViolation) -> alloc::string::String {
     match v {
         LockViolation::Order(o) => alloc::format!("{} taken while holding {}", o.acquired, o.held),
         LockViolation::Recursive { class } => alloc::format!("{class} taken twice"),

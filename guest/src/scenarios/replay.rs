@@ -12,7 +12,6 @@ use super::PASS;
 use crate::frame;
 use crate::mm::{kernel, kernel_pgd, write_cr3};
 use mm_core::abi::BootInfo;
-use mm_core::lockdep::LOCKDEP;
 use mm_core::mm::Mm;
 use mm_replay::replay::{Options, ReplayError, Replayed, Replayer};
 use mm_replay::{maps, trace, wire};
@@ -80,15 +79,7 @@ fn run(
     let result = r.run(before, t);
     write_cr3(kernel_pgd().0);
     r.finish();
-    assert_eq!(frame::allocated(), frames, "replay: frames leaked");
-    let lockdep = LOCKDEP.take_violations();
-    if let Some(first) = lockdep.violations.first() {
-        panic!(
-            "replay: lockdep saw {} violation(s), the first: {}",
-            lockdep.total,
-            super::mm::describe(first)
-        );
-    }
+    super::mm::assert_clean("replay", frames);
     result
 }
 
