@@ -1,5 +1,6 @@
 //! mm-replay: replays a real program's memory system calls through mm-core and checks that the
-//! address space ends exactly as Linux's did (issue 6, host mode).
+//! address space ends exactly as Linux's did (issue 6). `no_std` + `alloc`: the host runs it on
+//! simulated RAM (`vmm replay --host`), the guest kernel on real page tables (`vmm replay`).
 //!
 //! Modules:
 //! - [`trace`]: parsing `strace -f -y -e trace=memory` output into calls and their results.

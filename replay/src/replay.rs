@@ -1,4 +1,6 @@
-//! Host replay: seed an mm-core [`Mm`] from a maps snapshot, apply a trace, print the result.
+//! Replay: seed an mm-core [`Mm`] from a maps snapshot, apply a trace, print the result — on the
+//! host's simulated RAM ([`replay`]) or on any kernel and address space ([`Replayer`], which the
+//! guest's `replay` scenario runs on real page tables).
 //!
 //! Addresses: mm-core's user space is `[USER_BASE, TASK_SIZE)` = [512 GiB, 128 TiB). A PIE program
 //! on x86_64 (executable near `0x55..`, libraries and stack near `0x7f..`) already fits, so the
