@@ -77,6 +77,21 @@ error_enum!(
 );
 
 error_enum!(
+    /// Why `madvise` failed (the mapped parts before the failure may have the advice).
+    MadviseError {
+        /// Unaligned start, unknown advice, outside user space, or advice the VMA refuses
+        /// (`MADV_WIPEONFORK` on a file or shared mapping, `MADV_DONTNEED` on locked pages, ...).
+        Invalid => (EINVAL, "invalid madvise arguments"),
+        /// Part of the range is not mapped (the mapped parts got the advice).
+        NotMapped => (ENOMEM, "range not fully mapped"),
+        /// Splitting a VMA would exceed `max_map_count`.
+        MapCount => (ENOMEM, "max_map_count reached while splitting"),
+        /// A VMA allocation for a split failed.
+        VmaAlloc => (ENOMEM, "no memory for a split VMA"),
+    }
+);
+
+error_enum!(
     /// Why `brk` failed (the break stays where it was).
     BrkError {
         /// Below the start of the heap or outside user space.

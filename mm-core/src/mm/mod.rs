@@ -7,6 +7,7 @@
 //! - [`mmap`]: `mmap`, `brk`, splitting and merging VMAs.
 //! - [`unmap`]: `munmap`, `exit_mmap`, and the seed's `free_pgtables` / `remove_vma`.
 //! - [`mprotect`]: `mprotect` and `change_protection`.
+//! - [`madvise`]: `madvise`: dropping pages, or changing `vm_flags` with splits and merges.
 //! - [`fault`]: `handle_mm_fault` (anonymous, file, copy-on-write).
 //! - [`rmap`]: `rmap_walk`, `page_referenced`, `try_to_unmap`.
 //! - [`truncate`]: `vmtruncate`, `unmap_mapping_range`.
@@ -23,6 +24,7 @@ pub mod i_mmap;
 pub mod kobj;
 pub mod layout;
 pub mod lock;
+pub mod madvise;
 pub mod mm_struct;
 pub mod mmap;
 pub mod mprotect;
@@ -34,11 +36,13 @@ pub mod vma;
 
 pub use anon::{AnonVma, AnonVmaPtr};
 pub use error::{
-    BrkError, FaultError, FileError, MmNewError, MmapError, MprotectError, MunmapError,
+    BrkError, FaultError, FileError, MadviseError, MmNewError, MmapError, MprotectError,
+    MunmapError,
 };
 pub use fault::Access;
 pub use file::{fput, get_file, iput, AddressSpace, File, FilePtr, MappingPtr, VmOps};
 pub use kobj::KPtr;
+pub use madvise::Advice;
 pub use mm_struct::{Mm, MmStruct, DEFAULT_MAX_MAP_COUNT};
 pub use validate::Violation;
 pub use vma::{MapFlags, Prot, VmFlags, Vma, VmaPtr};

@@ -47,32 +47,49 @@ impl Mm {
         };
         let mut at = start;
         while at < end {
-            let Some(mut vma) = self.vma_at(at) else {
+            let Some(vma) = self.vma_at(at) else {
                 return Err(MprotectError::NotMapped);
             };
             let newflags = vma.get().flags().with_prot(prot);
             let piece_end = vma.get().end().min(end);
-            if newflags != vma.get().flags() {
-                if vma.get().start() < at {
-                    vma = self.split_vma(k, vma, at).map_err(split_err)?;
-                }
-                if piece_end < vma.get().end() {
-                    self.split_vma(k, vma, piece_end).map_err(split_err)?;
-                }
-                vma.get().vm_flags.set(newflags.0);
-                change_protection(k, self, vma);
-            }
-            // Merge with the neighbours now that flags may match (vma_merge's cases, pairwise).
-            let mut cur = vma;
-            if let Some(p) = cur.get().prev() {
-                if self.try_merge(k, p, cur) {
-                    cur = p;
-                }
-            }
-            if let Some(n) = cur.get().next() {
-                self.try_merge(k, cur, n);
-            }
+            self.modify_flags(k, vma, at, piece_end, newflags, change_protection)
+                .map_err(split_err)?;
             at = piece_end;
+        }
+        Ok(())
+    }
+
+    /// Gives `[at, end)` of `vma` (which covers it) the flags `newflags`: splits it out, sets them,
+    /// calls `changed` on it, then merges it with its neighbours where flags now match (Linux's
+    /// `vma_modify_flags`; the merge runs even if nothing changed, as `vma_merge`'s cases do).
+    pub(crate) fn modify_flags(
+        &mut self,
+        k: &Kernel<'_>,
+        mut vma: VmaPtr,
+        at: VirtAddr,
+        end: VirtAddr,
+        newflags: VmFlags,
+        changed: fn(&Kernel<'_>, &Mm, VmaPtr),
+    ) -> Result<(), SplitError> {
+        if newflags != vma.get().flags() {
+            if vma.get().start() < at {
+                vma = self.split_vma(k, vma, at)?;
+            }
+            if end < vma.get().end() {
+                self.split_vma(k, vma, end)?;
+            }
+            vma.get().vm_flags.set(newflags.0);
+            changed(k, self, vma);
+        }
+        // Merge with the neighbours now that flags may match (vma_merge's cases, pairwise).
+        let mut cur = vma;
+        if let Some(p) = cur.get().prev() {
+            if self.try_merge(k, p, cur) {
+                cur = p;
+            }
+        }
+        if let Some(n) = cur.get().next() {
+            self.try_merge(k, cur, n);
         }
         Ok(())
     }

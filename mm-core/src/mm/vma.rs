@@ -31,6 +31,22 @@ impl VmFlags {
     pub const SHARED: Self = Self(1 << 3);
     /// Counted in `locked_vm` (`MAP_LOCKED`).
     pub const LOCKED: Self = Self(1 << 13);
+    /// `MADV_SEQUENTIAL`: read ahead aggressively.
+    pub const SEQ_READ: Self = Self(1 << 15);
+    /// `MADV_RANDOM`: do not read ahead.
+    pub const RAND_READ: Self = Self(1 << 16);
+    /// `MADV_DONTFORK`: a child does not get this mapping.
+    pub const DONTCOPY: Self = Self(1 << 17);
+    /// `MADV_WIPEONFORK`: a child gets this mapping empty.
+    pub const WIPEONFORK: Self = Self(1 << 25);
+    /// `MADV_DONTDUMP`: left out of core dumps.
+    pub const DONTDUMP: Self = Self(1 << 26);
+    /// `MADV_HUGEPAGE`.
+    pub const HUGEPAGE: Self = Self(1 << 29);
+    /// `MADV_NOHUGEPAGE` (and, since Linux 6.7, `MAP_STACK`).
+    pub const NOHUGEPAGE: Self = Self(1 << 30);
+    /// `MADV_MERGEABLE` (KSM).
+    pub const MERGEABLE: Self = Self(1 << 31);
     /// The access bits.
     pub const ACCESS: Self = Self(Self::READ.0 | Self::WRITE.0 | Self::EXEC.0);
 
