@@ -271,3 +271,40 @@ fn madvise_dontfork_in_the_middle_splits_and_dofork_merges_back() {
     let got = run("", &undo).expect("replays");
     assert_eq!(got, ["7f0000000000-7f0000004000 rw-p 00000000 00:00 0"]);
 }
+
+#[test]
+fn madvise_over_a_hole_fails_as_in_linux_after_advising_the_mapped_parts() {
+    let calls = anon(A, 1, "PROT_READ|PROT_WRITE")
+        + &anon(A + 0x2000, 1, "PROT_READ|PROT_WRITE")
+        + &format!("1 madvise({A:#x}, 12288, MADV_DONTDUMP) = -1 ENOMEM (Cannot allocate memory)\n")
+        // Had the mapped parts not got the advice, the three pages would merge into one VMA.
+        + &anon(A + 0x1000, 1, "PROT_READ|PROT_WRITE");
+    let got = run("", &calls).expect("replays");
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[1], "7f0000001000-7f0000002000 rw-p 00000000 00:00 0");
+}
+
+#[test]
+fn mremap_moving_a_vma_keeps_its_madvise_flags() {
+    let calls = anon(A, 2, "PROT_READ|PROT_WRITE")
+        + &format!("1 madvise({A:#x}, 8192, MADV_DONTFORK) = 0\n")
+        + &format!(
+            "1 mremap({A:#x}, 8192, 8192, MREMAP_MAYMOVE|MREMAP_FIXED, {:#x}) = {:#x}\n",
+            A + 0x10000,
+            A + 0x10000
+        )
+        // A plain neighbour does not merge with the DONTFORK VMA that moved there.
+        + &anon(A + 0x12000, 1, "PROT_READ|PROT_WRITE");
+    let got = run("", &calls).expect("replays");
+    assert_eq!(got.len(), 2, "{got:?}");
+}
+
+#[test]
+fn a_madvise_that_succeeded_in_linux_must_succeed_in_mm_core() {
+    let calls = format!("1 madvise({A:#x}, 4096, MADV_DONTNEED) = 0\n");
+    let err = run("", &calls).expect_err("nothing is mapped there");
+    assert!(
+        err.to_string().contains("madvise succeeded in Linux"),
+        "{err}"
+    );
+}

@@ -23,10 +23,8 @@ use super::{page_end, Replayer};
 pub(super) const VM_ACCOUNT: u64 = 0x0010_0000;
 /// Linux's `VM_NORESERVE`.
 pub(super) const VM_NORESERVE: u64 = 0x0020_0000;
-/// Linux's `VM_NOHUGEPAGE`.
-pub(super) const VM_NOHUGEPAGE: u64 = 0x4000_0000;
-/// All the hidden bits the replayer keeps.
-pub(super) const HIDDEN: u64 = VM_ACCOUNT | VM_NORESERVE | VM_NOHUGEPAGE;
+/// Linux's `VM_NOHUGEPAGE`, which mm-core knows (`MADV_NOHUGEPAGE`) but its mmap does not set.
+pub(super) const VM_NOHUGEPAGE: u64 = VmFlags::NOHUGEPAGE.0;
 
 impl Replayer<'_, '_> {
     /// The pieces of `[start, end)` that are mapped, each with its flags.

@@ -6,7 +6,6 @@ use mm_core::addr::{PAGE_SHIFT, TASK_SIZE};
 use mm_core::mm::{MapFlags, Prot, VmFlags};
 use mm_core::VirtAddr;
 
-use super::hidden::HIDDEN;
 use super::{page_end, Replayer};
 use crate::trace::Call;
 
@@ -39,7 +38,9 @@ impl Replayer<'_, '_> {
             .ok_or_else(|| format!("mremap of {old_addr:#x}, unmapped in mm-core"))?;
         let v = vma.get();
         let vflags = v.flags();
-        let hidden = vflags.0 & HIDDEN;
+        // Linux's new VMA keeps every flag; mmap sets the access bits, VM_SHARED and VM_LOCKED
+        // (which mm-core accounts) itself, the rest (hidden bits, madvise's) are carried here.
+        let hidden = vflags.0 & !(VmFlags::ACCESS.0 | VmFlags::SHARED.0 | VmFlags::LOCKED.0);
         let prot = Prot(vflags.0 & VmFlags::ACCESS.0);
         let file = v.file();
         let pgoff_at = |a: VirtAddr| v.pgoff().saturating_add((a - v.start()) >> PAGE_SHIFT);
