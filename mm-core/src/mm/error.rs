@@ -6,6 +6,8 @@ use core::fmt;
 pub const EINVAL: i32 = 22;
 /// Linux's `ENOMEM`.
 pub const ENOMEM: i32 = 12;
+/// Linux's `EFAULT`.
+pub const EFAULT: i32 = 14;
 
 macro_rules! error_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => ($errno:expr, $msg:expr)),* $(,)? }) => {
@@ -88,6 +90,19 @@ error_enum!(
         MapCount => (ENOMEM, "max_map_count reached while splitting"),
         /// A VMA allocation for a split failed.
         VmaAlloc => (ENOMEM, "no memory for a split VMA"),
+    }
+);
+
+error_enum!(
+    /// Why `mremap` failed.
+    MremapError {
+        /// Unaligned or out-of-range addresses, zero lengths, unknown flags, `FIXED` without
+        /// `MAYMOVE`, overlapping ranges, or `MREMAP_DONTUNMAP` (not supported).
+        Invalid => (EINVAL, "invalid mremap arguments"),
+        /// The old range is not inside one mapping.
+        NotMapped => (EFAULT, "old range not inside one mapping"),
+        /// No room to grow in place without `MAYMOVE`, no free range to move to, or no memory.
+        NoMemory => (ENOMEM, "cannot grow or move the mapping"),
     }
 );
 

@@ -192,7 +192,9 @@ impl Mm {
     /// merged. `b` is unlinked and freed.
     pub(crate) fn try_merge(&mut self, k: &Kernel<'_>, a: VmaPtr, b: VmaPtr) -> bool {
         let (av, bv) = (a.get(), b.get());
-        let b_pgoff_ok = bv.file().is_none() || av.pgoff() + av.pages() == bv.pgoff();
+        // Anonymous VMAs too: a moved one keeps the pgoff its pages' index is relative to
+        // (mremap), so only contiguous ones may become one VMA, as in Linux's vma_merge.
+        let b_pgoff_ok = av.pgoff() + av.pages() == bv.pgoff();
         let anon_ok = av.anon().is_none() || bv.anon().is_none() || av.anon() == bv.anon();
         if av.end() != bv.start()
             || av.flags() != bv.flags()
@@ -279,11 +281,11 @@ fn can_extend(
     prev.end() == addr
         && prev.flags() == flags
         && prev.file() == file
-        && (file.is_none() || prev.pgoff() + prev.pages() == pgoff)
+        && prev.pgoff() + prev.pages() == pgoff
 }
 
 /// A fresh, unlinked VMA of `mm` (the caller has checked the allocation may proceed).
-fn new_vma(
+pub(crate) fn new_vma(
     mm: &Mm,
     start: VirtAddr,
     end: VirtAddr,

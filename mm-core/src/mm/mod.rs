@@ -7,6 +7,7 @@
 //! - [`mmap`]: `mmap`, `brk`, splitting and merging VMAs.
 //! - [`unmap`]: `munmap`, `exit_mmap`, and the seed's `free_pgtables` / `remove_vma`.
 //! - [`mprotect`]: `mprotect` and `change_protection`.
+//! - [`mremap`]: `mremap`: shrink, grow in place, or move with the page-table entries.
 //! - [`madvise`]: `madvise`: dropping pages, or changing `vm_flags` with splits and merges.
 //! - [`fault`]: `handle_mm_fault` (anonymous, file, copy-on-write).
 //! - [`rmap`]: `rmap_walk`, `page_referenced`, `try_to_unmap`.
@@ -28,6 +29,7 @@ pub mod madvise;
 pub mod mm_struct;
 pub mod mmap;
 pub mod mprotect;
+pub mod mremap;
 pub mod rmap;
 pub mod truncate;
 pub mod unmap;
@@ -37,13 +39,14 @@ pub mod vma;
 pub use anon::{AnonVma, AnonVmaPtr};
 pub use error::{
     BrkError, FaultError, FileError, MadviseError, MmNewError, MmapError, MprotectError,
-    MunmapError,
+    MremapError, MunmapError,
 };
 pub use fault::Access;
 pub use file::{fput, get_file, iput, AddressSpace, File, FilePtr, MappingPtr, VmOps};
 pub use kobj::KPtr;
 pub use madvise::Advice;
 pub use mm_struct::{Mm, MmStruct, DEFAULT_MAX_MAP_COUNT};
+pub use mremap::MremapFlags;
 pub use validate::Violation;
 pub use vma::{MapFlags, Prot, VmFlags, Vma, VmaPtr};
 

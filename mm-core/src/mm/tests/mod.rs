@@ -5,6 +5,7 @@ mod floor_ceiling;
 mod hooks;
 mod inject;
 mod madvise;
+mod mremap;
 mod model;
 mod rmap;
 mod validate;
