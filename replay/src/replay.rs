@@ -16,7 +16,7 @@
 //! `VM_GROWSDOWN`), they never merge with their neighbours.
 //!
 //! Submodules: `seed` (snapshot → VMAs and files), `hidden` (the `vm_flags` maps does not show),
-//! `madvise` (its `vm_flags` changes), `mremap` (built from mmap and munmap), `print` (VMAs → maps
+//! `madvise` and `mremap` (through mm-core's own, to Linux's results), `print` (VMAs → maps
 //! lines).
 
 use alloc::collections::BTreeMap;

@@ -308,3 +308,24 @@ fn a_madvise_that_succeeded_in_linux_must_succeed_in_mm_core() {
         "{err}"
     );
 }
+
+#[test]
+fn mremap_goes_where_linux_moved_it_and_a_blocked_grow_fails_in_both() {
+    let calls = anon(A, 2, "PROT_READ|PROT_WRITE")
+        + &anon(A + 0x2000, 1, "PROT_READ")
+        // Growing in place is blocked by the read-only page: fails without MREMAP_MAYMOVE...
+        + &format!("1 mremap({A:#x}, 8192, 16384, 0) = -1 ENOMEM (Cannot allocate memory)\n")
+        // ...and moves, to where Linux chose, with it.
+        + &format!(
+            "1 mremap({A:#x}, 8192, 16384, MREMAP_MAYMOVE) = {:#x}\n",
+            A + 0x40000
+        );
+    let got = run("", &calls).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "7f0000002000-7f0000003000 r--p 00000000 00:00 0",
+            "7f0000040000-7f0000044000 rw-p 00000000 00:00 0",
+        ]
+    );
+}

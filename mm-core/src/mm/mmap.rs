@@ -223,6 +223,20 @@ impl Mm {
         true
     }
 
+    /// Merges `vma` with its predecessor, then the result with its successor, where they are
+    /// compatible (`vma_merge`'s cases, pairwise).
+    pub(crate) fn merge_with_neighbours(&mut self, k: &Kernel<'_>, vma: VmaPtr) {
+        let mut cur = vma;
+        if let Some(p) = cur.get().prev() {
+            if self.try_merge(k, p, cur) {
+                cur = p;
+            }
+        }
+        if let Some(n) = cur.get().next() {
+            self.try_merge(k, cur, n);
+        }
+    }
+
     /// Moves the program break (Linux's `sys_brk`); returns the new break.
     pub fn brk(&mut self, k: &Kernel<'_>, new: VirtAddr) -> Result<VirtAddr, BrkError> {
         let raw = self.raw();

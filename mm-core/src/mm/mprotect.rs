@@ -81,16 +81,8 @@ impl Mm {
             vma.get().vm_flags.set(newflags.0);
             changed(k, self, vma);
         }
-        // Merge with the neighbours now that flags may match (vma_merge's cases, pairwise).
-        let mut cur = vma;
-        if let Some(p) = cur.get().prev() {
-            if self.try_merge(k, p, cur) {
-                cur = p;
-            }
-        }
-        if let Some(n) = cur.get().next() {
-            self.try_merge(k, cur, n);
-        }
+        // Merge with the neighbours now that flags may match.
+        self.merge_with_neighbours(k, vma);
         Ok(())
     }
 }

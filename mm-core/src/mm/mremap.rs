@@ -179,15 +179,7 @@ impl Mm {
         // The old range is empty now: unmapping it frees its tables, checked like any munmap.
         self.munmap(k, old, old_len)
             .map_err(|_| MremapError::NoMemory)?;
-        let mut cur = new;
-        if let Some(p) = cur.get().prev() {
-            if self.try_merge(k, p, cur) {
-                cur = p;
-            }
-        }
-        if let Some(n) = cur.get().next() {
-            self.try_merge(k, cur, n);
-        }
+        self.merge_with_neighbours(k, new);
         Ok(())
     }
 }

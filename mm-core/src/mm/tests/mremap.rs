@@ -1,11 +1,11 @@
 //! `mremap`: shrink, grow in place, and move with the pages, the old tables freed.
 
 use super::*;
-use alloc::vec::Vec;
 use crate::addr::{PhysAddr, USER_BASE};
 use crate::mm::rmap::try_to_unmap;
 use crate::mm::{MremapError, MremapFlags};
 use crate::paging::walk::lookup;
+use alloc::vec::Vec;
 
 const BASE: u64 = USER_BASE.0 + (1 << 30);
 const P: u64 = PAGE_SIZE;
@@ -24,13 +24,27 @@ fn shrinking_unmaps_the_tail_and_growing_into_free_space_extends_in_place() {
     map_anon(&k, &mut mm, BASE, 4);
     touch(&k, &mut mm, BASE, 4);
     let at = mm
-        .mremap(&k, VirtAddr(BASE), 4 * P, 2 * P, MremapFlags(0), VirtAddr(0))
+        .mremap(
+            &k,
+            VirtAddr(BASE),
+            4 * P,
+            2 * P,
+            MremapFlags(0),
+            VirtAddr(0),
+        )
         .expect("shrink");
     assert_eq!(at.0, BASE);
     assert!(frame_at(&k, &mm, BASE + 2 * P).is_none());
     assert_eq!(mm.raw().total_vm.get(), 2);
     let at = mm
-        .mremap(&k, VirtAddr(BASE), 2 * P, 8 * P, MremapFlags(0), VirtAddr(0))
+        .mremap(
+            &k,
+            VirtAddr(BASE),
+            2 * P,
+            8 * P,
+            MremapFlags(0),
+            VirtAddr(0),
+        )
         .expect("grow");
     assert_eq!(at.0, BASE);
     let v = mm.vma_at(VirtAddr(BASE)).expect("vma");
@@ -48,8 +62,16 @@ fn a_blocked_grow_moves_the_vma_with_its_pages_and_rmap_finds_them_there() {
     map_anon(&k, &mut mm, BASE, 4);
     touch(&k, &mut mm, BASE, 4);
     // A read-only neighbour right after it blocks growing in place.
-    mm.mmap(&k, VirtAddr(BASE + 4 * P), P, Prot::READ, ANON_FIXED, None, 0)
-        .expect("neighbour");
+    mm.mmap(
+        &k,
+        VirtAddr(BASE + 4 * P),
+        P,
+        Prot::READ,
+        ANON_FIXED,
+        None,
+        0,
+    )
+    .expect("neighbour");
     let frames: Vec<_> = (0..4).map(|i| frame_at(&k, &mm, BASE + i * P)).collect();
     let to = mm
         .mremap(&k, VirtAddr(BASE), 4 * P, 8 * P, MAYMOVE, VirtAddr(0))
@@ -94,21 +116,54 @@ fn bad_mremap_arguments_fail_as_in_linux_and_change_nothing() {
     rig!(ram, tlb, k);
     let mut mm = Mm::new(&k, None).expect("mm");
     map_anon(&k, &mut mm, BASE, 2);
-    mm.mmap(&k, VirtAddr(BASE + 2 * P), P, Prot::READ, ANON_FIXED, None, 0)
-        .expect("neighbour");
+    mm.mmap(
+        &k,
+        VirtAddr(BASE + 2 * P),
+        P,
+        Prot::READ,
+        ANON_FIXED,
+        None,
+        0,
+    )
+    .expect("neighbour");
     let cases = [
         (BASE, 3 * P, 4 * P, MAYMOVE, 0, MremapError::NotMapped),
         (BASE, 2 * P, 4 * P, MremapFlags(0), 0, MremapError::NoMemory),
-        (BASE, 2 * P, 4 * P, MremapFlags::FIXED, BASE + P, MremapError::Invalid),
+        (
+            BASE,
+            2 * P,
+            4 * P,
+            MremapFlags::FIXED,
+            BASE + P,
+            MremapError::Invalid,
+        ),
         (BASE, 2 * P, 2 * P, FIXED, BASE + P, MremapError::Invalid),
         (BASE + 1, P, 2 * P, MAYMOVE, 0, MremapError::Invalid),
         (BASE, 2 * P, 0, MAYMOVE, 0, MremapError::Invalid),
-        (BASE, P, 2 * P, MremapFlags::DONTUNMAP, 0, MremapError::Invalid),
-        (BASE + (8 << 20), P, 2 * P, MAYMOVE, 0, MremapError::NotMapped),
+        (
+            BASE,
+            P,
+            2 * P,
+            MremapFlags::DONTUNMAP,
+            0,
+            MremapError::Invalid,
+        ),
+        (
+            BASE + (8 << 20),
+            P,
+            2 * P,
+            MAYMOVE,
+            0,
+            MremapError::NotMapped,
+        ),
     ];
     for (old, old_len, new_len, flags, new, err) in cases {
         let got = mm.mremap(&k, VirtAddr(old), old_len, new_len, flags, VirtAddr(new));
-        assert_eq!(got, Err(err), "mremap({old:#x}, {old_len}, {new_len}, {flags:?})");
+        assert_eq!(
+            got,
+            Err(err),
+            "mremap({old:#x}, {old_len}, {new_len}, {flags:?})"
+        );
     }
     assert_eq!(mm.raw().map_count.get(), 2);
     assert_eq!(mm.raw().total_vm.get(), 3);
