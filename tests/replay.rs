@@ -10,7 +10,7 @@ use common::{expect_exit, kvm_available};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../replay/tests/replay");
 
 /// Every shipped recording (replay/tests/replay/NAME.{before.maps,trace,after.maps}).
-const SHIPPED: [&str; 3] = ["ls", "python3", "threads"];
+const SHIPPED: [&str; 4] = ["ls", "python3", "threads", "shmem"];
 
 fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")

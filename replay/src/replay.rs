@@ -309,20 +309,16 @@ impl Replayer<'_, '_> {
                         ));
                     }
                 }
-                if mf.contains(MapFlags::SHARED) && file.is_none() {
-                    self.note("shared anonymous mmap replayed as private (no shmem file)");
-                }
+                // Shared anonymous memory is a shmem file of its own, from offset 0.
+                let (file, mf, pgoff) = if mf.contains(MapFlags::SHARED) && file.is_none() {
+                    let shmem = self.shmem_file()?;
+                    (Some(shmem), MapFlags(mf.0 & !MapFlags::ANONYMOUS.0), 0)
+                } else {
+                    (file, mf, offset >> PAGE_SHIFT)
+                };
                 let got = self
                     .mm
-                    .mmap(
-                        k,
-                        at,
-                        *len,
-                        prot,
-                        mf.union(MapFlags::FIXED),
-                        file,
-                        offset >> PAGE_SHIFT,
-                    )
+                    .mmap(k, at, *len, prot, mf.union(MapFlags::FIXED), file, pgoff)
                     .map_err(|e| format!("mmap at {ret:#x} failed in mm-core: {e}"))?;
                 if got != at {
                     return Err(format!("mmap returned {:#x}, Linux {ret:#x}", got.0 - off));

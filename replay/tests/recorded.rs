@@ -43,13 +43,23 @@ fn four_threads_allocating_and_a_realloc_through_mremap_replay_to_linuxs_maps() 
 }
 
 #[test]
+fn shared_anonymous_memory_split_cut_and_moved_by_mremap_replays_to_linuxs_maps() {
+    let out = replay_fixture("shmem").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.applied, 6, "{:?}", out.notes);
+    let shmem = out.maps.iter().filter(|l| l.path == "/dev/zero (deleted)");
+    // Two shmem files, inodes 105 and 106 in Linux's AFTER snapshot; the moved one is 106.
+    assert_eq!(shmem.clone().count(), 5);
+    assert!(shmem.clone().any(|l| l.inode == 106) && shmem.clone().any(|l| l.inode == 105));
+}
+
+#[test]
 fn ls_of_the_root_directory_replays_to_linuxs_maps() {
     let out = replay_fixture("ls").unwrap_or_else(|e| panic!("{e}"));
     assert!(out.applied > 5, "applied only {}", out.applied);
 }
 
 /// Every shipped fixture, by name.
-const FIXTURES: [&str; 3] = ["ls", "python3", "threads"];
+const FIXTURES: [&str; 4] = ["ls", "python3", "threads", "shmem"];
 
 #[test]
 fn touching_pages_as_the_guest_does_changes_no_fixtures_maps_and_leaks_nothing() {

@@ -329,3 +329,24 @@ fn mremap_goes_where_linux_moved_it_and_a_blocked_grow_fails_in_both() {
         ]
     );
 }
+
+#[test]
+fn shared_anonymous_mappings_are_shmem_files_that_never_merge() {
+    let shared = |at: u64| {
+        format!(
+            "1 mmap({at:#x}, 8192, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_FIXED|MAP_ANONYMOUS, -1, 0) = {at:#x}\n"
+        )
+    };
+    let calls = shared(A)
+        + &shared(A + 0x2000)
+        + &format!("1 mprotect({:#x}, 4096, PROT_READ) = 0\n", A + 0x1000);
+    let got = run("", &calls).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "7f0000000000-7f0000001000 rw-s 00000000 00:01 0 /dev/zero (deleted)",
+            "7f0000001000-7f0000002000 r--s 00001000 00:01 0 /dev/zero (deleted)",
+            "7f0000002000-7f0000004000 rw-s 00000000 00:01 0 /dev/zero (deleted)",
+        ]
+    );
+}

@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use mm_core::addr::{PAGE_SHIFT, USER_BASE};
 use mm_core::mm::VmFlags;
 
+use super::seed::SHMEM_NAME;
 use super::Replayer;
 use crate::maps::MapsLine;
 
@@ -22,6 +23,17 @@ impl Replayer<'_, '_> {
                 .file()
                 .and_then(|fp| self.files.iter().find(|(p, _)| *p == fp).map(|(_, i)| i));
             let (path, inode, dev, offset) = match info {
+                // A shmem file made during the trace: its inode is what the hints show where
+                // the mapping ended up (mremap may have moved it from where it was made).
+                Some(i) if i.inode == 0 && i.path == SHMEM_NAME => {
+                    let hint = self
+                        .hints
+                        .iter()
+                        .find(|l| l.start == start && l.path == i.path);
+                    let (inode, dev) =
+                        hint.map_or((0, i.dev.clone()), |l| (l.inode, l.dev.clone()));
+                    (i.path.clone(), inode, dev, v.pgoff() << PAGE_SHIFT)
+                }
                 Some(i) => (
                     i.path.clone(),
                     i.inode,

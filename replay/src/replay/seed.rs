@@ -10,6 +10,9 @@ use super::hidden::VM_ACCOUNT;
 use super::{FileInfo, ReplayError, Replayer};
 use crate::maps::MapsLine;
 
+/// How maps names a shared anonymous mapping's shmem file.
+pub(super) const SHMEM_NAME: &str = "/dev/zero (deleted)";
+
 /// 0 if every user mapping fits `[USER_BASE, TASK_SIZE)`, else the shift that moves the lowest to
 /// `USER_BASE` (see the module doc).
 pub(super) fn choose_offset(user: &[&MapsLine]) -> Result<u64, ReplayError> {
@@ -55,6 +58,17 @@ impl Replayer<'_, '_> {
         {
             return Ok(*f);
         }
+        self.new_file(path, inode, dev)
+    }
+
+    /// The shmem file a shared anonymous mapping gets (`shmem_zero_setup`): a new one each time,
+    /// named as maps names it; its inode is unknown until printing (`print.rs`).
+    pub(super) fn shmem_file(&mut self) -> Result<FilePtr, String> {
+        self.new_file(SHMEM_NAME, 0, "00:01")
+    }
+
+    /// A new file object for (path, inode).
+    fn new_file(&mut self, path: &str, inode: u64, dev: &str) -> Result<FilePtr, String> {
         let mapping = AddressSpace::create(self.k, 1 << 36).map_err(|e| e.to_string())?;
         let file = File::open(self.k, mapping, None).map_err(|e| e.to_string());
         iput(self.k, mapping);
