@@ -13,8 +13,8 @@
 //! - [`cell`]: `U64Cell`, the `u64` field with interior mutability every host-read struct is built of.
 //! - [`phys`]: the frame allocator and phys→virt traits, the per-frame `Page` array, `SimRam`.
 //! - [`paging`]: 4-level page tables, the `MmuGather`, `free_pgd_range` with floor/ceiling.
-//! - [`mm`]: VMAs and address spaces: mmap/munmap/mprotect/brk/exit, faults, anon_vma, files, rmap,
-//!   truncate, `validate_mm`.
+//! - [`mm`]: VMAs and address spaces: mmap/munmap/mprotect/mremap/madvise/brk/exit, faults,
+//!   anon_vma, files, rmap, truncate, `validate_mm`.
 //! - [`kernel`]: `Kernel`, the machine-wide context (allocator, phys access, TLB, hooks, variant).
 //! - [`hooks`]: the probe events (VMA unlinked, table unhooked/freed, TLB flush, frame alloc/free).
 //! - [`inject`]: fail-the-Nth-allocation fault injection.

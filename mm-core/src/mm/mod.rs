@@ -1,4 +1,4 @@
-//! Address spaces: VMAs, mmap/munmap/mprotect/brk/exit, faults, rmap and truncate.
+//! Address spaces: VMAs, mmap/munmap/mprotect/mremap/madvise/brk/exit, faults, rmap and truncate.
 //!
 //! - [`mm_struct`]: [`MmStruct`] (the `#[repr(C)]` head) and [`Mm`] (owner + find_vma index).
 //! - [`vma`]: [`Vma`] and its flags; [`kobj`]: stable-address handles for intrusive links.
