@@ -132,3 +132,32 @@ fn bad_replay_input_is_a_one_line_usage_error_in_either_mode() {
         assert!(stderr.contains("trace line 1"), "{stderr}");
     }
 }
+
+#[test]
+fn a_trace_mm_core_cannot_follow_exits_1_naming_its_line_in_either_mode() {
+    let maps = common::temp_file(
+        "diverge.maps",
+        b"7f0000000000-7f0000002000 rw-p 00000000 00:00 0\n",
+    );
+    // munmap of a mapped range cannot fail in mm-core, but Linux says it did.
+    let trace = common::temp_file(
+        "diverge.trace",
+        b"7 munmap(0x7f0000000000, 4096) = -1 EINVAL (Invalid argument)\n",
+    );
+    let (maps, trace) = (maps.to_str().unwrap(), trace.to_str().unwrap());
+    let mut modes = vec![true];
+    if kvm_available("a_trace_mm_core_cannot_follow_in_the_guest") {
+        modes.push(false);
+    }
+    for host in modes {
+        let mut args = vec!["replay", "--maps", maps, "--trace", trace];
+        if host {
+            args.push("--host");
+        }
+        let (_, stderr) = expect_exit(&args, 1);
+        assert!(
+            stderr.contains("replay diverged from Linux: trace line 1: munmap failed in Linux"),
+            "host {host}: {stderr}"
+        );
+    }
+}
