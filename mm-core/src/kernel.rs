@@ -193,8 +193,16 @@ impl<'a> Kernel<'a> {
         self.frames.free_frame_of_kind(frame, kind);
     }
 
+    /// Takes one more reference to a data page, so it outlives every mapping and cache entry (what
+    /// reclaim holds while it walks rmap); drop it with [`Kernel::put_page`].
+    pub fn get_page(&self, frame: PhysAddr) {
+        let page = self.page(frame);
+        debug_assert!(page.refcount.get() > 0, "get_page on free page {frame}");
+        page.refcount.add(1);
+    }
+
     /// Drops one reference to a data page, freeing it with the last one.
-    pub(crate) fn put_page(&self, frame: PhysAddr) {
+    pub fn put_page(&self, frame: PhysAddr) {
         let page = self.page(frame);
         debug_assert!(page.refcount.get() > 0, "put_page on free page {frame}");
         if page.refcount.sub(1) == 0 {

@@ -15,6 +15,7 @@
 //! - [`inject`]: the `--inject` fault-injection spec.
 //! - [`loader`]: checks and loads the kernel ELF.
 //! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
+//! - [`sched`]: the race scheduler: host-controlled interleaving of racing vCPUs.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
 //! - [`timing`]: exit timing for the probe benchmark.
 //! - [`report`]: the probes' end-of-run summary and JSON report.
@@ -34,6 +35,7 @@ pub mod loader;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod sched;
 pub mod timing;
 pub mod ucall;
 pub mod vstate;

@@ -117,6 +117,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         started,
         console: Box::new(std::io::stdout()),
         thorough: args.thorough,
+        schedule: args.sched_mode(),
     };
     let report = match run(config) {
         Ok(report) => report,
@@ -131,6 +132,12 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         }
     };
     eprintln!("vmm: {}", vmm::report::summary_line(&report.probes));
+    if let Some(schedule) = &report.schedule {
+        eprintln!(
+            "vmm: race schedule ({} picks): {schedule}",
+            schedule.0.len()
+        );
+    }
     for v in report.probes.violations.iter().take(MAX_VIOLATIONS_SHOWN) {
         eprintln!("vmm: violation {v}");
     }

@@ -99,6 +99,16 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "race-munmap",
+        about: "vCPU 0 munmaps random ranges, then exits, while the other vCPUs run rmap and truncate walkers over the same pages (--seed; the host schedules the vCPUs, or --free-run)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "race-exit",
+        about: "vCPU 0's process exits (exit_mmap) while the other vCPUs run rmap and truncate walkers over its pages (--seed; the host schedules the vCPUs, or --free-run)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "panic",
         about: "panic in the kernel: the VMM reports the message with file and line",
         expect: Expect::Failure,
