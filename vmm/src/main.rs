@@ -134,8 +134,9 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
     eprintln!("vmm: {}", vmm::report::summary_line(&report.probes));
     if let Some(schedule) = &report.schedule {
         eprintln!(
-            "vmm: race schedule ({} picks): {schedule}",
-            schedule.0.len()
+            "vmm: race schedule ({} picks): {}",
+            schedule.0.len(),
+            vmm::sched::abbreviate(&schedule.to_string())
         );
     }
     for v in report.probes.violations.iter().take(MAX_VIOLATIONS_SHOWN) {

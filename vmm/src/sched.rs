@@ -22,6 +22,9 @@ use std::time::Duration;
 
 /// `WalkerPoint::RmapPte`: a walker holds a PTE table it has not locked yet.
 const POINT_RMAP_PTE: u64 = 2;
+/// Picks a long-parked walker sits out (unless nobody else can run): more than a race scenario's
+/// whole munmap or exit takes.
+const LONG_PARK: u64 = 1024;
 /// How often a waiting vCPU thread looks at the run's stop flag.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
@@ -90,6 +93,25 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// Longest schedule shown whole on the console; `--report` JSON always holds the whole string.
+const SHOWN_MAX: usize = 600;
+
+/// `schedule` for the console: whole when short, else its start and a pointer to `--report`.
+pub fn abbreviate(schedule: &str) -> String {
+    if schedule.len() <= SHOWN_MAX {
+        return schedule.to_string();
+    }
+    let mut cut = SHOWN_MAX;
+    while !schedule.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}… ({} characters; --report FILE writes it whole)",
+        &schedule[..cut],
+        schedule.len()
+    )
+}
+
 /// Why a race could not go on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SchedError {
@@ -116,7 +138,7 @@ struct Racer {
     point: u64,
     /// The lock class it found busy, when it stopped for that.
     blocked_on: Option<String>,
-    /// Picks left before a parked racer may run again (`u64::MAX`: until it is the only one).
+    /// Picks left before a parked racer may run again (it runs sooner when nobody else can).
     parked: u64,
 }
 
@@ -331,9 +353,7 @@ impl Scheduler {
         }
         // Seeded: parked racers run only when nobody else can.
         for r in &mut s.racers {
-            if r.parked > 0 && r.parked != u64::MAX {
-                r.parked -= 1;
-            }
+            r.parked = r.parked.saturating_sub(1);
         }
         let unparked: Vec<usize> = eligible
             .iter()
@@ -352,10 +372,11 @@ impl Scheduler {
         };
         s.racers[cpu].parked = 0;
         // A walker about to read a PTE table it has not locked: sometimes let it wait there while
-        // the others run (for a while, or as long as anyone else can).
+        // the others run, briefly or long enough for a whole munmap or exit. Never for good: with
+        // three racers or more, one that never blocks would starve it (and whoever waits on it).
         if s.racers[cpu].point == POINT_RMAP_PTE && eligible.len() > 1 {
             match next_below(&mut s.rng, 8) {
-                0 => s.racers[cpu].parked = u64::MAX,
+                0 => s.racers[cpu].parked = LONG_PARK,
                 1 | 2 => s.racers[cpu].parked = 1 + next_below(&mut s.rng, 64),
                 _ => return Ok(cpu),
             }
