@@ -19,6 +19,7 @@
 //! - [`frame`]: the physical frame allocator over the RAM the boot info names.
 //! - [`heap`]: the kernel heap behind `alloc`.
 //! - [`smp`]: vCPU check-in and the start barrier.
+//! - [`race`]: racing vCPUs, the guest side of the host's race scheduler.
 //! - [`scenarios`]: the registry of scenarios the boot info chooses from.
 #![no_std]
 #![no_main]
@@ -35,6 +36,7 @@ mod percpu;
 mod probes;
 mod process;
 mod programs;
+mod race;
 mod scenarios;
 mod smp;
 mod syscall;
@@ -111,6 +113,7 @@ fn secondary_cpu(info: &'static BootInfo, cpu: usize) -> ! {
     cpu_init(info, cpu);
     ucall::sync(cpu, Ucall::STAGE_ONLINE);
     smp::enter_scenario(cpu, info);
+    scenarios::run_secondary(info.scenario().unwrap_or(""), cpu, info);
     halt_forever()
 }
 

@@ -1,9 +1,12 @@
 //! The probe hooks: mm-core's events become calls to the host, which stops this vCPU and checks
 //! the ordering rule in guest memory before the kernel goes on.
 
-use crate::{percpu, ucall};
+use crate::{percpu, race, ucall};
 use mm_core::abi::UcallCmd;
-use mm_core::hooks::{FlushEvent, MmHooks, TableEvent, VmaRangeEvent, VmaUnlinkEvent};
+use mm_core::hooks::{
+    FlushEvent, MmHooks, PoisonHit, TableEvent, VmaRangeEvent, VmaUnlinkEvent, WalkerPoint,
+};
+use mm_core::lockdep::LockClass;
 use mm_core::Kernel;
 
 /// Reports every ordering event to the host.
@@ -51,5 +54,33 @@ impl MmHooks for HostProbes {
     fn tlb_flushed(&self, _k: &Kernel<'_>, ev: &FlushEvent) {
         let args = [ev.mm, ev.start.0, ev.end.0, 0, 0, 0];
         ucall::probe(percpu::this_cpu(), UcallCmd::ProbeTlbFlushed, args);
+    }
+
+    fn walker_point(&self, _k: &Kernel<'_>, point: WalkerPoint) {
+        race::point(percpu::this_cpu(), point as u64);
+    }
+
+    fn lock_contended(&self, _k: &Kernel<'_>, class: &'static LockClass) {
+        race::contended(percpu::this_cpu(), class.name);
+    }
+
+    fn poison_hit(&self, _k: &Kernel<'_>, hit: &PoisonHit) {
+        let rip: u64;
+        // SAFETY: reads the address of the next instruction; no memory is touched.
+        unsafe { core::arch::asm!("lea {}, [rip]", out(reg) rip, options(nomem, nostack)) };
+        let args = [
+            hit.table.0,
+            hit.index as u64,
+            hit.value,
+            hit.va.0,
+            rip,
+            u64::from(hit.location.line()),
+        ];
+        ucall::with_text(
+            percpu::this_cpu(),
+            UcallCmd::PoisonHit,
+            args,
+            hit.location.file(),
+        );
     }
 }

@@ -37,6 +37,9 @@ pub mod nr {
     /// This kernel's `reclaim(addr, len)`: runs `page_referenced` and `try_to_unmap` on every
     /// page mapped in the range, as reclaim would; returns how many were unmapped.
     pub const RECLAIM: u64 = 500;
+    /// This kernel's `race_start(addr, len)` (race scenarios only): hands every page mapped in the
+    /// range to the walkers on the other vCPUs and joins the race; returns how many pages.
+    pub const RACE_START: u64 = 501;
 }
 
 const EBADF: i64 = 9;
@@ -229,10 +232,32 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
             None => Err(EBADF as i32),
         },
         nr::RECLAIM => Ok(reclaim(p, a0, a1)),
+        nr::RACE_START => Ok(crate::scenarios::race::start(&mapped_frames(p, a0, a1))),
         _ => return None,
     };
     p.syscalls += 1;
     Some(result.unwrap_or_else(|e| errno(i64::from(e))))
+}
+
+/// The frames mapped in `[addr, addr + len)` of the current process, each once.
+fn mapped_frames(p: &Process, addr: u64, len: u64) -> Vec<u64> {
+    let k = kernel();
+    let pgd = p.mm.raw().pgd();
+    let mut frames: Vec<u64> = (addr..addr.saturating_add(len))
+        .step_by(4096)
+        .filter_map(|va| {
+            let slot = mm_core::paging::walk::lookup(k, pgd, VirtAddr(va))?;
+            // SAFETY: the slot names an entry of a live page table of the loaded mm, in
+            // identity-mapped RAM.
+            let pte = PageTableEntry::from_bits(unsafe {
+                core::ptr::read_volatile((slot.table.0 as *const u64).add(slot.index))
+            });
+            pte.is_present().then(|| pte.frame().0)
+        })
+        .collect();
+    frames.sort_unstable();
+    frames.dedup();
+    frames
 }
 
 /// Reclaim-style rmap walks over `[addr, addr + len)`: for every mapped page, `page_referenced`

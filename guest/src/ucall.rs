@@ -47,6 +47,14 @@ pub fn probe(cpu: usize, cmd: UcallCmd, args: [u64; 6]) {
     call(cpu, cmd, |c| c.args = args);
 }
 
+/// Reports `cmd` with `args` and a short `text` (a lock class, a source file).
+pub fn with_text(cpu: usize, cmd: UcallCmd, args: [u64; 6], text: &str) {
+    call(cpu, cmd, |c| {
+        c.args = args;
+        c.push_text(text);
+    });
+}
+
 /// Ends the run with `verdict` (0 = success); the host stops the VM.
 pub fn done(cpu: usize, verdict: u64) -> ! {
     call(cpu, UcallCmd::Done, |c| c.args[0] = verdict);

@@ -76,6 +76,36 @@ pub struct FlushEvent {
     pub end: VirtAddr,
 }
 
+/// Where an rmap or truncate walker stands when it reports a [`MmHooks::walker_point`]: the
+/// places a concurrent unmap could slip in between (what the host's scheduler interleaves).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkerPoint {
+    /// An rmap walk holds the anon_vma lock or `i_mmap_lock` and is about to walk a VMA.
+    RmapVma = 1,
+    /// An rmap walk descended to a PTE table without `page_table_lock` and is about to take it
+    /// and read the entry (Linux's `page_vma_mapped_walk` takes the PTE lock only there).
+    RmapPte = 2,
+    /// Truncate holds `i_mmap_lock` and is about to zap a VMA's range.
+    TruncateVma = 3,
+}
+
+/// A walker read a page-table entry holding poison: the table it was reading had been freed
+/// (a use-after-free that the ordering rule exists to prevent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoisonHit {
+    /// The freed table.
+    pub table: PhysAddr,
+    /// Index of the entry read.
+    pub index: usize,
+    /// The poisoned value.
+    pub value: u64,
+    /// The virtual address the walk was for.
+    pub va: VirtAddr,
+    /// Where in mm-core the entry was read.
+    pub location: &'static core::panic::Location<'static>,
+}
+
 /// Observer of mm events. Each gets the kernel so it can inspect (never change) mm state, as the
 /// host probes do from guest memory; hooks must not call mm operations.
 pub trait MmHooks {
@@ -91,6 +121,12 @@ pub trait MmHooks {
     fn table_freeing(&self, _k: &Kernel<'_>, _ev: &TableEvent) {}
     /// A TLB flush completed.
     fn tlb_flushed(&self, _k: &Kernel<'_>, _ev: &FlushEvent) {}
+    /// A walker running without `mmap_sem` reached `point` (see [`WalkerPoint`]).
+    fn walker_point(&self, _k: &Kernel<'_>, _point: WalkerPoint) {}
+    /// A spinlock of class `class` was busy; the caller retries after this returns.
+    fn lock_contended(&self, _k: &Kernel<'_>, _class: &'static crate::lockdep::LockClass) {}
+    /// A walker met a freed (poisoned) page table; it stops walking that address.
+    fn poison_hit(&self, _k: &Kernel<'_>, _hit: &PoisonHit) {}
     /// A frame was allocated.
     fn frame_alloc(&self, _k: &Kernel<'_>, _frame: PhysAddr, _kind: AllocKind) {}
     /// A frame is about to be freed.

@@ -14,7 +14,9 @@ use crate::mm::kobj::list_iter;
 use crate::mm::{AddressSpace, AnonVma, AnonVmaPtr, KPtr, MappingPtr};
 use crate::paging::TlbFlush;
 use crate::phys::{AllocKind, FrameAllocator, MemMap, Page, PageFlags, PhysMem};
+use crate::sync::ArchSpinLock;
 use crate::variant::Variant;
+use alloc::vec::Vec;
 
 static NO_HOOKS: NoHooks = NoHooks;
 
@@ -30,6 +32,9 @@ pub struct Kernel<'a> {
     variant: Variant,
     lockdep: &'a Lockdep,
     roots: KPtr<KernelRoots>,
+    /// Freed anon_vmas, kept for reuse and never given back to the heap while the kernel lives
+    /// (see [`Kernel::free_anon_vma`]).
+    anon_vma_cache: ArchSpinLock<Vec<u64>>,
 }
 
 /// The roots from which every anon_vma and every address_space can be reached (what the host
@@ -66,6 +71,7 @@ impl<'a> Kernel<'a> {
             variant: Variant::Correct,
             lockdep: &LOCKDEP,
             roots: KPtr::alloc(KernelRoots::default()),
+            anon_vma_cache: ArchSpinLock::new(Vec::new()),
         }
     }
 
@@ -137,6 +143,27 @@ impl<'a> Kernel<'a> {
         self.mem_map.page(frame)
     }
 
+    /// A new, empty anon_vma: a freed one when there is one.
+    pub(crate) fn alloc_anon_vma(&self) -> AnonVmaPtr {
+        let cached = self.anon_vma_cache.lock().pop();
+        match cached.and_then(KPtr::from_addr) {
+            // Empty when it was freed (its last VMA left), and nobody links to a freed anon_vma.
+            Some(anon) => anon,
+            None => KPtr::alloc(AnonVma::default()),
+        }
+    }
+
+    /// Takes back an anon_vma whose last VMA left and that no page points to any more.
+    ///
+    /// Like Linux's `SLAB_TYPESAFE_BY_RCU` anon_vma cache, the memory stays an `AnonVma` for the
+    /// kernel's lifetime: an rmap walker on another CPU that read a page's `mapping` just before
+    /// the page was unmapped may still take this anon_vma's lock, which must remain a lock; the
+    /// walker then sees the page no longer points here and backs off (`rmap_walk`).
+    pub(crate) fn free_anon_vma(&self, anon: AnonVmaPtr) {
+        debug_assert_eq!(anon.get().nr_vmas.get(), 0, "freeing a non-empty anon_vma");
+        self.anon_vma_cache.lock().push(anon.addr());
+    }
+
     /// Whether an object allocation of `kind` may proceed (fault injection says no to the Nth).
     pub(crate) fn may_alloc(&self, kind: AllocKind) -> bool {
         !self.inject.should_fail(kind)
@@ -166,8 +193,16 @@ impl<'a> Kernel<'a> {
         self.frames.free_frame_of_kind(frame, kind);
     }
 
+    /// Takes one more reference to a data page, so it outlives every mapping and cache entry (what
+    /// reclaim holds while it walks rmap); drop it with [`Kernel::put_page`].
+    pub fn get_page(&self, frame: PhysAddr) {
+        let page = self.page(frame);
+        debug_assert!(page.refcount.get() > 0, "get_page on free page {frame}");
+        page.refcount.add(1);
+    }
+
     /// Drops one reference to a data page, freeing it with the last one.
-    pub(crate) fn put_page(&self, frame: PhysAddr) {
+    pub fn put_page(&self, frame: PhysAddr) {
         let page = self.page(frame);
         debug_assert!(page.refcount.get() > 0, "put_page on free page {frame}");
         if page.refcount.sub(1) == 0 {
@@ -228,5 +263,12 @@ impl Drop for Kernel<'_> {
         // SAFETY: the roots are owned by this Kernel alone; objects still registered (a leak the
         // tests' counts catch) only point into the roots' lists, never at the roots themselves.
         unsafe { self.roots.free() }
+        for addr in core::mem::take(self.anon_vma_cache.get_mut()) {
+            if let Some(anon) = KPtr::<AnonVma>::from_addr(addr) {
+                // SAFETY: cached anon_vmas are empty and unreachable (`free_anon_vma`), and with
+                // the kernel gone no walker can be inside one.
+                unsafe { anon.free() }
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 use crate::arch::x86_64::layout::{LARGE_PAGE_SIZE, MAX_RAM, MIN_RAM};
 use crate::campaign::{SeedRange, Shard};
 use crate::inject::InjectSpec;
+use crate::sched::{Mode, Schedule};
 use clap::{Args, Parser, Subcommand};
 use mm_core::abi::{find_scenario, DEFAULT_SCENARIO, MAX_VCPUS};
 use mm_core::Variant;
@@ -96,6 +97,26 @@ pub struct RunArgs {
     /// default.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub scale: u64,
+    /// Race scenarios: replay this interleaving of the racing vCPUs exactly (a race run prints
+    /// the schedule it took, e.g. 0*3.1.0*12: vCPU 0 to its third point, vCPU 1 to its next, …).
+    /// Without it the interleaving is drawn from --seed.
+    #[arg(long, value_name = "STRING", conflicts_with = "free_run")]
+    pub schedule: Option<Schedule>,
+    /// Race scenarios: let the racing vCPUs run all at once (real concurrency, not replayable)
+    /// instead of one at a time.
+    #[arg(long)]
+    pub free_run: bool,
+}
+
+impl RunArgs {
+    /// How the race scheduler interleaves racing vCPUs.
+    pub fn sched_mode(&self) -> Mode {
+        match (&self.schedule, self.free_run) {
+            (Some(s), _) => Mode::Replay(s.clone()),
+            (None, true) => Mode::Free,
+            (None, false) => Mode::Seeded(self.seed),
+        }
+    }
 }
 
 /// Options of `vmm replay`.

@@ -15,6 +15,7 @@
 //! - [`inject`]: the `--inject` fault-injection spec.
 //! - [`loader`]: checks and loads the kernel ELF.
 //! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
+//! - [`sched`]: the race scheduler: host-controlled interleaving of racing vCPUs.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
 //! - [`timing`]: exit timing for the probe benchmark.
 //! - [`replay`]: `vmm replay` in the guest: the op stream in, the final address space out.
@@ -36,6 +37,7 @@ pub mod probe;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod sched;
 pub mod timing;
 pub mod ucall;
 pub mod vstate;

@@ -119,6 +119,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         started,
         console: Box::new(std::io::stdout()),
         thorough: args.thorough,
+        schedule: args.sched_mode(),
     };
     let report = match run(config) {
         Ok(report) => report,
@@ -133,6 +134,13 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         }
     };
     eprintln!("vmm: {}", vmm::report::summary_line(&report.probes));
+    if let Some(schedule) = &report.schedule {
+        eprintln!(
+            "vmm: race schedule ({} picks): {}",
+            schedule.0.len(),
+            vmm::sched::abbreviate(&schedule.to_string())
+        );
+    }
     for v in report.probes.violations.iter().take(MAX_VIOLATIONS_SHOWN) {
         eprintln!("vmm: violation {v}");
     }

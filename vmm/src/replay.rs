@@ -15,6 +15,7 @@ use crate::arch::x86_64::layout::DEFAULT_RAM;
 use crate::loader::GUEST_KERNEL;
 use crate::probe::Summary;
 use crate::run::{run, Failure, RunConfig, RunError};
+use crate::sched::Mode;
 use crate::vstate::vm::VmConfig;
 
 /// The guest scenario that replays.
@@ -108,6 +109,8 @@ pub fn replay_in_guest(
         started,
         console: Box::new(std::io::stderr()),
         thorough: false,
+        // One vCPU: nothing races, so nothing to schedule.
+        schedule: Mode::Free,
     };
     let report = run(config)?;
     if let Some(failure) = report.failure {

@@ -56,6 +56,7 @@ pub fn to_json(
         "checks": { "P1": s.checks[0], "P2": s.checks[1], "P3": s.checks[2], "P4": s.checks[3] },
         "violations": s.violations.iter().map(violation_json).collect::<Vec<_>>(),
         "errors": s.errors,
+        "schedule": report.schedule.as_ref().map(|s| s.to_string()),
         "timing": {
             "pings": report.timing.pings,
             "ping_round_trip_ns": report.timing.ping_round_trip().map(|d| d.as_nanos() as u64),

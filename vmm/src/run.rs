@@ -3,8 +3,9 @@
 
 use crate::devices::serial::Serial;
 use crate::probe::{Probe, Summary};
+use crate::sched::{Mode, SchedError, Schedule, Scheduler};
 use crate::timing::ExitTiming;
-use crate::ucall::GuestCall;
+use crate::ucall::{GuestCall, PoisonHit};
 use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuEvent, VcpuShared};
 use crate::vstate::vm::{Vm, VmConfig, VmError};
 use mm_core::abi::Ucall;
@@ -35,6 +36,8 @@ pub struct RunConfig<'a> {
     pub console: Box<dyn Write + Send>,
     /// Widen the probes' P1 and P2 searches (see `probe`).
     pub thorough: bool,
+    /// How racing vCPUs are interleaved (see `sched`).
+    pub schedule: Mode,
 }
 
 /// Why a run failed in the guest.
@@ -89,6 +92,15 @@ pub enum Failure {
     },
     /// The watchdog stopped the guest.
     Timeout(Duration),
+    /// A walker read a page table after it was freed.
+    UseAfterFree {
+        /// The walker's vCPU.
+        cpu: usize,
+        /// What it read, where.
+        hit: PoisonHit,
+    },
+    /// The race scheduler stopped the run (a deadlock between racers, a diverging replay).
+    Race(SchedError),
     /// The probes found broken ordering rules or unwalkable guest structures.
     ProbeViolations {
         /// How many violations and walk errors.
@@ -179,6 +191,13 @@ impl fmt::Display for Failure {
                     "guest finished but vCPU(s) {cpus:?} never reached the scenario"
                 )
             }
+            Failure::UseAfterFree { cpu, hit } => write!(
+                f,
+                "use-after-free: the walker on vCPU {cpu} read entry {} of page table {:#x} after \
+                 it was freed (poison {:#x}) walking {:#x}, RIP {:#x}, at {}:{}",
+                hit.index, hit.table, hit.value, hit.va, hit.rip, hit.file, hit.line
+            ),
+            Failure::Race(e) => write!(f, "race: {e}"),
             Failure::ProbeViolations { count } => {
                 write!(
                     f,
@@ -213,6 +232,8 @@ pub struct RunReport {
     pub ended_after: Duration,
     /// The scenario's output buffer (`VmConfig::output_len` bytes) as the guest left it.
     pub output: Vec<u8>,
+    /// The interleaving the race scheduler chose, when vCPUs raced one at a time.
+    pub schedule: Option<Schedule>,
 }
 
 impl RunReport {
@@ -270,6 +291,7 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
     let (events, rx) = mpsc::channel();
     let probe = Arc::new(Mutex::new(Probe::new(vm.mem.clone(), config.thorough)));
     let timing = Arc::new(Mutex::new(ExitTiming::default()));
+    let sched = Arc::new(Scheduler::new(config.vm.vcpus, config.schedule.clone()));
     let shared = VcpuShared {
         mem: vm.mem.clone(),
         serial: serial.clone(),
@@ -277,6 +299,7 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
         events,
         probe: probe.clone(),
         timing: timing.clone(),
+        sched: sched.clone(),
     };
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, vcpu) in vcpus.into_iter().enumerate() {
@@ -350,6 +373,7 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
         (count > 0).then_some(Failure::ProbeViolations { count })
     });
     let console_tail = serial.lock().map(|s| s.tail()).unwrap_or_default();
+    let schedule = Some(sched.schedule()).filter(|s| !s.0.is_empty());
     Ok(RunReport {
         failure,
         ready_after,
@@ -359,6 +383,7 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
         timing,
         ended_after,
         output,
+        schedule,
     })
 }
 
@@ -415,9 +440,11 @@ fn decide(cpu: usize, end: VcpuEnd, in_scenario: &[bool]) -> Decision {
             cr2,
             rip,
         },
-        VcpuEnd::Call(GuestCall::Sync { .. } | GuestCall::Probe(_)) => {
-            unreachable!("Sync and probe events never end a vCPU")
+        VcpuEnd::Call(GuestCall::PoisonHit(hit)) => Failure::UseAfterFree { cpu, hit },
+        VcpuEnd::Call(GuestCall::Sync { .. } | GuestCall::Probe(_) | GuestCall::Race(_)) => {
+            unreachable!("Sync, probe and race calls never end a vCPU")
         }
+        VcpuEnd::Sched(e) => Failure::Race(e),
         VcpuEnd::Shutdown(regs) => Failure::TripleFault { cpu, regs },
         VcpuEnd::Failed { reason, regs } => Failure::VcpuFailed { cpu, reason, regs },
         VcpuEnd::Stopped => return Decision::Undecided,

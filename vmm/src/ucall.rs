@@ -38,6 +38,10 @@ pub enum GuestCall {
     },
     /// The guest's memory manager reported a probe event.
     Probe(ProbeEvent),
+    /// A racing vCPU reached a scheduling point (see `sched`).
+    Race(RaceCall),
+    /// A walker read a freed page table: a use-after-free the ordering rule should prevent.
+    PoisonHit(PoisonHit),
     /// An exception reached the guest's IDT.
     Exception {
         /// Exception vector.
@@ -49,6 +53,47 @@ pub enum GuestCall {
         /// Where it happened.
         rip: u64,
     },
+}
+
+/// What a racing vCPU tells the scheduler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RaceCall {
+    /// It joins a race of `racers` vCPUs.
+    Enter {
+        /// How many vCPUs race.
+        racers: u64,
+    },
+    /// It leaves the race.
+    Leave,
+    /// It reached a scheduling point of this kind (`WalkerPoint` / `SchedPointKind` value).
+    Point {
+        /// The kind.
+        kind: u64,
+    },
+    /// It found a lock of this class busy.
+    Contended {
+        /// The lock class.
+        class: String,
+    },
+}
+
+/// A walker met the poison of a freed page table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoisonHit {
+    /// The freed table (guest-physical).
+    pub table: u64,
+    /// The entry read.
+    pub index: u64,
+    /// What it held.
+    pub value: u64,
+    /// The virtual address being walked.
+    pub va: u64,
+    /// The walker's RIP.
+    pub rip: u64,
+    /// Where in mm-core the entry was read.
+    pub file: String,
+    /// Line of `file`.
+    pub line: u64,
 }
 
 /// Why a call could not be decoded.
@@ -120,6 +165,23 @@ pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallEr
                 cr2: call.args[2],
                 rip: call.args[3],
             },
+            UcallCmd::RaceEnter => GuestCall::Race(RaceCall::Enter {
+                racers: call.args[0],
+            }),
+            UcallCmd::RaceLeave => GuestCall::Race(RaceCall::Leave),
+            UcallCmd::SchedPoint => GuestCall::Race(RaceCall::Point { kind: call.args[0] }),
+            UcallCmd::LockContended => GuestCall::Race(RaceCall::Contended {
+                class: String::from_utf8_lossy(text).into_owned(),
+            }),
+            UcallCmd::PoisonHit => GuestCall::PoisonHit(PoisonHit {
+                table: call.args[0],
+                index: call.args[1],
+                value: call.args[2],
+                va: call.args[3],
+                rip: call.args[4],
+                line: call.args[5],
+                file: String::from_utf8_lossy(text).into_owned(),
+            }),
             probe => GuestCall::Probe(
                 ProbeEvent::from_call(probe, &call).ok_or(CallError::BadProbeEvent(call.cmd))?,
             ),

@@ -48,6 +48,8 @@ pub fn find(name: &str) -> Option<fn() -> u64> {
         "tour" => tour,
         "probe-bench" => probe_bench,
         "random-mm" => || super::random::random_mm(super::seed(), super::scale_or(200)),
+        "race-munmap" => super::race::race_munmap,
+        "race-exit" => super::race::race_exit,
         _ => return None,
     })
 }
@@ -118,6 +120,18 @@ pub(super) fn run(
     files: Vec<FilePtr>,
     mappings: &[MappingPtr],
 ) -> Option<Finished> {
+    run_then(name, script, files, mappings, || {})
+}
+
+/// [`run`], calling `after_exit` once the process is gone and before anything is checked (the
+/// race scenarios end their race there and drop the page references their walkers held).
+pub(super) fn run_then(
+    name: &str,
+    script: Script,
+    files: Vec<FilePtr>,
+    mappings: &[MappingPtr],
+    after_exit: impl FnOnce(),
+) -> Option<Finished> {
     let k = mm::kernel();
     let before = frame::allocated();
     let (nth, kind) = super::injection();
@@ -125,6 +139,7 @@ pub(super) fn run(
     let outcome = process::run(&script, files);
     let injected = k.inject.fired();
     k.inject.fail_nth(0, None);
+    after_exit();
     for &m in mappings {
         iput(k, m);
     }

@@ -2,6 +2,7 @@
 //! names and descriptions live in `mm_core::abi::SCENARIOS`, which the VMM reads too.
 
 mod mm;
+pub(crate) mod race;
 mod random;
 mod replay;
 
@@ -18,6 +19,8 @@ pub const PASS: u64 = 0;
 static SCALE: AtomicU64 = AtomicU64::new(0);
 /// The seed the user gave (`--seed`).
 static SEED: AtomicU64 = AtomicU64::new(0);
+/// How many vCPUs the VMM runs.
+static VCPUS: AtomicU64 = AtomicU64::new(1);
 
 /// `--inject`: which allocation of each process fails (0 = none), and of which kind (0 = any).
 static INJECT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
@@ -35,6 +38,11 @@ pub fn seed() -> u64 {
     SEED.load(Ordering::Relaxed)
 }
 
+/// How many vCPUs this run has.
+pub fn vcpus() -> u64 {
+    VCPUS.load(Ordering::Relaxed)
+}
+
 /// The workload size for this run, or `default` when the user gave none.
 pub fn scale_or(default: u64) -> u64 {
     match SCALE.load(Ordering::Relaxed) {
@@ -47,6 +55,7 @@ pub fn scale_or(default: u64) -> u64 {
 pub fn run(name: &str, info: &BootInfo) -> u64 {
     SCALE.store(info.scale, Ordering::Relaxed);
     SEED.store(info.seed, Ordering::Relaxed);
+    VCPUS.store(info.vcpus, Ordering::Relaxed);
     INJECT[0].store(info.inject_nth, Ordering::Relaxed);
     INJECT[1].store(info.inject_kind, Ordering::Relaxed);
     match name {
@@ -68,6 +77,14 @@ pub fn run(name: &str, info: &BootInfo) -> u64 {
                 line!(),
             ),
         },
+    }
+}
+
+/// What vCPU `cpu` (not 0) does once every vCPU has entered the scenario: the race scenarios'
+/// walkers; nothing for the others.
+pub fn run_secondary(name: &str, cpu: usize, info: &BootInfo) {
+    if name.starts_with("race-") {
+        race::walker(cpu, info);
     }
 }
 

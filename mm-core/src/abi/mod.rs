@@ -11,7 +11,7 @@ mod ucall;
 
 pub use boot::{BootInfo, BOOT_INFO_MAGIC, SCENARIO_NAME_MAX};
 pub use scenarios::{find_scenario, Expect, ScenarioInfo, DEFAULT_SCENARIO, SCENARIOS};
-pub use ucall::{Ucall, UcallCmd, PING_PORT, UCALL_PORT, UCALL_TEXT_MAX};
+pub use ucall::{SchedPointKind, Ucall, UcallCmd, PING_PORT, UCALL_PORT, UCALL_TEXT_MAX};
 
 /// Layout version of every structure in this module.
 pub const ABI_VERSION: u64 = 3;

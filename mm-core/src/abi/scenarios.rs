@@ -99,6 +99,16 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "race-munmap",
+        about: "vCPU 0 munmaps random ranges, then exits, while the other vCPUs run rmap and truncate walkers over the same pages (--seed; the host schedules the vCPUs, or --free-run)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
+        name: "race-exit",
+        about: "vCPU 0's process exits (exit_mmap) while the other vCPUs run rmap and truncate walkers over its pages (--seed; the host schedules the vCPUs, or --free-run)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "replay",
         about: "replay a program's strace'd memory calls on real page tables (vmm replay; alone: a built-in sample)",
         expect: Expect::Pass,

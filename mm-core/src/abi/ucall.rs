@@ -48,6 +48,30 @@ pub enum UcallCmd {
     ProbeVmaRange = 0x105,
     /// A VMA is about to be freed: `args` are mm and VMA.
     ProbeVmaFreed = 0x106,
+    /// This vCPU joins a race: from here until its `RaceLeave` every call it makes is a point where
+    /// the host's scheduler may hold it and run another racer. `args[0]` is how many vCPUs race
+    /// (the scheduler starts choosing once all have joined).
+    RaceEnter = 0x120,
+    /// This vCPU leaves the race.
+    RaceLeave = 0x121,
+    /// A racer reached a scheduling point: `args[0]` is the [`SchedPointKind`] value (a
+    /// `hooks::WalkerPoint` value for points inside mm-core's walkers).
+    SchedPoint = 0x122,
+    /// A racer found a spinlock busy and will retry when resumed; the text is the lock class.
+    LockContended = 0x123,
+    /// A walker met a freed page table's poison: `args` are the table, the entry index, the
+    /// poisoned value, the virtual address walked, the walker's RIP and the source line; the text
+    /// is the source file.
+    PoisonHit = 0x124,
+}
+
+/// Scheduling points a racer reports besides mm-core's walker points (`hooks::WalkerPoint`,
+/// values 1..=3).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedPointKind {
+    /// A walker loop starts its next step.
+    WalkerStep = 0x10,
 }
 
 impl UcallCmd {
@@ -65,6 +89,11 @@ impl UcallCmd {
             0x104 => UcallCmd::ProbeTlbFlushed,
             0x105 => UcallCmd::ProbeVmaRange,
             0x106 => UcallCmd::ProbeVmaFreed,
+            0x120 => UcallCmd::RaceEnter,
+            0x121 => UcallCmd::RaceLeave,
+            0x122 => UcallCmd::SchedPoint,
+            0x123 => UcallCmd::LockContended,
+            0x124 => UcallCmd::PoisonHit,
             _ => return None,
         })
     }

@@ -75,7 +75,7 @@ pub(crate) fn anon_vma_prepare(k: &Kernel<'_>, vma: VmaPtr) -> bool {
             if !k.may_alloc(AllocKind::AnonVma) {
                 return false;
             }
-            let a = KPtr::alloc(AnonVma::default());
+            let a = k.alloc_anon_vma();
             let roots = k.roots();
             list_add(&roots.anon_vmas, a, |x: &AnonVma| &x.all);
             roots.nr_anon_vmas.add(1);
@@ -138,8 +138,8 @@ pub fn anon_vma_unlink(k: &Kernel<'_>, vma: VmaPtr) {
         let roots = k.roots();
         list_del(&roots.anon_vmas, anon, |x: &AnonVma| &x.all);
         roots.nr_anon_vmas.sub(1);
-        // SAFETY: Invariant 7: the list is empty, and no page points here any more because a page's
+        // Invariant 7: the list is empty, and no page points here any more because a page's
         // mapping is cleared when its last anonymous mapping goes (page_remove_rmap).
-        unsafe { anon.free() };
+        k.free_anon_vma(anon);
     }
 }

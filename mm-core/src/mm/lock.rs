@@ -39,8 +39,17 @@ impl MmSpinLock {
         let instance = self as *const Self as usize;
         let lockdep = k.lockdep();
         lockdep.acquire(self.class, instance);
+        // Each failed attempt is reported, so a host that runs one vCPU at a time (the race
+        // scheduler) can run the holder instead of letting this CPU spin forever.
+        let inner = loop {
+            if let Some(guard) = self.inner.try_lock() {
+                break guard;
+            }
+            k.hooks().lock_contended(k, self.class);
+            core::hint::spin_loop();
+        };
         MmLockGuard {
-            _inner: self.inner.lock(),
+            _inner: inner,
             lockdep,
             class: self.class,
             instance,

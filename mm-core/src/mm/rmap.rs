@@ -5,6 +5,7 @@
 //! anon_vma before its page tables are freed (Invariant 3).
 
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::hooks::WalkerPoint;
 use crate::kernel::Kernel;
 use crate::mm::anon::{anon_mapping_value, AnonVma, AnonVmaPtr};
 use crate::mm::file::AddressSpace;
@@ -13,7 +14,7 @@ use crate::mm::kobj::KPtr;
 use crate::mm::lock::MmLockGuard;
 use crate::mm::mm_struct::MmStruct;
 use crate::mm::vma::VmaPtr;
-use crate::paging::walk::{lookup, PteSlot};
+use crate::paging::walk::{lookup, read_entry, PteSlot};
 use crate::paging::{PageTableEntry, PteFlags};
 use crate::phys::{PageFlags, PAGE_MAPPING_ANON};
 
@@ -66,7 +67,10 @@ enum Held<'a> {
 }
 
 /// Calls `f(vma, va, slot)` for every PTE that maps `frame`, found through its anon_vma or its
-/// file's i_mmap (Linux's `rmap_walk`). Returns how many were found.
+/// file's i_mmap (Linux's `rmap_walk`), with `page_table_lock` held. Returns how many were found.
+///
+/// Runs without `mmap_sem`, on any CPU, concurrently with munmap and exit; the caller holds a
+/// reference to `frame` (as reclaim does), so the frame cannot be freed and reused under the walk.
 pub fn rmap_walk(
     k: &Kernel<'_>,
     frame: PhysAddr,
@@ -84,6 +88,9 @@ pub fn rmap_walk(
         let Some(anon) = KPtr::<AnonVma>::from_addr(mapping & !PAGE_MAPPING_ANON) else {
             return 0;
         };
+        // The anon_vma may have been freed since `mapping` was read: anon_vmas are type-stable
+        // (`Kernel::free_anon_vma`), so its lock is still a lock, and the check below (Linux's
+        // `page_lock_anon_vma_read`) tells whether it is still this page's.
         let a = anon.get();
         (Held::AnonVma(a.lock.lock(k)), a.vmas().collect())
     } else {
@@ -94,8 +101,12 @@ pub fn rmap_walk(
         let vmas = i_mmap.vmas_overlapping(index, index);
         (Held::IMmap(i_mmap), vmas)
     };
+    if page.mapping.get() != mapping || page.mapcount.get() == 0 {
+        return 0;
+    }
     let mut found = 0;
     for vma in vmas {
+        k.hooks().walker_point(k, WalkerPoint::RmapVma);
         let v = vma.get();
         let Some(va) = v.address_of(index) else {
             continue;
@@ -103,11 +114,18 @@ pub fn rmap_walk(
         let Some(mm) = KPtr::<MmStruct>::from_addr(v.vm_mm.get()) else {
             continue;
         };
-        let _ptl = mm.get().page_table_lock.lock(k);
-        let Some(slot) = lookup(k, mm.get().pgd(), va) else {
+        let mm = mm.get();
+        // Descend without page_table_lock, as Linux's page_vma_mapped_walk does: the tables cannot
+        // be freed under us because the VMA is still on the list we hold locked (Invariant 3) —
+        // the rule this whole project checks. Only the PTE itself is read under the lock.
+        let Some(slot) = lookup(k, mm.pgd(), va) else {
             continue;
         };
-        let e = slot.read(k);
+        k.hooks().walker_point(k, WalkerPoint::RmapPte);
+        let _ptl = mm.page_table_lock.lock(k);
+        let Some(e) = read_entry(k, slot.table, slot.index, va) else {
+            continue;
+        };
         if e.is_present() && e.frame() == frame {
             found += 1;
             f(vma, va, slot);

@@ -4,6 +4,7 @@
 //! Truncate finds mappings only through `i_mmap` and walks their page tables without `mmap_sem`:
 //! a VMA whose tables are being freed must already be out of `i_mmap` (Invariant 3).
 
+use crate::hooks::WalkerPoint;
 use crate::kernel::Kernel;
 use crate::mm::file::MappingPtr;
 use crate::mm::kobj::KPtr;
@@ -16,6 +17,7 @@ use crate::paging::MmuGather;
 pub fn unmap_mapping_range(k: &Kernel<'_>, mapping: MappingPtr, first: u64, last: u64) {
     let i_mmap = mapping.get().lock_i_mmap(k);
     for vma in i_mmap.vmas_overlapping(first, last) {
+        k.hooks().walker_point(k, WalkerPoint::TruncateVma);
         let v = vma.get();
         let lo = first.max(v.pgoff());
         let hi = last.min(v.last_pgoff());

@@ -95,6 +95,12 @@ impl fmt::Debug for PteFlags {
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct PageTableEntry(u64);
 
+/// The high bits of the poison the host probes write over entries 1..512 of a page table being
+/// freed; the low four bits hold the table's level.
+pub const FREED_TABLE_POISON_TAG: u64 = 0xDEAD_7AB1_E000_0000;
+/// The bits of a poisoned entry that carry the level.
+pub const FREED_TABLE_POISON_LEVEL_MASK: u64 = 0xF;
+
 impl PageTableEntry {
     /// Bits 12..=51: the physical frame.
     const ADDR_MASK: u64 = ((1 << 52) - 1) & !((1 << PAGE_SHIFT) - 1);
@@ -113,6 +119,12 @@ impl PageTableEntry {
     /// An entry from raw bits.
     pub const fn from_bits(bits: u64) -> Self {
         Self(bits)
+    }
+    /// Whether the entry holds the poison of a freed page table: the probes' tag (written over
+    /// entries 1..512 of every freed table the host checked) or `SimRam`'s poison bytes.
+    pub const fn is_poison(self) -> bool {
+        self.0 & !FREED_TABLE_POISON_LEVEL_MASK == FREED_TABLE_POISON_TAG
+            || self.0 == u64::from_ne_bytes([crate::phys::POISON_BYTE; 8])
     }
     /// Whether the entry is all zero.
     pub const fn is_none(self) -> bool {

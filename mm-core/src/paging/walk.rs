@@ -1,6 +1,7 @@
 //! Walking an mm's page tables: lookup, allocation on demand, and iteration over a range.
 
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE, PTRS_PER_TABLE, TASK_SIZE, USER_BASE};
+use crate::hooks::PoisonHit;
 use crate::kernel::Kernel;
 use crate::mm::MmStruct;
 use crate::paging::{table, Level, PageTableEntry, PteFlags};
@@ -26,12 +27,37 @@ impl PteSlot {
     }
 }
 
+/// Entry `index` of table `t`, read on the way to `va`; `None` (after telling the hooks) when it
+/// holds a freed table's poison, so no walker ever follows poison as if it were an address.
+#[track_caller]
+pub(crate) fn read_entry(
+    k: &Kernel<'_>,
+    t: PhysAddr,
+    index: usize,
+    va: VirtAddr,
+) -> Option<PageTableEntry> {
+    let e = table::read(k, t, index);
+    if e.is_poison() {
+        let hit = PoisonHit {
+            table: t,
+            index,
+            value: e.bits(),
+            va,
+            location: core::panic::Location::caller(),
+        };
+        k.hooks().poison_hit(k, &hit);
+        return None;
+    }
+    Some(e)
+}
+
 /// The leaf slot for `va` if every upper level is populated.
+#[track_caller]
 pub fn lookup(k: &Kernel<'_>, pgd: PhysAddr, va: VirtAddr) -> Option<PteSlot> {
     let mut t = pgd;
     let mut level = Level::Pgd;
     while let Some(lower) = level.lower() {
-        let e = table::read(k, t, va.table_index(level.entry_shift()));
+        let e = read_entry(k, t, va.table_index(level.entry_shift()), va)?;
         if !e.is_present() {
             return None;
         }
@@ -105,7 +131,10 @@ fn walk_level(
             boundary
         };
         let idx = addr.table_index(level.entry_shift());
-        let e = table::read(k, t, idx);
+        let Some(e) = read_entry(k, t, idx, addr) else {
+            addr = next;
+            continue;
+        };
         match level.lower() {
             None => {
                 if !e.is_none() {

@@ -67,6 +67,8 @@ pub struct SeedOutcome {
     pub detail: Option<String>,
     /// Wall time of the child, in seconds.
     pub secs: f64,
+    /// The interleaving the race scheduler chose, for race scenarios (`--schedule` replays it).
+    pub schedule: Option<String>,
 }
 
 impl SeedOutcome {
@@ -78,6 +80,7 @@ impl SeedOutcome {
             "violations": checks_json(&self.violations),
             "detail": self.detail,
             "secs": self.secs,
+            "schedule": self.schedule,
         })
     }
 
@@ -94,6 +97,7 @@ impl SeedOutcome {
             violations: checks_from_json(&v["violations"]),
             detail: v["detail"].as_str().map(str::to_string),
             secs: v["secs"].as_f64().unwrap_or(0.0),
+            schedule: v["schedule"].as_str().map(str::to_string),
         })
     }
 }
@@ -106,6 +110,18 @@ pub fn checks_json(counts: &[u64; 4]) -> Value {
 /// Reads `{ "P1": n, … }`, missing checks as 0.
 pub fn checks_from_json(v: &Value) -> [u64; 4] {
     CHECKS.map(|c| v[c].as_u64().unwrap_or(0))
+}
+
+/// How a walker caught a wrong order at run time, read from a failure's text: `None` for
+/// failures of other kinds.
+pub fn dynamic_catch(detail: &str) -> Option<&'static str> {
+    if detail.starts_with("use-after-free") {
+        Some("use-after-free")
+    } else if detail.starts_with("race: deadlock") {
+        Some("deadlock")
+    } else {
+        None
+    }
 }
 
 /// How the child process ended.
@@ -261,6 +277,7 @@ mod tests {
             violations: [1, 2, 3, 4],
             detail: Some("x".into()),
             secs: 0.5,
+            schedule: Some("0*3.1".into()),
         };
         assert_eq!(SeedOutcome::from_json(&o.to_json()), Ok(o));
     }

@@ -1,6 +1,6 @@
 //! A campaign's result: the outcome of every seed, its tally, and its JSON form.
 
-use super::outcome::{checks_json, Kind, SeedOutcome};
+use super::outcome::{checks_json, dynamic_catch, Kind, SeedOutcome};
 use super::spec::{SeedRange, Shard};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -45,6 +45,10 @@ pub struct Tally {
     pub violations: [u64; 4],
     /// Seeds with at least one violation of each check.
     pub seeds_by_check: [u64; 4],
+    /// Seeds where a walker met a freed table (use-after-free).
+    pub use_after_free: u64,
+    /// Seeds where the racing vCPUs deadlocked.
+    pub deadlocks: u64,
 }
 
 impl Tally {
@@ -69,6 +73,11 @@ impl CampaignResult {
             for (i, &n) in o.violations.iter().enumerate() {
                 t.violations[i] += n;
                 t.seeds_by_check[i] += u64::from(n > 0);
+            }
+            match o.detail.as_deref().and_then(dynamic_catch) {
+                Some("use-after-free") => t.use_after_free += 1,
+                Some(_) => t.deadlocks += 1,
+                None => {}
             }
         }
         t
@@ -123,6 +132,8 @@ impl CampaignResult {
             "by_outcome": by_kind,
             "violations": checks_json(&t.violations),
             "seeds_with_violations": checks_json(&t.seeds_by_check),
+            "seeds_with_use_after_free": t.use_after_free,
+            "seeds_with_deadlock": t.deadlocks,
             "first_failure": self.first_failure().map(|o| json!({
                 "seed": o.seed,
                 "outcome": o.kind.name(),
@@ -189,6 +200,7 @@ pub(super) mod tests {
             violations,
             detail: None,
             secs: 0.05,
+            schedule: None,
         }
     }
 

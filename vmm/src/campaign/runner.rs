@@ -118,6 +118,7 @@ fn run_seed(config: &CampaignConfig, dir: &Path, seed: u64) -> SeedOutcome {
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or_default();
+    let mut schedule = None;
     let (kind, violations, detail) = match exit {
         Err(e) => (
             Kind::Error,
@@ -127,7 +128,13 @@ fn run_seed(config: &CampaignConfig, dir: &Path, seed: u64) -> SeedOutcome {
         Ok(exit) => {
             let json = std::fs::read_to_string(&report)
                 .map_err(|e| format!("no report ({e})"))
-                .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("bad report ({e})")));
+                .and_then(|t| {
+                    serde_json::from_str::<serde_json::Value>(&t)
+                        .map_err(|e| format!("bad report ({e})"))
+                });
+            if let Ok(report) = &json {
+                schedule = report["schedule"].as_str().map(str::to_string);
+            }
             classify(exit, json, tail)
         }
     };
@@ -140,6 +147,7 @@ fn run_seed(config: &CampaignConfig, dir: &Path, seed: u64) -> SeedOutcome {
         violations,
         detail,
         secs,
+        schedule,
     }
 }
 

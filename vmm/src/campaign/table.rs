@@ -13,6 +13,10 @@ impl CampaignResult {
         if let Some(spec) = &self.inject {
             command = format!("{command} --inject {}", shell_quote(spec));
         }
+        let schedule = self.outcomes.iter().find(|o| o.seed == seed);
+        if let Some(schedule) = schedule.and_then(|o| o.schedule.as_deref()) {
+            command = format!("{command} --schedule {}", shell_quote(schedule));
+        }
         if self.timeout_secs == DEFAULT_TIMEOUT_SECS {
             command
         } else {
@@ -71,6 +75,13 @@ impl CampaignResult {
             "guest failure",
             t.of(Kind::GuestFailure)
         );
+        if t.use_after_free + t.deadlocks > 0 {
+            let _ = writeln!(
+                s,
+                "  caught by walkers: use-after-free in {} seed(s), deadlock in {} seed(s)",
+                t.use_after_free, t.deadlocks
+            );
+        }
         let _ = writeln!(s, "  {:<14}{:>8}", "timeout", t.of(Kind::Timeout));
         let _ = writeln!(s, "  {:<14}{:>8}", "error", t.of(Kind::Error));
         let _ = writeln!(

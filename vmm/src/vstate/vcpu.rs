@@ -7,8 +7,9 @@ use crate::arch::x86_64::layout::BOOT_INFO_START;
 use crate::arch::x86_64::regs;
 use crate::devices::serial::Serial;
 use crate::probe::{Probe, ProbeEvent, Violation};
+use crate::sched::{SchedError, Scheduler};
 use crate::timing::ExitTiming;
-use crate::ucall::GuestCall;
+use crate::ucall::{GuestCall, RaceCall};
 use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::VcpuFd;
 use std::fmt;
@@ -63,6 +64,8 @@ pub enum VcpuEnd {
         /// The registers at that point, when they could be read.
         regs: Option<RegisterDump>,
     },
+    /// The race scheduler could not go on (a deadlock, a diverging replay).
+    Sched(SchedError),
     /// The controller stopped it.
     Stopped,
 }
@@ -108,6 +111,8 @@ pub struct VcpuShared {
     pub probe: Arc<Mutex<Probe>>,
     /// Exit timing for the probe benchmark.
     pub timing: Arc<Mutex<ExitTiming>>,
+    /// Interleaves racing vCPUs.
+    pub sched: Arc<Scheduler>,
 }
 
 /// A configured vCPU, ready to run.
@@ -218,6 +223,24 @@ impl Vcpu {
                             violations,
                         };
                         let _ = shared.events.send(event);
+                    }
+                    if let Err(e) = shared.sched.point(self.index, 0, None, &shared.stop) {
+                        return VcpuEnd::Sched(e);
+                    }
+                }
+                ExitAction::Call(GuestCall::Race(call)) => {
+                    let (sched, cpu, stop) = (&shared.sched, self.index, &*shared.stop);
+                    let turn = match call {
+                        RaceCall::Enter { racers } => sched.enter(cpu, racers, stop),
+                        RaceCall::Leave => {
+                            sched.leave(cpu);
+                            Ok(())
+                        }
+                        RaceCall::Point { kind } => sched.point(cpu, kind, None, stop),
+                        RaceCall::Contended { class } => sched.point(cpu, 0, Some(class), stop),
+                    };
+                    if let Err(e) = turn {
+                        return VcpuEnd::Sched(e);
                     }
                 }
                 ExitAction::Call(call) => return VcpuEnd::Call(call),

@@ -161,3 +161,63 @@ fn truncate_zaps_a_shared_file_in_every_address_space_and_exit_of_one_leaves_the
     iput(&k, mapping);
     assert_eq!(ram.frames_in_use(), 0);
 }
+
+/// Records the walker events rmap reports.
+#[derive(Default)]
+struct WalkerLog {
+    points: core::cell::RefCell<alloc::vec::Vec<crate::hooks::WalkerPoint>>,
+    hits: core::cell::RefCell<alloc::vec::Vec<crate::hooks::PoisonHit>>,
+}
+
+impl crate::hooks::MmHooks for WalkerLog {
+    fn walker_point(&self, _k: &crate::Kernel<'_>, point: crate::hooks::WalkerPoint) {
+        self.points.borrow_mut().push(point);
+    }
+    fn poison_hit(&self, _k: &crate::Kernel<'_>, hit: &crate::hooks::PoisonHit) {
+        self.hits.borrow_mut().push(*hit);
+    }
+}
+
+#[test]
+fn a_walker_that_meets_a_freed_tables_poison_reports_it_and_does_not_follow_it() {
+    use crate::hooks::WalkerPoint;
+    use crate::paging::entry::FREED_TABLE_POISON_TAG;
+    use crate::paging::PageTableEntry;
+
+    rig!(ram, tlb, k);
+    let log = WalkerLog::default();
+    let k = k.with_hooks(&log);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    map_anon(&k, &mut mm, BASE, 2);
+    touch(&k, &mut mm, BASE, 2);
+    let va = VirtAddr(BASE + PAGE_SIZE);
+    let slot = lookup(&k, mm.raw().pgd(), va).expect("slot");
+    let entry = slot.read(&k);
+    assert_eq!(rmap::page_referenced(&k, entry.frame()), 1);
+    assert_eq!(
+        *log.points.borrow(),
+        [WalkerPoint::RmapVma, WalkerPoint::RmapPte],
+        "one VMA, one PTE"
+    );
+    assert!(log.hits.borrow().is_empty());
+
+    // What a walker finds in a PTE table the probes poisoned on its way to the allocator.
+    let poison = PageTableEntry::from_bits(FREED_TABLE_POISON_TAG | 1);
+    slot.write(&k, poison);
+    assert_eq!(rmap::page_referenced(&k, entry.frame()), 0);
+    let hits = log.hits.borrow();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0].table, hits[0].index, hits[0].va),
+        (slot.table, slot.index, va)
+    );
+    assert!(
+        hits[0].location.file().ends_with("rmap.rs"),
+        "{:?}",
+        hits[0].location
+    );
+    drop(hits);
+    slot.write(&k, entry);
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}

@@ -1,0 +1,46 @@
+//! Racing vCPUs: the guest side of the host's race scheduler (issue 5).
+//!
+//! A vCPU joins a race with [`enter`] and leaves it with [`leave`]. In between, every call it makes
+//! to the host — probe events, walker [`point`]s, [`contended`] locks — is a point where the host
+//! may hold it and run another racer: one racer at a time, in an order the host draws from the
+//! seed or replays from `--schedule`, or all of them at once when the host runs them free.
+//!
+//! Outside a race the points cost nothing: a walker point or a busy lock is not reported at all.
+
+use crate::ucall;
+use core::sync::atomic::{AtomicBool, Ordering};
+use mm_core::abi::{UcallCmd, MAX_VCPUS};
+
+static RACING: [AtomicBool; MAX_VCPUS] = [const { AtomicBool::new(false) }; MAX_VCPUS];
+
+fn racing(cpu: usize) -> bool {
+    RACING
+        .get(cpu)
+        .is_some_and(|r| r.load(Ordering::Relaxed))
+}
+
+/// vCPU `cpu` joins a race of `racers` vCPUs; the host starts scheduling once all have joined.
+pub fn enter(cpu: usize, racers: u64) {
+    RACING[cpu].store(true, Ordering::Relaxed);
+    ucall::probe(cpu, UcallCmd::RaceEnter, [racers, 0, 0, 0, 0, 0]);
+}
+
+/// vCPU `cpu` leaves the race; the host runs the others without it.
+pub fn leave(cpu: usize) {
+    ucall::probe(cpu, UcallCmd::RaceLeave, [0; 6]);
+    RACING[cpu].store(false, Ordering::Relaxed);
+}
+
+/// A scheduling point of kind `kind` (a `WalkerPoint` or `SchedPointKind` value).
+pub fn point(cpu: usize, kind: u64) {
+    if racing(cpu) {
+        ucall::probe(cpu, UcallCmd::SchedPoint, [kind, 0, 0, 0, 0, 0]);
+    }
+}
+
+/// A lock of class `class` was busy: while racing, let the host run its holder.
+pub fn contended(cpu: usize, class: &str) {
+    if racing(cpu) {
+        ucall::with_text(cpu, UcallCmd::LockContended, [0; 6], class);
+    }
+}
