@@ -175,7 +175,7 @@ impl Mm {
         if v.flags().contains(VmFlags::LOCKED) {
             raw.locked_vm.add(pages);
         }
-        move_ptes(k, self, old, old + old_len, to);
+        move_ptes(k, self, vma, old, old + old_len, to);
         // The old range is empty now: unmapping it frees its tables, checked like any munmap.
         self.munmap(k, old, old_len)
             .map_err(|_| MremapError::NoMemory)?;
@@ -197,11 +197,19 @@ fn present_pages(k: &Kernel<'_>, mm: &Mm, start: VirtAddr, end: VirtAddr) -> Vec
     out
 }
 
-/// Moves every entry holding a frame in `[start, end)` to the same offset from `to`, whose tables
-/// exist (Linux's `move_ptes`), then flushes the old range. An entry that appeared since the
-/// tables were allocated (none can: faults need `&mut Mm`) would stay, to be zapped with the old
-/// range.
-fn move_ptes(k: &Kernel<'_>, mm: &Mm, start: VirtAddr, end: VirtAddr, to: VirtAddr) {
+/// Moves every entry holding a frame in `[start, end)` of `vma` to the same offset from `to`,
+/// whose tables exist (Linux's `move_ptes`), then flushes the old range. An entry that appeared
+/// since the tables were allocated (none can: faults need `&mut Mm`) would stay, to be zapped
+/// with the old range.
+///
+/// The rmap locks are held across the move, as Linux's `take_rmap_locks` does: a walker (reclaim,
+/// truncate) that found the old or the new VMA must not miss a page between the two.
+fn move_ptes(k: &Kernel<'_>, mm: &Mm, vma: VmaPtr, start: VirtAddr, end: VirtAddr, to: VirtAddr) {
+    let v = vma.get();
+    let mapping = v.file().map(|f| f.get().mapping());
+    let _i_mmap = mapping.as_ref().map(|m| m.get().lock_i_mmap(k));
+    let anon = v.anon();
+    let _anon = anon.as_ref().map(|a| a.get().lock.lock(k));
     let raw = mm.raw();
     let ptl = raw.page_table_lock.lock(k);
     walk::for_each_leaf(k, raw.pgd(), start, end, &mut |va, slot, e| {
