@@ -170,3 +170,35 @@ fn bad_mremap_arguments_fail_as_in_linux_and_change_nothing() {
     assert_valid(&k, &mm);
     mm.destroy(&k);
 }
+
+#[test]
+fn truncate_finds_the_pages_of_a_moved_shared_file_mapping_at_their_new_address() {
+    use crate::mm::file::{fput, AddressSpace, File};
+    use crate::mm::{iput, truncate, MapFlags};
+    rig!(ram, tlb, k);
+    let mapping = AddressSpace::create(&k, 4).expect("inode");
+    let file = File::open(&k, mapping, None).expect("file");
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let shared = MapFlags(MapFlags::SHARED.0 | MapFlags::FIXED.0);
+    mm.mmap(&k, VirtAddr(BASE), 4 * P, Prot::RW, shared, Some(file), 0)
+        .expect("mmap");
+    touch(&k, &mut mm, BASE, 4);
+    let to = BASE + (64 << 20);
+    mm.mremap(&k, VirtAddr(BASE), 4 * P, 4 * P, FIXED, VirtAddr(to))
+        .expect("move");
+    assert_eq!(
+        frame_at(&k, &mm, to + 3 * P),
+        mapping.get().find_get_page(3)
+    );
+    truncate::vmtruncate(&k, mapping, 2);
+    assert!(
+        frame_at(&k, &mm, to + 3 * P).is_none(),
+        "i_mmap found the moved VMA"
+    );
+    assert!(frame_at(&k, &mm, to + P).is_some());
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+    fput(&k, file);
+    iput(&k, mapping);
+    assert_eq!(ram.frames_in_use(), 0);
+}
