@@ -72,6 +72,42 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_calls_cross_to_the_guest_unchanged_and_replay_there_as_on_the_host(
+        calls in prop::collection::vec(call(), 0..12)
+    ) {
+        use mm_core::{mm::Mm, paging::CountingTlb, phys::SimRam, Kernel};
+        use mm_replay::wire;
+        let before = maps::parse_maps(
+            "7f0000000000-7f0000004000 rw-p 00000000 00:00 0\n\
+             7f0000010000-7f0000014000 r--p 00000000 08:01 5 /lib/x.so\n",
+        )
+        .expect("parses");
+        let mut t = trace::parse_trace(&calls.join("\n")).expect("generated lines parse");
+        t.skipped.clear();
+        let input = wire::decode_input(&wire::encode_input(&before, &t, &before)).expect("decodes");
+        prop_assert_eq!(&input.trace, &t);
+        // The guest's replay (touching pages) ends as the host's does, and leaks nothing.
+        let host = replay::replay(&before, &t, &before);
+        let ram = SimRam::new(4096);
+        let tlb = CountingTlb::default();
+        let k = Kernel::new(&ram, &ram, ram.mem_map(), &tlb);
+        let mm = Mm::new(&k, None).expect("an mm");
+        let mut r = replay::Replayer::new(&k, mm, &before, replay::Options { touch: true });
+        let guest = r.run(&input.before, &input.trace);
+        r.finish();
+        prop_assert_eq!(ram.frames_in_use(), 0);
+        prop_assert_eq!(
+            host.as_ref().map(|o| &o.maps).map_err(|e| e.to_string()),
+            guest.as_ref().map(|o| &o.maps).map_err(|e| e.to_string())
+        );
+        prop_assert_eq!(wire::decode_result(&wire::encode_result(&guest)).expect("decodes"), guest);
+    }
+}
+
 fn maps_line() -> impl Strategy<Value = (u64, u64, String)> {
     let path = prop::sample::select(vec!["", "[heap]", "[stack]", "[vdso]", "/lib/x.so", "/a b"]);
     (number(), 1u64..64, path).prop_map(|(start, pages, path)| {
