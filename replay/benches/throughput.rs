@@ -7,7 +7,7 @@ use mm_replay::{maps, replay, trace};
 
 fn main() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay");
-    for name in ["ls", "python3", "threads", "shmem"] {
+    for name in ["ls", "python3", "threads", "shmem", "cc1"] {
         let read = |ext: &str| {
             std::fs::read_to_string(format!("{dir}/{name}.{ext}")).expect("fixture file")
         };

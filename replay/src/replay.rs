@@ -5,7 +5,10 @@
 //! Addresses: mm-core's user space is `[USER_BASE, TASK_SIZE)` = [512 GiB, 128 TiB). A PIE program
 //! on x86_64 (executable near `0x55..`, libraries and stack near `0x7f..`) already fits, so the
 //! offset is 0 and addresses are used as they are. Otherwise every user address is shifted by one
-//! fixed offset that moves the lowest mapping to `USER_BASE`, if the highest then still fits; the
+//! fixed offset that moves the lowest mapping to `USER_BASE`, if the highest then still fits. A
+//! non-PIE program (executable and heap from `0x400000`, libraries and stack near `0x7f..`) fits
+//! neither way: its addresses below `USER_BASE` move up by `USER_BASE`, into `[USER_BASE,
+//! 2 * USER_BASE)`, which such a layout leaves empty, and the rest stay (`seed::Shift`). The
 //! output shifts back, so it always shows the original addresses. Mappings at or above `TASK_SIZE`
 //! (`[vsyscall]`) are the kernel's: they are kept aside and printed as they were.
 //!
@@ -38,7 +41,7 @@ mod madvise;
 mod mremap;
 mod print;
 mod seed;
-use seed::{choose_offset, would_merge};
+use seed::{choose_shift, would_merge, Shift};
 
 /// Linux's `MAP_NORESERVE`.
 const MAP_NORESERVE: u64 = 0x4000;
@@ -86,7 +89,8 @@ pub struct Replayed {
     pub applied: usize,
     /// Calls not applied, or applied only in part, by reason.
     pub notes: BTreeMap<String, usize>,
-    /// What was added to each address to reach mm-core's range.
+    /// What was added to each address (for a non-PIE layout: to each below `USER_BASE`) to reach
+    /// mm-core's range.
     pub offset: u64,
     /// Pages faulted in to build page tables ([`Options::touch`]; 0 otherwise).
     pub touched: usize,
@@ -115,7 +119,7 @@ struct FileInfo {
 pub struct Replayer<'k, 'a> {
     k: &'k Kernel<'a>,
     mm: Mm,
-    offset: u64,
+    shift: Shift,
     files: Vec<(FilePtr, FileInfo)>,
     hints: &'k [MapsLine],
     applied: usize,
@@ -152,7 +156,7 @@ impl<'k, 'a> Replayer<'k, 'a> {
         Replayer {
             k,
             mm,
-            offset: 0,
+            shift: Shift::NONE,
             files: Vec::new(),
             hints,
             applied: 0,
@@ -172,7 +176,7 @@ impl<'k, 'a> Replayer<'k, 'a> {
     pub fn run(&mut self, before: &[MapsLine], trace: &Trace) -> Result<Replayed, ReplayError> {
         let (user, kernel): (Vec<&MapsLine>, Vec<&MapsLine>) =
             before.iter().partition(|l| l.end <= TASK_SIZE.0);
-        self.offset = choose_offset(&user)?;
+        self.shift = choose_shift(&user)?;
         self.seed_and_apply(&user, trace)?;
         let maps = self.print(&kernel);
         let violations = self.mm.validate_mm(self.k);
@@ -183,7 +187,7 @@ impl<'k, 'a> Replayer<'k, 'a> {
             maps,
             applied: self.applied,
             notes: self.notes.clone(),
-            offset: self.offset,
+            offset: self.shift.low,
             touched: self.touched,
         })
     }
@@ -244,7 +248,7 @@ impl Replayer<'_, '_> {
 
     /// Applies one call; `Err` says how mm-core's result differs from Linux's.
     fn apply(&mut self, ev: &Event) -> Result<(), String> {
-        let off = self.offset;
+        let shift = self.shift;
         let (k, failed) = (self.k, matches!(ev.outcome, Outcome::Err(_)));
         let linux = match &ev.outcome {
             Outcome::Ok(v) => Ok(*v),
@@ -280,7 +284,7 @@ impl Replayer<'_, '_> {
                     }
                     let got = self.mm.mmap(
                         k,
-                        VirtAddr(addr.wrapping_add(off)),
+                        VirtAddr(shift.to_mm(*addr)),
                         *len,
                         prot,
                         mf,
@@ -295,7 +299,7 @@ impl Replayer<'_, '_> {
                     }
                     return Ok(());
                 };
-                let at = VirtAddr(ret.wrapping_add(off));
+                let at = VirtAddr(shift.to_mm(ret));
                 if *flags & MapFlags::FIXED.0 == 0 {
                     let end = at.0.saturating_add(*len);
                     let taken = at >= TASK_SIZE
@@ -321,7 +325,10 @@ impl Replayer<'_, '_> {
                     .mmap(k, at, *len, prot, mf.union(MapFlags::FIXED), file, pgoff)
                     .map_err(|e| format!("mmap at {ret:#x} failed in mm-core: {e}"))?;
                 if got != at {
-                    return Err(format!("mmap returned {:#x}, Linux {ret:#x}", got.0 - off));
+                    return Err(format!(
+                        "mmap returned {:#x}, Linux {ret:#x}",
+                        shift.from_mm(got.0)
+                    ));
                 }
                 let shared = mf.contains(MapFlags::SHARED) && file.is_some();
                 let (noreserve, stack) = (flags & MAP_NORESERVE != 0, flags & MAP_STACK != 0);
@@ -333,14 +340,14 @@ impl Replayer<'_, '_> {
                 self.touch(at, end);
             }
             Call::Munmap { addr, len } => {
-                let got = self.mm.munmap(k, VirtAddr(addr.wrapping_add(off)), *len);
+                let got = self.mm.munmap(k, VirtAddr(shift.to_mm(*addr)), *len);
                 expect_same("munmap", got.map_err(|e| e.to_string()), failed)?;
             }
             Call::Mprotect { addr, len, prot } => {
                 if prot & !7 != 0 {
                     self.note("mprotect's PROT_GROWSDOWN/UP/SEM bits ignored");
                 }
-                let start = VirtAddr(addr.wrapping_add(off));
+                let start = VirtAddr(shift.to_mm(*addr));
                 let end = page_end(start, *len);
                 let before = self.pieces(start, end);
                 let got = self.mm.mprotect(k, start, *len, Prot(prot & 7));
@@ -361,7 +368,7 @@ impl Replayer<'_, '_> {
     }
 
     fn brk(&mut self, addr: u64, linux: Result<u64, String>) -> Result<(), String> {
-        let off = self.offset;
+        let shift = self.shift;
         let Ok(ret) = linux else {
             self.note("failed brk (brk reports failure by its result, not an errno)");
             return Ok(());
@@ -369,13 +376,13 @@ impl Replayer<'_, '_> {
         let raw = self.mm.raw();
         if raw.start_brk.get() < USER_BASE.0 {
             // No heap in the snapshot: the first answer tells where it starts.
-            self.mm.set_brk_base(VirtAddr(ret.wrapping_add(off)));
+            self.mm.set_brk_base(VirtAddr(shift.to_mm(ret)));
         }
         if addr == 0 || addr != ret {
             // A query, or a refused move: Linux answered the current break.
-            if self.mm.raw().brk.get() != ret.wrapping_add(off) {
+            if self.mm.raw().brk.get() != shift.to_mm(ret) {
                 self.note("brk resynchronised to the break Linux reported");
-                self.mm.raw().brk.set(ret.wrapping_add(off));
+                self.mm.raw().brk.set(shift.to_mm(ret));
             }
             if addr == 0 {
                 self.applied += 1;
@@ -387,7 +394,7 @@ impl Replayer<'_, '_> {
         let old = VirtAddr(self.mm.raw().brk.get());
         let new = self
             .mm
-            .brk(self.k, VirtAddr(addr.wrapping_add(off)))
+            .brk(self.k, VirtAddr(shift.to_mm(addr)))
             .map_err(|e| format!("brk({addr:#x}) failed in mm-core: {e}"))?;
         self.brk_hidden(old, new);
         self.touch(page_end(old, 0), page_end(new, 0));

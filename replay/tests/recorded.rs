@@ -53,13 +53,22 @@ fn shared_anonymous_memory_split_cut_and_moved_by_mremap_replays_to_linuxs_maps(
 }
 
 #[test]
+fn gccs_compiler_proper_compiling_a_file_replays_to_linuxs_maps_from_its_non_pie_layout() {
+    let out = replay_fixture("cc1").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.applied, 47, "{:?}", out.notes);
+    // Non-PIE: the executable and heap below 512 GiB were moved up, and printed back down.
+    assert_eq!(out.maps[0].start, 0x40_0000);
+    assert_eq!(out.offset, mm_core::addr::USER_BASE.0);
+}
+
+#[test]
 fn ls_of_the_root_directory_replays_to_linuxs_maps() {
     let out = replay_fixture("ls").unwrap_or_else(|e| panic!("{e}"));
     assert!(out.applied > 5, "applied only {}", out.applied);
 }
 
 /// Every shipped fixture, by name.
-const FIXTURES: [&str; 4] = ["ls", "python3", "threads", "shmem"];
+const FIXTURES: [&str; 5] = ["ls", "python3", "threads", "shmem", "cc1"];
 
 #[test]
 fn touching_pages_as_the_guest_does_changes_no_fixtures_maps_and_leaks_nothing() {

@@ -164,8 +164,28 @@ fn a_call_that_failed_in_linux_must_fail_in_mm_core() {
 }
 
 #[test]
-fn a_low_non_pie_layout_that_cannot_be_shifted_is_refused() {
+fn a_non_pie_layout_replays_with_its_low_part_moved_and_prints_its_own_addresses() {
     let before = "00400000-00401000 r-xp 00000000 08:01 9 /bin/x\n\
+                  01000000-01021000 rw-p 00000000 00:00 0 [heap]\n\
+                  7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0 [stack]\n";
+    let calls = "1 brk(0x1042000) = 0x1042000\n".to_string() + &anon(A, 1, "PROT_READ");
+    let got = run(before, &calls).expect("replays");
+    assert_eq!(
+        got,
+        [
+            "00400000-00401000 r-xp 00000000 08:01 9 /bin/x",
+            "01000000-01042000 rw-p 00000000 00:00 0 [heap]",
+            "7f0000000000-7f0000001000 r--p 00000000 00:00 0",
+            "7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0 [stack]",
+        ]
+    );
+}
+
+#[test]
+fn a_layout_that_fits_neither_shifted_nor_split_is_refused() {
+    // Something in [512 GiB, 1 TiB), where the low part would have to go.
+    let before = "00400000-00401000 r-xp 00000000 08:01 9 /bin/x\n\
+                  9000000000-9000001000 rw-p 00000000 00:00 0\n\
                   7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0 [stack]\n";
     assert!(matches!(
         run(before, ""),

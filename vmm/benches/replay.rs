@@ -21,7 +21,7 @@ use mm_replay::maps::{self, MapsLine};
 use mm_replay::replay::{self, Options, Replayer};
 use mm_replay::trace::{self, Trace};
 
-const FIXTURES: [&str; 4] = ["ls", "python3", "threads", "shmem"];
+const FIXTURES: [&str; 5] = ["ls", "python3", "threads", "shmem", "cc1"];
 
 /// Host replays of `f` for half a second: seconds per replay.
 fn per_run(mut f: impl FnMut()) -> f64 {

@@ -21,7 +21,7 @@ impl Replayer<'_, '_> {
             self.note("madvise with unknown advice not replayed");
             return Ok(());
         };
-        let start = VirtAddr(addr.wrapping_add(self.offset));
+        let start = VirtAddr(self.shift.to_mm(addr));
         let got = self.mm.madvise(self.k, start, len, advice);
         expect_same("madvise", got.map_err(|e| e.to_string()), failed)?;
         self.applied += 1;

@@ -26,18 +26,18 @@ impl Replayer<'_, '_> {
             self.note("MREMAP_DONTUNMAP not replayed (mm-core has none)");
             return Ok(());
         }
-        let (k, off) = (self.k, self.offset);
-        let old = VirtAddr(old_addr.wrapping_add(off));
+        let (k, shift) = (self.k, self.shift);
+        let old = VirtAddr(shift.to_mm(old_addr));
         let (mut flags, mut to) = (
             MremapFlags(flags),
-            VirtAddr(new_addr.unwrap_or(0).wrapping_add(off)),
+            VirtAddr(shift.to_mm(new_addr.unwrap_or(0))),
         );
         if let Ok(ret) = linux {
             let moved = ret != old_addr && !flags.contains(MremapFlags::FIXED);
             if moved {
                 // Linux picked the destination: move exactly there.
                 flags = MremapFlags(flags.0 | MremapFlags::FIXED.0);
-                to = VirtAddr(ret.wrapping_add(off));
+                to = VirtAddr(shift.to_mm(ret));
             }
         }
         let got = self.mm.mremap(k, old, old_len, new_len, flags, to);
@@ -45,10 +45,10 @@ impl Replayer<'_, '_> {
         let failed = linux.is_err();
         expect_same("mremap", at.clone().map(|_| ()), failed)?;
         if let (Ok(at), Ok(ret)) = (at, linux) {
-            if at.0 != ret.wrapping_add(off) {
+            if at.0 != shift.to_mm(ret) {
                 return Err(format!(
                     "mremap returned {:#x}, Linux {ret:#x}",
-                    at.0.wrapping_sub(off)
+                    shift.from_mm(at.0)
                 ));
             }
             self.touch(at, page_end(at, new_len));

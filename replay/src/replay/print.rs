@@ -18,7 +18,8 @@ impl Replayer<'_, '_> {
         for vma in self.mm.vmas() {
             let v = vma.get();
             let f = v.flags();
-            let (start, end) = (v.start().0 - self.offset, v.end().0 - self.offset);
+            let start = self.shift.from_mm(v.start().0);
+            let end = start + (v.end() - v.start());
             let info = v
                 .file()
                 .and_then(|fp| self.files.iter().find(|(p, _)| *p == fp).map(|(_, i)| i));

@@ -13,21 +13,73 @@ use crate::maps::MapsLine;
 /// How maps names a shared anonymous mapping's shmem file.
 pub(super) const SHMEM_NAME: &str = "/dev/zero (deleted)";
 
-/// 0 if every user mapping fits `[USER_BASE, TASK_SIZE)`, else the shift that moves the lowest to
-/// `USER_BASE` (see the module doc).
-pub(super) fn choose_offset(user: &[&MapsLine]) -> Result<u64, ReplayError> {
+/// How original addresses become mm-core's (see the module doc): addresses below `split` get
+/// `low` added, the others stay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Shift {
+    /// First original address that stays as it is.
+    pub(super) split: u64,
+    /// What is added below `split`.
+    pub(super) low: u64,
+}
+
+impl Shift {
+    /// Addresses used as they are.
+    pub(super) const NONE: Shift = Shift {
+        split: u64::MAX,
+        low: 0,
+    };
+
+    /// mm-core's address for original address `a`.
+    pub(super) fn to_mm(self, a: u64) -> u64 {
+        if a < self.split {
+            a.wrapping_add(self.low)
+        } else {
+            a
+        }
+    }
+
+    /// The original address of mm-core's address `m` (the inverse of [`Shift::to_mm`]).
+    pub(super) fn from_mm(self, m: u64) -> u64 {
+        if m < self.split.saturating_add(self.low) {
+            m.wrapping_sub(self.low)
+        } else {
+            m
+        }
+    }
+}
+
+/// The shift that puts every user mapping in `[USER_BASE, TASK_SIZE)` (see the module doc):
+/// none, one offset for all, or — for a non-PIE program, low executable and heap, high libraries
+/// and stack — `USER_BASE` added to the low part alone.
+pub(super) fn choose_shift(user: &[&MapsLine]) -> Result<Shift, ReplayError> {
     let (Some(lo), Some(hi)) = (
         user.iter().map(|l| l.start).min(),
         user.iter().map(|l| l.end).max(),
     ) else {
-        return Ok(0);
+        return Ok(Shift::NONE);
     };
     if lo >= USER_BASE.0 {
-        return Ok(0);
+        return Ok(Shift::NONE);
     }
-    let offset = USER_BASE.0 - lo;
-    if hi.checked_add(offset).is_some_and(|e| e <= TASK_SIZE.0) {
-        Ok(offset)
+    let low = USER_BASE.0 - lo;
+    if hi.checked_add(low).is_some_and(|e| e <= TASK_SIZE.0) {
+        return Ok(Shift {
+            split: u64::MAX,
+            low,
+        });
+    }
+    // Two parts: below USER_BASE moves up by USER_BASE into [USER_BASE, 2 * USER_BASE), which
+    // must be free; the rest stays.
+    let (base, top) = (USER_BASE.0, 2 * USER_BASE.0);
+    let apart = user
+        .iter()
+        .all(|l| l.end <= base || (l.start >= top && l.end <= TASK_SIZE.0));
+    if apart {
+        Ok(Shift {
+            split: base,
+            low: base,
+        })
     } else {
         Err(ReplayError::DoesNotFit { start: lo, end: hi })
     }
@@ -112,7 +164,7 @@ impl Replayer<'_, '_> {
         if file.is_none() {
             flags = flags.union(MapFlags::ANONYMOUS);
         }
-        let at = VirtAddr(l.start + self.offset);
+        let at = VirtAddr(self.shift.to_mm(l.start));
         let prot = prot_of(l.perms);
         // Write-only and write+exec: permissions no real snapshot line next to this one has.
         let temp = if prot == Prot::WRITE {
@@ -144,7 +196,10 @@ impl Replayer<'_, '_> {
         self.touch(at, VirtAddr(at.0 + len));
         if l.path == "[heap]" {
             self.mm.set_brk_base(at);
-            self.mm.raw().brk.set(l.end + self.offset);
+            self.mm
+                .raw()
+                .brk
+                .set(self.shift.to_mm(l.start) + (l.end - l.start));
         }
         Ok(())
     }
