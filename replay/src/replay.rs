@@ -327,7 +327,7 @@ impl Replayer<'_, '_> {
                 if got != at {
                     return Err(format!(
                         "mmap returned {:#x}, Linux {ret:#x}",
-                        shift.from_mm(got.0)
+                        shift.to_linux(got.0)
                     ));
                 }
                 let shared = mf.contains(MapFlags::SHARED) && file.is_some();

@@ -48,7 +48,7 @@ impl Replayer<'_, '_> {
             if at.0 != shift.to_mm(ret) {
                 return Err(format!(
                     "mremap returned {:#x}, Linux {ret:#x}",
-                    shift.from_mm(at.0)
+                    shift.to_linux(at.0)
                 ));
             }
             self.touch(at, page_end(at, new_len));

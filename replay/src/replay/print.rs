@@ -18,7 +18,7 @@ impl Replayer<'_, '_> {
         for vma in self.mm.vmas() {
             let v = vma.get();
             let f = v.flags();
-            let start = self.shift.from_mm(v.start().0);
+            let start = self.shift.to_linux(v.start().0);
             let end = start + (v.end() - v.start());
             let info = v
                 .file()

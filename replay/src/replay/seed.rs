@@ -40,7 +40,7 @@ impl Shift {
     }
 
     /// The original address of mm-core's address `m` (the inverse of [`Shift::to_mm`]).
-    pub(super) fn from_mm(self, m: u64) -> u64 {
+    pub(super) fn to_linux(self, m: u64) -> u64 {
         if m < self.split.saturating_add(self.low) {
             m.wrapping_sub(self.low)
         } else {
