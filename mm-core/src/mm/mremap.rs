@@ -112,6 +112,8 @@ impl Mm {
         }
         let to = if fixed {
             new_addr
+        } else if new_len > TASK_SIZE - USER_BASE {
+            return Err(MremapError::NoMemory);
         } else {
             self.get_unmapped_area(VirtAddr(0), new_len)
                 .ok_or(MremapError::NoMemory)?
