@@ -36,17 +36,41 @@ fn call() -> impl Strategy<Value = String> {
         Just("-1 ENOMEM (Cannot allocate memory)".to_string()),
         Just("-1 EINVAL (Invalid argument)".to_string()),
     ];
-    (0usize..7, number(), number(), number(), prot, flags, result).prop_map(
-        |(kind, a, b, c, prot, flags, result)| match kind {
-            0 => format!("1 mmap({a:#x}, {b}, {prot}, {flags}, 3</lib/x.so>, {c:#x}) = {result}"),
-            1 => format!("1 munmap({a:#x}, {b}) = {result}"),
-            2 => format!("1 mprotect({a:#x}, {b}, {prot}) = {result}"),
-            3 => format!("1 brk({a:#x}) = {result}"),
-            4 => format!("1 mremap({a:#x}, {b}, {c}, MREMAP_MAYMOVE) = {result}"),
-            5 => format!("1 madvise({a:#x}, {b}, MADV_DONTNEED) = {result}"),
-            _ => format!("1 madvise({a:#x}, {b}, MADV_DONTFORK) = {result}"),
-        },
+    let advice = prop::sample::select(vec![
+        "MADV_DONTNEED",
+        "MADV_DONTFORK",
+        "MADV_FREE",
+        "MADV_REMOVE",
+        "MADV_WIPEONFORK",
+        "MADV_HUGEPAGE",
+        "0x63",
+    ]);
+    let remap = prop::sample::select(vec![
+        "0",
+        "MREMAP_MAYMOVE",
+        "MREMAP_DONTUNMAP|MREMAP_MAYMOVE",
+    ]);
+    (
+        0usize..7,
+        (number(), number(), number(), number()),
+        (prot, flags, advice, remap),
+        result,
     )
+        .prop_map(
+            |(kind, (a, b, c, d), (prot, flags, advice, remap), result)| match kind {
+                0 => {
+                    format!("1 mmap({a:#x}, {b}, {prot}, {flags}, 3</lib/x.so>, {c:#x}) = {result}")
+                }
+                1 => format!("1 munmap({a:#x}, {b}) = {result}"),
+                2 => format!("1 mprotect({a:#x}, {b}, {prot}) = {result}"),
+                3 => format!("1 brk({a:#x}) = {result}"),
+                4 => format!("1 mremap({a:#x}, {b}, {c}, {remap}) = {result}"),
+                5 => format!(
+                    "1 mremap({a:#x}, {b}, {c}, MREMAP_MAYMOVE|MREMAP_FIXED, {d:#x}) = {result}"
+                ),
+                _ => format!("1 madvise({a:#x}, {b}, {advice}) = {result}"),
+            },
+        )
 }
 
 proptest! {
