@@ -29,14 +29,18 @@ const DEADLOCK_PICKS: u64 = 256;
 /// Picks a long-parked walker sits out (unless nobody else can run): more than a race scenario's
 /// whole munmap or exit takes.
 const LONG_PARK: u64 = 1024;
+/// Longest delay a free-running racer gets at a point.
+pub const MAX_FREE_DELAY: Duration = Duration::from_micros(200);
 /// How often a waiting vCPU thread looks at the run's stop flag.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// How racers are interleaved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// All racers run at once (real concurrency; nothing is replayable).
-    Free,
+    /// All racers run at once (real concurrency; nothing is replayable). At one point in eight
+    /// the VMM delays the racer by up to [`MAX_FREE_DELAY`], at random from this seed, so seeds
+    /// shift the timing.
+    Free(u64),
     /// One at a time, picked by a generator seeded with this value.
     Seeded(u64),
     /// One at a time, in this order; after its end, the lowest waiting vCPU.
@@ -175,7 +179,7 @@ impl Scheduler {
     /// A scheduler for `vcpus` vCPUs in `mode`.
     pub fn new(vcpus: usize, mode: Mode) -> Scheduler {
         let (free, rng, replay) = match mode {
-            Mode::Free => (true, 0, None),
+            Mode::Free(seed) => (true, seed, None),
             Mode::Seeded(seed) => (false, seed, None),
             Mode::Replay(s) => (false, 0, Some((s.0, 0))),
         };
@@ -203,7 +207,7 @@ impl Scheduler {
 
     /// Whether `cpu` is racing (its calls are scheduling points).
     pub fn racing(&self, cpu: usize) -> bool {
-        !self.free && self.lock().racers.get(cpu).is_some_and(|r| r.joined)
+        self.lock().racers.get(cpu).is_some_and(|r| r.joined)
     }
 
     /// The picks made so far.
@@ -214,6 +218,7 @@ impl Scheduler {
     /// `cpu` joins a race of `racers` vCPUs and waits for its first turn.
     pub fn enter(&self, cpu: usize, racers: u64, stop: &AtomicBool) -> Result<(), SchedError> {
         if self.free {
+            self.lock().racers[cpu].joined = true;
             return Ok(());
         }
         {
@@ -227,9 +232,6 @@ impl Scheduler {
 
     /// `cpu` leaves the race; the others go on without it.
     pub fn leave(&self, cpu: usize) {
-        if self.free {
-            return;
-        }
         let mut s = self.lock();
         s.racers[cpu] = Racer::default();
         if s.running == Some(cpu) {
@@ -248,6 +250,19 @@ impl Scheduler {
         stop: &AtomicBool,
     ) -> Result<(), SchedError> {
         if !self.racing(cpu) {
+            return Ok(());
+        }
+        if self.free {
+            let delay = {
+                let mut s = self.lock();
+                (next_below(&mut s.rng, 8) == 0).then(|| {
+                    let max = MAX_FREE_DELAY.as_micros() as u64;
+                    Duration::from_micros(1 + next_below(&mut s.rng, max))
+                })
+            };
+            if let Some(delay) = delay {
+                std::thread::sleep(delay);
+            }
             return Ok(());
         }
         self.wait_turn(cpu, kind, blocked_on, stop)
