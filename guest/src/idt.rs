@@ -1,9 +1,11 @@
 //! The interrupt descriptor table: every CPU exception goes to `trap::dispatch`, which handles
 //! user page faults and reports anything else to the host (`Ucall::Exception`).
 //!
-//! Only the 32 exception vectors are installed; the table's limit ends there, so a stray external
-//! interrupt arrives as #GP and is reported too.
+//! Besides the 32 exception vectors only the APIC's TLB-shootdown and spurious vectors are
+//! installed; any other vector's gate is not present, so a stray interrupt arrives as #NP and is
+//! reported too.
 
+use crate::apic;
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 
@@ -11,6 +13,8 @@ use core::cell::UnsafeCell;
 const KERNEL_CS: u16 = 0x08;
 /// Number of exception vectors.
 const EXCEPTIONS: usize = 32;
+/// Number of gates in the table (every vector).
+const VECTORS: usize = 256;
 /// The breakpoint vector, which ring 3 uses for system calls (`int3`; see `trap`).
 pub const SYSCALL_VECTOR: usize = 3;
 
@@ -56,13 +60,13 @@ impl Gate {
     }
 }
 
-struct Idt(UnsafeCell<[Gate; EXCEPTIONS]>);
+struct Idt(UnsafeCell<[Gate; VECTORS]>);
 
 // SAFETY: vCPU 0 writes the table once in `init`, before `smp::mark_idt_ready` releases the other
 // vCPUs; afterwards it is only read (by the CPUs).
 unsafe impl Sync for Idt {}
 
-static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; EXCEPTIONS]));
+static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; VECTORS]));
 
 // One stub per vector: vectors without a CPU-pushed error code push 0 so every frame looks alike;
 // then `trap_common` (in trap.rs) saves the registers and dispatches.
@@ -111,6 +115,8 @@ global_asm!(
     EXC_STUB 29,1
     EXC_STUB 30,1
     EXC_STUB 31,0
+    EXC_STUB 0xf0,0
+    EXC_STUB 0xff,0
 
     .section .rodata
     .balign 8
@@ -125,6 +131,10 @@ global_asm!(
 extern "C" {
     /// Addresses of the 32 stubs, from the assembly above.
     static exc_stub_table: [u64; EXCEPTIONS];
+    /// The TLB-shootdown IPI's stub.
+    fn exc_stub_0xf0();
+    /// The APIC's spurious-interrupt stub.
+    fn exc_stub_0xff();
 }
 
 /// Builds the table and loads it on this vCPU. Called once, by vCPU 0.
@@ -137,6 +147,9 @@ pub fn init() {
             *gate = Gate::interrupt(stub);
         }
         gates[SYSCALL_VECTOR].type_attr |= Gate::DPL3;
+        gates[usize::from(apic::TLB_VECTOR)] = Gate::interrupt(exc_stub_0xf0 as *const () as u64);
+        gates[usize::from(apic::SPURIOUS_VECTOR)] =
+            Gate::interrupt(exc_stub_0xff as *const () as u64);
     }
     load();
 }
@@ -145,7 +158,7 @@ pub fn init() {
 pub fn load() {
     lidt(
         IDT.0.get() as u64,
-        (EXCEPTIONS * core::mem::size_of::<Gate>() - 1) as u16,
+        (VECTORS * core::mem::size_of::<Gate>() - 1) as u16,
     );
 }
 

@@ -7,6 +7,8 @@
 //! Modules:
 //! - [`console`]: the COM1 console and the `log` backend.
 //! - [`ucall`]: the guest side of the guest→host call channel.
+//! - [`apic`]: the local APIC (x2APIC), for TLB-shootdown IPIs.
+//! - [`tlb`]: TLB shootdown across vCPUs, the `TlbFlush` mm-core runs with.
 //! - [`idt`]: the interrupt descriptor table.
 //! - [`trap`]: trap entry and dispatch (exceptions and system calls).
 //! - [`gdt`], [`percpu`]: each vCPU's GDT, TSS and per-CPU data (reached through GS).
@@ -26,6 +28,7 @@
 
 extern crate alloc;
 
+mod apic;
 mod console;
 mod frame;
 mod gdt;
@@ -40,6 +43,7 @@ mod race;
 mod scenarios;
 mod smp;
 mod syscall;
+mod tlb;
 mod trap;
 mod ucall;
 mod user;
@@ -120,6 +124,7 @@ fn secondary_cpu(info: &'static BootInfo, cpu: usize) -> ! {
 /// Per-vCPU set-up: GDT, TSS, per-CPU data.
 fn cpu_init(info: &BootInfo, cpu: usize) {
     percpu::init(cpu, info.stacks_base + (cpu as u64 + 1) * info.stack_size);
+    apic::init(cpu);
 }
 
 /// Stops this vCPU for good: interrupts off, `hlt` in a loop.

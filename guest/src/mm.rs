@@ -1,17 +1,22 @@
 //! mm-core in the guest: the memory manager over real RAM and the real MMU.
 //!
 //! Frames come from [`crate::frame`], physical memory is reached through the identity map, the
-//! per-frame `Page` array covers all of RAM, and TLB flushes are mm-core's `NativeTlb` (`invlpg`, or
-//! a CR3 reload for a large range). Only vCPU 0 runs mm operations
-//! for now, so the one [`Kernel`] lives in a static that vCPU 0 alone touches.
+//! per-frame `Page` array covers all of RAM, and TLB flushes are [`GuestTlb`]: `invlpg` or a CR3
+//! reload here, and a shootdown IPI to every other vCPU that has the mm loaded.
+//!
+//! One [`Kernel`] serves every vCPU. Address spaces change only on vCPU 0, which runs the processes
+//! (mmap_sem is `&mut Mm`, held by the process it belongs to); the other vCPUs reach the same
+//! objects only the way Linux's rmap and truncate do — through the anon_vma lock or `i_mmap_lock`,
+//! then `page_table_lock` — and everything the `Kernel` itself holds is behind a lock or an atomic
+//! (frame allocator, heap, anon_vma cache, fault injector, lockdep).
 
 use crate::probes::HostProbes;
+use crate::tlb::GuestTlb;
 use crate::{frame, ucall};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use mm_core::abi::UcallCmd;
 use mm_core::lockdep::LOCKDEP;
-use mm_core::paging::NativeTlb;
 use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page};
 use mm_core::Variant;
 use mm_core::{Kernel, Pfn, PhysAddr};
@@ -48,13 +53,14 @@ pub fn write_cr3(pgd: u64) {
 }
 
 static FRAMES: GuestFrames = GuestFrames;
-static TLB: NativeTlb = NativeTlb;
+static TLB: GuestTlb = GuestTlb;
 // SAFETY: RAM is identity-mapped (the VMM's boot page tables, shared by every mm).
 static PHYS: DirectMap = unsafe { DirectMap::new(0) };
 
 struct KernelCell(UnsafeCell<Option<Kernel<'static>>>);
 
-// SAFETY: only vCPU 0 reaches the cell (see the module doc).
+// SAFETY: written once by vCPU 0 in `init` before the other vCPUs leave the scenario barrier;
+// afterwards only read, and the Kernel synchronises what it shares (module doc).
 unsafe impl Sync for KernelCell {}
 
 static KERNEL: KernelCell = KernelCell(UnsafeCell::new(None));
@@ -103,7 +109,7 @@ pub fn init(ram_size: u64, variant: Variant) {
 
 /// The memory manager's context.
 pub fn kernel() -> &'static Kernel<'static> {
-    // SAFETY: set once by `init` before any caller; only vCPU 0 calls (module doc).
+    // SAFETY: set once by `init` before any caller; read-only afterwards (module doc).
     match unsafe { &*KERNEL.0.get() } {
         Some(k) => k,
         None => panic!("mm::kernel() before mm::init()"),

@@ -12,6 +12,14 @@ use mm_core::Kernel;
 /// Reports every ordering event to the host.
 pub struct HostProbes;
 
+/// Reports `cmd` to the host, which checks it before this returns; a racing vCPU then takes the
+/// interrupts that arrived while the host held it (see `race::point`).
+fn event(cmd: UcallCmd, args: [u64; 6]) {
+    let cpu = percpu::this_cpu();
+    ucall::probe(cpu, cmd, args);
+    race::interrupts(cpu);
+}
+
 fn table_args(ev: &TableEvent) -> [u64; 6] {
     [ev.mm, ev.level as u64, ev.frame.0, ev.start.0, ev.end.0, 0]
 }
@@ -19,41 +27,29 @@ fn table_args(ev: &TableEvent) -> [u64; 6] {
 impl MmHooks for HostProbes {
     fn vma_range(&self, _k: &Kernel<'_>, ev: &VmaRangeEvent) {
         let args = [ev.mm, ev.vma, ev.start.0, ev.end.0, 0, 0];
-        ucall::probe(percpu::this_cpu(), UcallCmd::ProbeVmaRange, args);
+        event(UcallCmd::ProbeVmaRange, args);
     }
 
     fn vma_freed(&self, _k: &Kernel<'_>, mm: u64, vma: u64) {
-        ucall::probe(
-            percpu::this_cpu(),
-            UcallCmd::ProbeVmaFreed,
-            [mm, vma, 0, 0, 0, 0],
-        );
+        event(UcallCmd::ProbeVmaFreed, [mm, vma, 0, 0, 0, 0]);
     }
 
     fn vma_unlinked(&self, _k: &Kernel<'_>, ev: &VmaUnlinkEvent) {
         let args = [ev.mm, ev.vma, ev.start.0, ev.end.0, ev.kind as u64, 0];
-        ucall::probe(percpu::this_cpu(), UcallCmd::ProbeVmaUnlinked, args);
+        event(UcallCmd::ProbeVmaUnlinked, args);
     }
 
     fn table_unhooked(&self, _k: &Kernel<'_>, ev: &TableEvent) {
-        ucall::probe(
-            percpu::this_cpu(),
-            UcallCmd::ProbeTableUnhooked,
-            table_args(ev),
-        );
+        event(UcallCmd::ProbeTableUnhooked, table_args(ev));
     }
 
     fn table_freeing(&self, _k: &Kernel<'_>, ev: &TableEvent) {
-        ucall::probe(
-            percpu::this_cpu(),
-            UcallCmd::ProbeTableFreeing,
-            table_args(ev),
-        );
+        event(UcallCmd::ProbeTableFreeing, table_args(ev));
     }
 
     fn tlb_flushed(&self, _k: &Kernel<'_>, ev: &FlushEvent) {
         let args = [ev.mm, ev.start.0, ev.end.0, 0, 0, 0];
-        ucall::probe(percpu::this_cpu(), UcallCmd::ProbeTlbFlushed, args);
+        event(UcallCmd::ProbeTlbFlushed, args);
     }
 
     fn walker_point(&self, _k: &Kernel<'_>, point: WalkerPoint) {

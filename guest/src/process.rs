@@ -4,8 +4,9 @@
 //! One process runs at a time, on vCPU 0 (see `mm`); [`CURRENT`] is the process the trap handlers
 //! serve.
 
-use crate::mm::{kernel, kernel_pgd, read_cr3, write_cr3};
+use crate::mm::{kernel, kernel_pgd, read_cr3};
 use crate::programs::{self, Script};
+use crate::tlb;
 use crate::trap::TrapFrame;
 use crate::user::{self, Exit};
 use alloc::vec::Vec;
@@ -143,22 +144,26 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
             syscalls: 0,
         })
     };
-    write_cr3(pgd);
+    tlb::switch_to(pgd);
     for (i, word) in words.iter().enumerate() {
         // SAFETY: the script VMA is mapped read-write at SCRIPT_BASE in the loaded address space,
         // its pages faulted in above.
         unsafe { core::ptr::write_volatile((SCRIPT_BASE as *mut u64).add(i), *word) };
     }
     let exit = user::enter_user(0, programs::script(), 0, SCRIPT_BASE);
-    write_cr3(kernel_pgd().0);
+    tlb::switch_to(kernel_pgd().0);
     // SAFETY: the process has exited; nothing refers to CURRENT any more.
-    let process = unsafe { (*CURRENT.0.get()).take() }.expect("the running process");
+    let mut process = unsafe { (*CURRENT.0.get()).take() }.expect("the running process");
     let finished = Finished {
         exit,
         faults: process.faults,
         syscalls: process.syscalls,
     };
     drop_files(process.files);
+    // Other vCPUs may still have the root loaded (walkers borrowing the mm): unmap everything
+    // first, with shootdowns, then make them leave before the root itself is freed.
+    process.mm.exit_mmap(k);
+    tlb::leave_lazy(pgd);
     process.mm.destroy(k);
     Ok(finished)
 }
@@ -166,6 +171,11 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
 /// A page fault at `addr` (from ring 3, or from the kernel touching user memory for the process):
 /// true when mm-core mapped the page and the access may be retried.
 pub fn handle_fault(addr: u64, error_code: u64) -> bool {
+    // The process runs on vCPU 0; another vCPU with its root loaded (a walker) may not fault
+    // pages into it.
+    if crate::percpu::this_cpu() != 0 {
+        return false;
+    }
     let Some(p) = current() else { return false };
     if read_cr3() != p.mm.raw().pgd().0 || !VirtAddr(addr).is_user() {
         return false;
@@ -232,18 +242,21 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
             None => Err(EBADF as i32),
         },
         nr::RECLAIM => Ok(reclaim(p, a0, a1)),
-        nr::RACE_START => Ok(crate::scenarios::race::start(&mapped_frames(p, a0, a1))),
+        nr::RACE_START => Ok(crate::scenarios::race::start(
+            p.mm.raw().pgd().0,
+            &mapped_pages(p, a0, a1),
+        )),
         _ => return None,
     };
     p.syscalls += 1;
     Some(result.unwrap_or_else(|e| errno(i64::from(e))))
 }
 
-/// The frames mapped in `[addr, addr + len)` of the current process, each once.
-fn mapped_frames(p: &Process, addr: u64, len: u64) -> Vec<u64> {
+/// The pages mapped in `[addr, addr + len)` of the current process: (address, frame).
+fn mapped_pages(p: &Process, addr: u64, len: u64) -> Vec<(u64, u64)> {
     let k = kernel();
     let pgd = p.mm.raw().pgd();
-    let mut frames: Vec<u64> = (addr..addr.saturating_add(len))
+    (addr..addr.saturating_add(len))
         .step_by(4096)
         .filter_map(|va| {
             let slot = mm_core::paging::walk::lookup(k, pgd, VirtAddr(va))?;
@@ -252,12 +265,9 @@ fn mapped_frames(p: &Process, addr: u64, len: u64) -> Vec<u64> {
             let pte = PageTableEntry::from_bits(unsafe {
                 core::ptr::read_volatile((slot.table.0 as *const u64).add(slot.index))
             });
-            pte.is_present().then(|| pte.frame().0)
+            pte.is_present().then(|| (va, pte.frame().0))
         })
-        .collect();
-    frames.sort_unstable();
-    frames.dedup();
-    frames
+        .collect()
 }
 
 /// Reclaim-style rmap walks over `[addr, addr + len)`: for every mapped page, `page_referenced`

@@ -7,16 +7,14 @@
 //!
 //! Outside a race the points cost nothing: a walker point or a busy lock is not reported at all.
 
-use crate::ucall;
+use crate::{apic, ucall};
 use core::sync::atomic::{AtomicBool, Ordering};
-use mm_core::abi::{UcallCmd, MAX_VCPUS};
+use mm_core::abi::{SchedPointKind, UcallCmd, MAX_VCPUS};
 
 static RACING: [AtomicBool; MAX_VCPUS] = [const { AtomicBool::new(false) }; MAX_VCPUS];
 
 fn racing(cpu: usize) -> bool {
-    RACING
-        .get(cpu)
-        .is_some_and(|r| r.load(Ordering::Relaxed))
+    RACING.get(cpu).is_some_and(|r| r.load(Ordering::Relaxed))
 }
 
 /// vCPU `cpu` joins a race of `racers` vCPUs; the host starts scheduling once all have joined.
@@ -32,15 +30,37 @@ pub fn leave(cpu: usize) {
 }
 
 /// A scheduling point of kind `kind` (a `WalkerPoint` or `SchedPointKind` value).
+///
+/// Interrupts are taken right after it, as if they had been on all along: a shootdown IPI sent
+/// while this vCPU was held is answered here, before it runs any further (the handler ends in an
+/// [`irq_point`], where the host may hold it again).
 pub fn point(cpu: usize, kind: u64) {
     if racing(cpu) {
+        ucall::probe(cpu, UcallCmd::SchedPoint, [kind, 0, 0, 0, 0, 0]);
+        apic::interrupt_window();
+    }
+}
+
+/// After another call to the host: a racing vCPU takes the interrupts that came while it was held.
+pub fn interrupts(cpu: usize) {
+    if racing(cpu) {
+        apic::interrupt_window();
+    }
+}
+
+/// The scheduling point at the end of an interrupt handler (no window: interrupts stay off).
+pub fn irq_point(cpu: usize) {
+    if racing(cpu) {
+        let kind = SchedPointKind::AfterInterrupt as u64;
         ucall::probe(cpu, UcallCmd::SchedPoint, [kind, 0, 0, 0, 0, 0]);
     }
 }
 
-/// A lock of class `class` was busy: while racing, let the host run its holder.
+/// A lock of class `class` was busy: while racing, let the host run its holder. Interrupts are
+/// taken after it: the holder may be waiting for this vCPU to answer its TLB shootdown.
 pub fn contended(cpu: usize, class: &str) {
     if racing(cpu) {
         ucall::with_text(cpu, UcallCmd::LockContended, [0; 6], class);
     }
+    apic::interrupt_window();
 }

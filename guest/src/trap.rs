@@ -6,7 +6,7 @@
 //! this machine's software KVM, where `syscall` reaches `IA32_LSTAR` without leaving ring 3 and
 //! `int 0x80` raises #UD. Every return is an `iretq`.
 
-use crate::{idt, smp, ucall, user};
+use crate::{apic, idt, smp, ucall, user};
 use core::arch::global_asm;
 
 /// Page-fault vector.
@@ -117,6 +117,15 @@ pub fn cr2() -> u64 {
 /// Handles a trap. From ring 3: a system call is served, a page fault goes to the memory manager,
 /// anything else ends the program. A fault in the kernel is reported to the host.
 extern "sysv64" fn dispatch(frame: &mut TrapFrame) {
+    match frame.vector {
+        v if v == u64::from(apic::TLB_VECTOR) => {
+            crate::tlb::handle_ipi();
+            apic::eoi();
+            return;
+        }
+        v if v == u64::from(apic::SPURIOUS_VECTOR) => return,
+        _ => {}
+    }
     let cr2 = cr2();
     if frame.is_from_user() {
         if frame.vector == idt::SYSCALL_VECTOR as u64 {
@@ -132,6 +141,9 @@ extern "sysv64" fn dispatch(frame: &mut TrapFrame) {
             cr2,
             rip: frame.rip,
         });
+    }
+    if frame.vector == PAGE_FAULT && user::fixup_user_read(frame, cr2) {
+        return;
     }
     // The kernel touching a process's memory (copying its script in) faults pages in like ring 3.
     if frame.vector == PAGE_FAULT && crate::process::handle_fault(cr2, frame.error_code) {

@@ -182,3 +182,65 @@ pub fn segment() -> (u64, u64) {
         )
     }
 }
+
+// `read_user_word`: one load from a user address that may fault; the fault handler sends a fault at
+// `read_user_insn` to `read_user_fixup` instead of serving it (Linux's exception table).
+global_asm!(
+    r#"
+    .section .text
+    .global read_user_word
+    // rdi = address; returns rax = the word, rdx = 0, or rax = 0, rdx = 1 when the load faulted.
+    read_user_word:
+        xor edx, edx
+    .global read_user_insn
+    read_user_insn:
+        mov rax, [rdi]
+        ret
+    .global read_user_fixup
+    read_user_fixup:
+        xor eax, eax
+        mov edx, 1
+        ret
+    "#,
+);
+
+extern "sysv64" {
+    fn read_user_insn();
+    fn read_user_fixup();
+}
+
+/// Page-fault error code: a reserved bit was set in an entry the walk read.
+const PF_RESERVED: u64 = 1 << 3;
+
+/// Reads the word at user address `addr` in the loaded address space the way `copy_from_user`
+/// does: a fault is not served, just reported as `None`.
+pub fn read_user(addr: u64) -> Option<u64> {
+    #[repr(C)]
+    struct Pair(u64, u64);
+    extern "sysv64" {
+        fn read_user_word(addr: u64) -> Pair;
+    }
+    // SAFETY: the load may only fault, and a fault at it resumes at the fixup (`fixup_user_read`),
+    // which returns the failure; the routine clobbers only rax and rdx, the return registers.
+    let Pair(word, failed) = unsafe { read_user_word(addr) };
+    (failed == 0).then_some(word)
+}
+
+/// A kernel page fault at [`read_user`]'s load: resume at its fixup (true), unless the fault says
+/// the hardware page walk read a reserved bit — which, for a user address, means it walked into a
+/// page table freed and poisoned while this CPU still cached a path to it: reported to the host.
+pub fn fixup_user_read(frame: &mut TrapFrame, cr2: u64) -> bool {
+    if frame.rip != read_user_insn as *const () as u64 {
+        return false;
+    }
+    if frame.error_code & PF_RESERVED != 0 {
+        crate::ucall::with_text(
+            crate::percpu::this_cpu(),
+            mm_core::abi::UcallCmd::PoisonHit,
+            [0, 0, 0, cr2, frame.rip, 0],
+            "a hardware page walk (reserved-bit page fault)",
+        );
+    }
+    frame.rip = read_user_fixup as *const () as u64;
+    true
+}

@@ -110,7 +110,7 @@ pub fn replay_in_guest(
         console: Box::new(std::io::stderr()),
         thorough: false,
         // One vCPU: nothing races, so nothing to schedule.
-        schedule: Mode::Free,
+        schedule: Mode::Free(0),
     };
     let report = run(config)?;
     if let Some(failure) = report.failure {

@@ -191,6 +191,13 @@ impl fmt::Display for Failure {
                     "guest finished but vCPU(s) {cpus:?} never reached the scenario"
                 )
             }
+            // A table of 0: the CPU's own page walk met the poison (a reserved-bit fault).
+            Failure::UseAfterFree { cpu, hit } if hit.table == 0 => write!(
+                f,
+                "use-after-free: vCPU {cpu}'s page walk for {:#x} went through a freed page table \
+                 ({}), RIP {:#x}",
+                hit.va, hit.file, hit.rip
+            ),
             Failure::UseAfterFree { cpu, hit } => write!(
                 f,
                 "use-after-free: the walker on vCPU {cpu} read entry {} of page table {:#x} after \

@@ -11,8 +11,9 @@
 //! Seeded picks ([`Mode::Seeded`]) favour the racer that ran last (runs of several points) and
 //! sometimes *park* a walker that has just descended to a PTE table without its lock: it stays
 //! stopped while the others run, which is the window a wrong unmap order needs to free that table
-//! under it. A racer that found a lock busy is not picked again until another racer has moved; if
-//! every racer is waiting for a lock, that is a deadlock and the run fails with it.
+//! under it. A racer that found a lock busy (or waits for its TLB shootdown to be answered) is not
+//! picked again until another racer has run; when the racers only ever stop at busy locks, round
+//! after round, that is a deadlock and the run fails with it.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -22,17 +23,24 @@ use std::time::Duration;
 
 /// `WalkerPoint::RmapPte`: a walker holds a PTE table it has not locked yet.
 const POINT_RMAP_PTE: u64 = 2;
+/// Picks in a row that all end at a busy lock before the race counts as deadlocked (each racer
+/// retries its lock many times over).
+const DEADLOCK_PICKS: u64 = 256;
 /// Picks a long-parked walker sits out (unless nobody else can run): more than a race scenario's
 /// whole munmap or exit takes.
 const LONG_PARK: u64 = 1024;
+/// Longest delay a free-running racer gets at a point.
+pub const MAX_FREE_DELAY: Duration = Duration::from_micros(200);
 /// How often a waiting vCPU thread looks at the run's stop flag.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// How racers are interleaved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// All racers run at once (real concurrency; nothing is replayable).
-    Free,
+    /// All racers run at once (real concurrency; nothing is replayable). At one point in eight
+    /// the VMM delays the racer by up to [`MAX_FREE_DELAY`], at random from this seed, so seeds
+    /// shift the timing.
+    Free(u64),
     /// One at a time, picked by a generator seeded with this value.
     Seeded(u64),
     /// One at a time, in this order; after its end, the lowest waiting vCPU.
@@ -136,8 +144,10 @@ struct Racer {
     waiting: bool,
     /// The kind of point it stopped at (a walker point kind, or 0).
     point: u64,
-    /// The lock class it found busy, when it stopped for that.
+    /// The lock class it found busy, when it stopped for that (cleared when another racer runs).
     blocked_on: Option<String>,
+    /// The last lock class it found busy (for the deadlock report).
+    last_blocked: Option<String>,
     /// Picks left before a parked racer may run again (it runs sooner when nobody else can).
     parked: u64,
 }
@@ -154,6 +164,8 @@ struct State {
     picks: Vec<u8>,
     replay: Option<(Vec<u8>, usize)>,
     error: Option<SchedError>,
+    /// Picks in a row whose racer stopped at a busy lock.
+    stuck: u64,
 }
 
 /// The scheduler one run's vCPU threads share.
@@ -167,7 +179,7 @@ impl Scheduler {
     /// A scheduler for `vcpus` vCPUs in `mode`.
     pub fn new(vcpus: usize, mode: Mode) -> Scheduler {
         let (free, rng, replay) = match mode {
-            Mode::Free => (true, 0, None),
+            Mode::Free(seed) => (true, seed, None),
             Mode::Seeded(seed) => (false, seed, None),
             Mode::Replay(s) => (false, 0, Some((s.0, 0))),
         };
@@ -183,6 +195,7 @@ impl Scheduler {
                 picks: Vec::new(),
                 replay,
                 error: None,
+                stuck: 0,
             }),
             turn: Condvar::new(),
         }
@@ -194,7 +207,7 @@ impl Scheduler {
 
     /// Whether `cpu` is racing (its calls are scheduling points).
     pub fn racing(&self, cpu: usize) -> bool {
-        !self.free && self.lock().racers.get(cpu).is_some_and(|r| r.joined)
+        self.lock().racers.get(cpu).is_some_and(|r| r.joined)
     }
 
     /// The picks made so far.
@@ -205,6 +218,7 @@ impl Scheduler {
     /// `cpu` joins a race of `racers` vCPUs and waits for its first turn.
     pub fn enter(&self, cpu: usize, racers: u64, stop: &AtomicBool) -> Result<(), SchedError> {
         if self.free {
+            self.lock().racers[cpu].joined = true;
             return Ok(());
         }
         {
@@ -218,9 +232,6 @@ impl Scheduler {
 
     /// `cpu` leaves the race; the others go on without it.
     pub fn leave(&self, cpu: usize) {
-        if self.free {
-            return;
-        }
         let mut s = self.lock();
         s.racers[cpu] = Racer::default();
         if s.running == Some(cpu) {
@@ -241,6 +252,19 @@ impl Scheduler {
         if !self.racing(cpu) {
             return Ok(());
         }
+        if self.free {
+            let delay = {
+                let mut s = self.lock();
+                (next_below(&mut s.rng, 8) == 0).then(|| {
+                    let max = MAX_FREE_DELAY.as_micros() as u64;
+                    Duration::from_micros(1 + next_below(&mut s.rng, max))
+                })
+            };
+            if let Some(delay) = delay {
+                std::thread::sleep(delay);
+            }
+            return Ok(());
+        }
         self.wait_turn(cpu, kind, blocked_on, stop)
     }
 
@@ -252,21 +276,20 @@ impl Scheduler {
         stop: &AtomicBool,
     ) -> Result<(), SchedError> {
         let mut s = self.lock();
-        let moved = blocked_on.is_none();
+        s.stuck = if blocked_on.is_some() { s.stuck + 1 } else { 0 };
+        // Whatever this racer did since it was picked (released a lock, answered a shootdown)
+        // may let the others go on: they get to try again.
+        for r in &mut s.racers {
+            r.blocked_on = None;
+        }
         {
             let r = &mut s.racers[cpu];
             r.waiting = true;
             r.point = kind;
-            r.blocked_on = blocked_on;
-        }
-        if moved {
-            // This racer got past its lock (or never needed one): whoever waited for a lock may
-            // find it free now.
-            for (i, r) in s.racers.iter_mut().enumerate() {
-                if i != cpu {
-                    r.blocked_on = None;
-                }
+            if blocked_on.is_some() {
+                r.last_blocked.clone_from(&blocked_on);
             }
+            r.blocked_on = blocked_on;
         }
         if s.running == Some(cpu) {
             s.running = None;
@@ -338,12 +361,12 @@ impl Scheduler {
                 return Ok(cpu as usize);
             }
         }
-        if eligible.is_empty() {
+        if eligible.is_empty() || s.stuck > DEADLOCK_PICKS {
             let locks: Vec<String> = waiting
                 .iter()
-                .map(|&i| {
-                    let class = s.racers[i].blocked_on.as_deref().unwrap_or("?");
-                    format!("vCPU {i} on {class}")
+                .filter_map(|&i| {
+                    let class = s.racers[i].last_blocked.as_deref()?;
+                    Some(format!("vCPU {i} on {class}"))
                 })
                 .collect();
             return Err(SchedError::Deadlock(locks.join(", ")));
@@ -360,17 +383,18 @@ impl Scheduler {
             .copied()
             .filter(|&i| s.racers[i].parked == 0)
             .collect();
-        let pool = if unparked.is_empty() {
-            &eligible
-        } else {
-            &unparked
-        };
+        // A parked racer run only because nobody else can (to answer a shootdown, say) stays
+        // parked: it stops again at its next point and the others go on.
+        let fallback = unparked.is_empty();
+        let pool = if fallback { &eligible } else { &unparked };
         let stay = s.last.filter(|l| pool.contains(l));
         let cpu = match stay {
             Some(last) if next_below(&mut s.rng, 4) != 0 => last,
             _ => pool[next_below(&mut s.rng, pool.len() as u64) as usize],
         };
-        s.racers[cpu].parked = 0;
+        if !fallback {
+            s.racers[cpu].parked = 0;
+        }
         // A walker about to read a PTE table it has not locked: sometimes let it wait there while
         // the others run, briefly or long enough for a whole munmap or exit. Never for good: with
         // three racers or more, one that never blocks would starve it (and whoever waits on it).
@@ -455,9 +479,8 @@ mod tests {
     }
 
     #[test]
-    fn a_racer_waiting_for_a_lock_is_not_picked_and_all_waiting_is_a_deadlock() {
+    fn a_racer_waiting_for_a_lock_is_not_picked_before_another_has_run() {
         let sched = Scheduler::new(2, Mode::Seeded(1));
-        let stop = AtomicBool::new(false);
         {
             let mut s = sched.lock();
             s.expected = 2;
@@ -470,13 +493,32 @@ mod tests {
         }
         sched.pick_if_ready(&mut sched.lock());
         assert_eq!(sched.schedule().0, vec![1], "only vCPU 1 can run");
-        let err = sched.point(1, 0, Some("page_table_lock".into()), &stop);
-        assert_eq!(
-            err,
-            Err(SchedError::Deadlock(
-                "vCPU 0 on anon_vma lock, vCPU 1 on page_table_lock".into()
-            ))
-        );
+    }
+
+    #[test]
+    fn racers_that_only_ever_find_their_locks_busy_are_a_deadlock() {
+        let sched = Arc::new(Scheduler::new(2, Mode::Seeded(1)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = [(0, "anon_vma lock"), (1, "page_table_lock")]
+            .into_iter()
+            .map(|(cpu, class)| {
+                let (sched, stop) = (sched.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    sched.enter(cpu, 2, &stop).unwrap();
+                    loop {
+                        if let Err(e) = sched.point(cpu, 0, Some(class.into()), &stop) {
+                            return e;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(
+                t.join().unwrap(),
+                SchedError::Deadlock("vCPU 0 on anon_vma lock, vCPU 1 on page_table_lock".into())
+            );
+        }
     }
 
     #[test]

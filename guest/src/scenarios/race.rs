@@ -19,7 +19,7 @@ use super::random::Rng;
 use super::PASS;
 use crate::process::nr;
 use crate::programs::Script;
-use crate::{mm, race};
+use crate::{apic, mm, race, tlb, user};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
@@ -42,8 +42,13 @@ const MAX_VMA_PAGES: u64 = 24;
 
 /// What the walkers work on; vCPU 0 writes it before publishing and only after they all left.
 struct Shared {
+    /// Where the pages were mapped when the race started (walkers read them).
+    vas: Vec<u64>,
+    /// The pages, each once (walkers hold a reference on each).
     frames: Vec<u64>,
     mapping: Option<MappingPtr>,
+    /// The process's page-table root, which walkers keep loaded (lazy TLB).
+    pgd: u64,
 }
 
 struct SharedCell(UnsafeCell<Shared>);
@@ -53,8 +58,10 @@ struct SharedCell(UnsafeCell<Shared>);
 unsafe impl Sync for SharedCell {}
 
 static SHARED: SharedCell = SharedCell(UnsafeCell::new(Shared {
+    vas: Vec::new(),
     frames: Vec::new(),
     mapping: None,
+    pgd: 0,
 }));
 
 /// Whether the race is on: walkers wait while `IDLE`, race on `GO`, give up on `ABANDONED`.
@@ -66,6 +73,8 @@ const ABANDONED: u64 = 2;
 static DONE: AtomicBool = AtomicBool::new(false);
 /// Walkers that left the race.
 static LEFT: AtomicU64 = AtomicU64::new(0);
+/// Walkers that loaded the process's root.
+static ADOPTED: AtomicU64 = AtomicU64::new(0);
 
 /// `race-munmap`: the process unmaps random ranges of its window, then exits.
 pub fn race_munmap() -> u64 {
@@ -86,7 +95,11 @@ fn race_scenario(name: &str, unmaps: bool) -> u64 {
     let mut rng = Rng::new(super::seed());
     let (mapping, file) = new_file(FILE_PAGES);
     let mut script = layout(&mut rng);
-    script = script.syscall(nr::RACE_START, [WINDOW, WINDOW_PAGES * PAGE, 0, 0, 0, 0], None);
+    script = script.syscall(
+        nr::RACE_START,
+        [WINDOW, WINDOW_PAGES * PAGE, 0, 0, 0, 0],
+        None,
+    );
     if unmaps {
         for _ in 0..1 + rng.below(4) {
             let first = rng.below(WINDOW_PAGES);
@@ -126,22 +139,38 @@ fn layout(rng: &mut Rng) -> Script {
     script
 }
 
-/// `race_start`: takes a reference on each of `frames` (mapped pages of the process), hands them
-/// to the walkers and joins the race. Returns how many pages the walkers got.
-pub fn start(frames: &[u64]) -> u64 {
+/// `race_start`: takes a reference on each page of `mapped` (addresses and frames of the process
+/// whose root is `pgd`), hands them to the walkers and joins the race. Returns how many pages the
+/// walkers got.
+pub fn start(pgd: u64, mapped: &[(u64, u64)]) -> u64 {
     let k = mm::kernel();
-    for &f in frames {
+    let mut frames: Vec<u64> = mapped.iter().map(|&(_, frame)| frame).collect();
+    frames.sort_unstable();
+    frames.dedup();
+    for &f in &frames {
         k.get_page(PhysAddr(f));
     }
+    let count = frames.len() as u64;
     // SAFETY: the walkers read the cell only after the Release store below.
-    unsafe { (*SHARED.0.get()).frames = frames.to_vec() };
+    unsafe {
+        let shared = &mut *SHARED.0.get();
+        shared.vas = mapped.iter().map(|&(va, _)| va).collect();
+        shared.frames = frames;
+        shared.pgd = pgd;
+    }
     assert_eq!(
         STATE.swap(GO, Ordering::AcqRel),
         IDLE,
         "race_start made twice"
     );
+    // The walkers load the process's root before vCPU 0 may unmap anything (or free the root):
+    // they borrow the mm the way a kernel thread holds a reference to the one it runs on.
+    let walkers = super::vcpus() - 1;
+    while ADOPTED.load(Ordering::Acquire) < walkers {
+        core::hint::spin_loop();
+    }
     race::enter(0, super::vcpus());
-    frames.len() as u64
+    count
 }
 
 /// vCPU 0, its process gone: stop the walkers, leave the race, wait for them, drop the page
@@ -158,6 +187,7 @@ fn end_race(racers: u64) {
     DONE.store(true, Ordering::Release);
     race::leave(0);
     while LEFT.load(Ordering::Acquire) < racers - 1 {
+        apic::interrupt_window();
         core::hint::spin_loop();
     }
     let k = mm::kernel();
@@ -166,11 +196,17 @@ fn end_race(racers: u64) {
     for f in core::mem::take(&mut shared.frames) {
         k.put_page(PhysAddr(f));
     }
+    shared.vas.clear();
     shared.mapping = None;
 }
 
 /// A walker on vCPU `cpu`: until vCPU 0 is done, picks a published page and walks rmap for it
 /// (`page_referenced`, sometimes `try_to_unmap`); vCPU 1 also truncates the file now and then.
+///
+/// The walker keeps the process's root loaded, as a Linux kernel thread keeps the last mm (lazy
+/// TLB), and reads a word of the window through it at every step the way `copy_from_user` would:
+/// its TLB and paging-structure caches hold the process's translations, so vCPU 0's unmaps must
+/// shoot them down before freeing tables — and a read that walks into a freed table is caught.
 pub fn walker(cpu: usize, info: &BootInfo) {
     let state = loop {
         match STATE.load(Ordering::Acquire) {
@@ -181,18 +217,23 @@ pub fn walker(cpu: usize, info: &BootInfo) {
     if state == ABANDONED {
         return;
     }
-    race::enter(cpu, info.vcpus);
     let k = mm::kernel();
     // SAFETY: published before GO and not written again until this walker counted itself out.
     let shared = unsafe { &*SHARED.0.get() };
+    tlb::switch_to(shared.pgd);
+    ADOPTED.fetch_add(1, Ordering::AcqRel);
+    race::enter(cpu, info.vcpus);
     let mut rng = Rng::new(info.seed ^ (cpu as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-    let (mut steps, mut referenced, mut unmapped, mut truncates) = (0u64, 0u64, 0u64, 0u64);
+    let (mut steps, mut referenced, mut unmapped, mut truncates, mut reads) = (0, 0, 0, 0, 0u64);
     loop {
         race::point(cpu, SchedPointKind::WalkerStep as u64);
         if DONE.load(Ordering::Acquire) {
             break;
         }
         steps += 1;
+        if let Some(&va) = shared.vas.get(rng.below(shared.vas.len() as u64) as usize) {
+            reads += u64::from(user::read_user(va).is_some());
+        }
         let Some(&frame) = shared
             .frames
             .get(rng.below(shared.frames.len() as u64) as usize)
@@ -209,9 +250,11 @@ pub fn walker(cpu: usize, info: &BootInfo) {
         }
     }
     log::debug!(
-        "walker {cpu}: {steps} steps, {referenced} referenced, {unmapped} unmapped, \
-         {truncates} truncates"
+        "walker {cpu}: {steps} steps, {reads} user reads, {referenced} referenced, \
+         {unmapped} unmapped, {truncates} truncates, {} shootdowns answered",
+        tlb::answered(cpu)
     );
+    tlb::switch_to(mm::kernel_pgd().0);
     race::leave(cpu);
     LEFT.fetch_add(1, Ordering::AcqRel);
 }

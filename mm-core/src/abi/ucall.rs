@@ -72,6 +72,8 @@ pub enum UcallCmd {
 pub enum SchedPointKind {
     /// A walker loop starts its next step.
     WalkerStep = 0x10,
+    /// An interrupt handler (the TLB-shootdown IPI) is done.
+    AfterInterrupt = 0x11,
 }
 
 impl UcallCmd {
