@@ -73,6 +73,15 @@ fn call() -> impl Strategy<Value = String> {
         )
 }
 
+/// An anonymous mapping and a file mapping, for random calls to land on.
+fn small_snapshot() -> Vec<maps::MapsLine> {
+    maps::parse_maps(
+        "7f0000000000-7f0000004000 rw-p 00000000 00:00 0\n\
+         7f0000010000-7f0000014000 r--p 00000000 08:01 5 /lib/x.so\n",
+    )
+    .expect("parses")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -80,11 +89,7 @@ proptest! {
     fn random_calls_end_in_a_result_or_an_error_never_a_panic(
         calls in prop::collection::vec(call(), 0..12)
     ) {
-        let before = maps::parse_maps(
-            "7f0000000000-7f0000004000 rw-p 00000000 00:00 0\n\
-             7f0000010000-7f0000014000 r--p 00000000 08:01 5 /lib/x.so\n",
-        )
-        .expect("parses");
+        let before = small_snapshot();
         let t = trace::parse_trace(&calls.join("\n")).expect("generated lines parse");
         prop_assert_eq!(t.events.len(), calls.len());
         if let Ok(out) = replay::replay(&before, &t, &[]) {
@@ -105,11 +110,7 @@ proptest! {
     ) {
         use mm_core::{mm::Mm, paging::CountingTlb, phys::SimRam, Kernel};
         use mm_replay::wire;
-        let before = maps::parse_maps(
-            "7f0000000000-7f0000004000 rw-p 00000000 00:00 0\n\
-             7f0000010000-7f0000014000 r--p 00000000 08:01 5 /lib/x.so\n",
-        )
-        .expect("parses");
+        let before = small_snapshot();
         let mut t = trace::parse_trace(&calls.join("\n")).expect("generated lines parse");
         t.skipped.clear();
         let input = wire::decode_input(&wire::encode_input(&before, &t, &before)).expect("decodes");
