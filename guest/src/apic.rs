@@ -47,9 +47,9 @@ pub fn init(cpu: usize) {
         }
         return;
     }
-    // SAFETY: the CPU reports an x2APIC, so APIC_BASE accepts the enable and x2APIC bits (in that
-    // order of setting is not required when both go in one write from xAPIC-enabled or disabled),
-    // and the x2APIC MSRs exist afterwards.
+    // SAFETY: the CPU reports an x2APIC, so APIC_BASE accepts the enable and x2APIC bits together
+    // (from the disabled or the xAPIC state we boot in), and the x2APIC MSRs exist afterwards.
+    // Interrupts stay off, so nothing is delivered before the IDT is ready for it.
     unsafe {
         let base = rdmsr(IA32_APIC_BASE);
         wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);

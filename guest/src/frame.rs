@@ -15,7 +15,19 @@ struct State {
     end: u64,
     free_list: u64,
     allocated: u64,
+    /// Freed page-table frames not yet on the free list, oldest first (a ring of
+    /// [`QUARANTINE_FRAMES`]; 0 = empty slot).
+    quarantine: [u64; QUARANTINE_FRAMES],
+    /// Next slot of `quarantine` to fill.
+    quarantine_next: usize,
 }
+
+/// Freed page-table frames the allocator leaves untouched before reusing them: the host may
+/// revoke the guest's access to the most recently freed ones (`QUARANTINE_TABLES` of them,
+/// fewer than this) to catch any late touch, so the allocator must not even write its free-list
+/// link into them meanwhile.
+pub const QUARANTINE_FRAMES: usize = 64;
+const _: () = assert!(QUARANTINE_FRAMES > mm_core::abi::QUARANTINE_TABLES);
 
 struct Allocator {
     lock: AtomicBool,
@@ -32,6 +44,8 @@ static FRAMES: Allocator = Allocator {
         end: 0,
         free_list: 0,
         allocated: 0,
+        quarantine: [0; QUARANTINE_FRAMES],
+        quarantine_next: 0,
     }),
 };
 
@@ -100,6 +114,25 @@ pub unsafe fn free(frame: u64) {
         unsafe { core::ptr::write(frame as *mut u64, s.free_list) };
         s.free_list = frame;
         s.allocated -= 1;
+    })
+}
+
+/// Returns a page-table frame from [`alloc`], through the quarantine: it reaches the free list only
+/// after [`QUARANTINE_FRAMES`] more page-table frees (it counts as free at once).
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn free_table(frame: u64) {
+    with(|s| {
+        let slot = s.quarantine_next;
+        s.quarantine_next = (slot + 1) % QUARANTINE_FRAMES;
+        let oldest = core::mem::replace(&mut s.quarantine[slot], frame);
+        s.allocated -= 1;
+        if oldest != 0 {
+            // SAFETY: the caller of free_table gave it back long ago and nobody may touch it.
+            unsafe { core::ptr::write(oldest as *mut u64, s.free_list) };
+            s.free_list = oldest;
+        }
     })
 }
 

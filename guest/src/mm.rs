@@ -17,7 +17,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use mm_core::abi::UcallCmd;
 use mm_core::lockdep::LOCKDEP;
-use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page};
+use mm_core::phys::{AllocKind, DirectMap, FrameAllocator, MemMap, Page};
 use mm_core::Variant;
 use mm_core::{Kernel, Pfn, PhysAddr};
 
@@ -32,6 +32,14 @@ impl FrameAllocator for GuestFrames {
     fn free_frame(&self, frame: PhysAddr) {
         // SAFETY: mm-core gives back only frames it took from `alloc_frame` and no longer uses.
         unsafe { frame::free(frame.0) }
+    }
+
+    fn free_frame_of_kind(&self, frame: PhysAddr, kind: AllocKind) {
+        match kind {
+            // SAFETY: as for free_frame.
+            AllocKind::PageTable => unsafe { frame::free_table(frame.0) },
+            _ => self.free_frame(frame),
+        }
     }
 }
 

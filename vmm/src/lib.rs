@@ -15,6 +15,7 @@
 //! - [`inject`]: the `--inject` fault-injection spec.
 //! - [`loader`]: checks and loads the kernel ELF.
 //! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
+//! - [`quarantine`]: revoking the guest's access to freshly freed page-table frames.
 //! - [`sched`]: the race scheduler: host-controlled interleaving of racing vCPUs.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
 //! - [`timing`]: exit timing for the probe benchmark.
@@ -34,6 +35,7 @@ pub mod devices;
 pub mod inject;
 pub mod loader;
 pub mod probe;
+pub mod quarantine;
 pub mod replay;
 pub mod report;
 pub mod run;

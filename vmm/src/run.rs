@@ -3,12 +3,14 @@
 
 use crate::devices::serial::Serial;
 use crate::probe::{Probe, Summary};
+use crate::quarantine::Quarantine;
 use crate::sched::{Mode, SchedError, Schedule, Scheduler};
 use crate::timing::ExitTiming;
 use crate::ucall::{GuestCall, PoisonHit};
+use crate::vstate::pause::PauseGate;
 use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuEvent, VcpuShared};
 use crate::vstate::vm::{Vm, VmConfig, VmError};
-use mm_core::abi::Ucall;
+use mm_core::abi::{BootInfo, Ucall, QUARANTINE_TABLES};
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +18,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 /// How long stopping the vCPUs may take before the run gives up on joining them.
@@ -101,6 +103,19 @@ pub enum Failure {
     },
     /// The race scheduler stopped the run (a deadlock between racers, a diverging replay).
     Race(SchedError),
+    /// A vCPU touched a quarantined page-table frame (freed, its access revoked by the VMM).
+    QuarantineHit {
+        /// The vCPU.
+        cpu: usize,
+        /// The guest-physical address touched.
+        gpa: u64,
+        /// A write (else a read or a page walk).
+        write: bool,
+        /// How many page-table frees ago the frame was freed (0 = the latest).
+        frees_ago: usize,
+        /// Where.
+        rip: u64,
+    },
     /// The probes found broken ordering rules or unwalkable guest structures.
     ProbeViolations {
         /// How many violations and walk errors.
@@ -205,6 +220,22 @@ impl fmt::Display for Failure {
                 hit.index, hit.table, hit.value, hit.va, hit.rip, hit.file, hit.line
             ),
             Failure::Race(e) => write!(f, "race: {e}"),
+            Failure::QuarantineHit {
+                cpu,
+                gpa,
+                write,
+                frees_ago,
+                rip,
+            } => write!(
+                f,
+                "use-after-free: vCPU {cpu} {} guest-physical {gpa:#x}, in a page table freed {} \
+                 (quarantined by the VMM), RIP {rip:#x}",
+                if *write { "wrote" } else { "read" },
+                match frees_ago {
+                    0 => "by the latest table free".to_string(),
+                    n => format!("{n} table free(s) before the latest"),
+                }
+            ),
             Failure::ProbeViolations { count } => {
                 write!(
                     f,
@@ -265,6 +296,9 @@ pub enum RunError {
     /// A vCPU thread could not be spawned.
     #[error("cannot spawn a vCPU thread: {0}")]
     Thread(std::io::Error),
+    /// Guest RAM could not be prepared for the quarantine.
+    #[error("cannot set up the page-table quarantine: {0}")]
+    Quarantine(String),
 }
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
@@ -293,20 +327,33 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
         .map(|i| Vcpu::new(&vm, i))
         .collect::<Result<Vec<_>, _>>()?;
 
+    // The VM handle moves to the quarantine, which changes memory slots from vCPU threads.
+    let Vm {
+        fd, mem, boot_info, ..
+    } = vm;
+    let host = mem
+        .get_host_address(GuestAddress(0))
+        .map_err(|e| RunError::Quarantine(e.to_string()))? as u64;
+    let ram = config.vm.ram_size;
+    let quarantine = Quarantine::new(Arc::new(fd), host, ram, QUARANTINE_TABLES);
+    let quarantine = Some(Arc::new(Mutex::new(quarantine)));
+    let gate = Arc::new(PauseGate::new(config.vm.vcpus, kick_signal()));
     let serial = Arc::new(Mutex::new(Serial::new(config.console)));
     let stop = Arc::new(AtomicBool::new(false));
     let (events, rx) = mpsc::channel();
-    let probe = Arc::new(Mutex::new(Probe::new(vm.mem.clone(), config.thorough)));
+    let probe = Arc::new(Mutex::new(Probe::new(mem.clone(), config.thorough)));
     let timing = Arc::new(Mutex::new(ExitTiming::default()));
     let sched = Arc::new(Scheduler::new(config.vm.vcpus, config.schedule.clone()));
     let shared = VcpuShared {
-        mem: vm.mem.clone(),
+        mem: mem.clone(),
         serial: serial.clone(),
         stop: stop.clone(),
         events,
         probe: probe.clone(),
         timing: timing.clone(),
         sched: sched.clone(),
+        quarantine,
+        gate,
     };
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, vcpu) in vcpus.into_iter().enumerate() {
@@ -368,7 +415,7 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
 
     let ended_after = config.started.elapsed();
     stop_vcpus(&stop, &threads);
-    let output = read_output(&vm);
+    let output = read_output(&mem, &boot_info);
     let probes = probe
         .lock()
         .map(|p| p.summary().clone())
@@ -395,10 +442,10 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
 }
 
 /// The scenario's output buffer, or nothing if it has none or it cannot be read.
-fn read_output(vm: &Vm) -> Vec<u8> {
-    let (gpa, len) = (vm.boot_info.output_gpa, vm.boot_info.output_len);
+fn read_output(mem: &GuestMemoryMmap, info: &BootInfo) -> Vec<u8> {
+    let (gpa, len) = (info.output_gpa, info.output_len);
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    if gpa == 0 || vm.mem.read_slice(&mut buf, GuestAddress(gpa)).is_err() {
+    if gpa == 0 || mem.read_slice(&mut buf, GuestAddress(gpa)).is_err() {
         buf.clear();
     }
     buf
@@ -452,6 +499,18 @@ fn decide(cpu: usize, end: VcpuEnd, in_scenario: &[bool]) -> Decision {
             unreachable!("Sync, probe and race calls never end a vCPU")
         }
         VcpuEnd::Sched(e) => Failure::Race(e),
+        VcpuEnd::Quarantined {
+            gpa,
+            write,
+            frees_ago,
+            rip,
+        } => Failure::QuarantineHit {
+            cpu,
+            gpa,
+            write,
+            frees_ago,
+            rip,
+        },
         VcpuEnd::Shutdown(regs) => Failure::TripleFault { cpu, regs },
         VcpuEnd::Failed { reason, regs } => Failure::VcpuFailed { cpu, reason, regs },
         VcpuEnd::Stopped => return Decision::Undecided,

@@ -16,5 +16,9 @@ pub use ucall::{SchedPointKind, Ucall, UcallCmd, PING_PORT, UCALL_PORT, UCALL_TE
 /// Layout version of every structure in this module.
 pub const ABI_VERSION: u64 = 3;
 
+/// How many of the most recently freed page-table frames the host may revoke from the guest (its
+/// quarantine); the guest's frame allocator leaves more than that many untouched after freeing.
+pub const QUARANTINE_TABLES: usize = 8;
+
 /// Most vCPUs a VM may have: the guest sizes its per-CPU tables by it.
 pub const MAX_VCPUS: usize = 8;

@@ -25,6 +25,13 @@ pub enum ExitAction {
     Interrupted,
     /// Triple fault: KVM shut the vCPU down.
     Shutdown,
+    /// The guest accessed a guest-physical address no memory slot covers.
+    Mmio {
+        /// The address.
+        gpa: u64,
+        /// A write (else a read).
+        write: bool,
+    },
     /// KVM could not run the guest (emulation failure, failed entry, unexpected exit).
     Failed(String),
 }
@@ -58,6 +65,8 @@ pub fn handle_exit(
         VcpuExit::Hlt => ExitAction::Halted,
         VcpuExit::Intr => ExitAction::Interrupted,
         VcpuExit::Shutdown => ExitAction::Shutdown,
+        VcpuExit::MmioRead(gpa, _) => ExitAction::Mmio { gpa, write: false },
+        VcpuExit::MmioWrite(gpa, _) => ExitAction::Mmio { gpa, write: true },
         VcpuExit::InternalError => {
             ExitAction::Failed("KVM internal error (emulation failure)".into())
         }

@@ -2,11 +2,13 @@
 //! [`handle_exit`](super::exit::handle_exit) and reports what matters to the run's controller.
 
 use super::exit::{handle_exit, ExitAction};
+use super::pause::PauseGate;
 use super::vm::Vm;
 use crate::arch::x86_64::layout::BOOT_INFO_START;
 use crate::arch::x86_64::regs;
 use crate::devices::serial::Serial;
 use crate::probe::{Probe, ProbeEvent, Violation};
+use crate::quarantine::Quarantine;
 use crate::sched::{SchedError, Scheduler};
 use crate::timing::ExitTiming;
 use crate::ucall::{GuestCall, RaceCall};
@@ -66,6 +68,17 @@ pub enum VcpuEnd {
     },
     /// The race scheduler could not go on (a deadlock, a diverging replay).
     Sched(SchedError),
+    /// The guest touched a quarantined page-table frame.
+    Quarantined {
+        /// The guest-physical address.
+        gpa: u64,
+        /// A write (else a read).
+        write: bool,
+        /// How many table frees ago the frame was freed.
+        frees_ago: usize,
+        /// Where.
+        rip: u64,
+    },
     /// The controller stopped it.
     Stopped,
 }
@@ -113,6 +126,10 @@ pub struct VcpuShared {
     pub timing: Arc<Mutex<ExitTiming>>,
     /// Interleaves racing vCPUs.
     pub sched: Arc<Scheduler>,
+    /// Revokes freed page-table frames.
+    pub quarantine: Option<Arc<Mutex<Quarantine>>>,
+    /// Stops the other vCPUs while memory slots change.
+    pub gate: Arc<PauseGate>,
 }
 
 /// A configured vCPU, ready to run.
@@ -174,6 +191,7 @@ impl Vcpu {
     /// Runs until the guest ends the run, the vCPU fails, or `shared.stop` is set; reports every
     /// stage and the end through `shared.events`.
     pub fn run(mut self, shared: VcpuShared) {
+        shared.gate.register_thread(self.index);
         let end = self.run_loop(&shared);
         // The controller may be gone already (it stopped listening after the outcome).
         let _ = shared.events.send(VcpuEvent::End {
@@ -187,7 +205,10 @@ impl Vcpu {
             if shared.stop.load(Ordering::Acquire) {
                 return VcpuEnd::Stopped;
             }
-            let action = match self.fd.run() {
+            shared.gate.enter(self.index);
+            let exit = self.fd.run();
+            shared.gate.leave(self.index);
+            let action = match exit {
                 Ok(exit) => handle_exit(exit, &shared.mem, &shared.serial),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     ExitAction::Interrupted
@@ -214,8 +235,19 @@ impl Vcpu {
                     let mut rip = || self.fd.get_regs().map_or(0, |r| r.rip);
                     let started = Instant::now();
                     let violations = lock(&shared.probe).handle(self.index, &event, &mut rip);
-                    if matches!(event, ProbeEvent::TableFreeing(_)) {
+                    if let ProbeEvent::TableFreeing(span) = &event {
                         lock(&shared.timing).checked_free(started.elapsed());
+                        if let Some(q) = &shared.quarantine {
+                            let revoked = shared
+                                .gate
+                                .with_others_paused(self.index, || lock(q).revoke(span.frame));
+                            if let Err(e) = revoked {
+                                return VcpuEnd::Failed {
+                                    reason: e.to_string(),
+                                    regs: self.dump(),
+                                };
+                            }
+                        }
                     }
                     if !violations.is_empty() {
                         let event = VcpuEvent::Violations {
@@ -256,6 +288,28 @@ impl Vcpu {
                     }
                 }
                 ExitAction::Shutdown => return VcpuEnd::Shutdown(self.dump().unwrap_or_default()),
+                ExitAction::Mmio { gpa, write } => {
+                    let frees_ago = shared
+                        .quarantine
+                        .as_ref()
+                        .and_then(|q| lock(q).frees_ago(gpa));
+                    let rip = self.fd.get_regs().map_or(0, |r| r.rip);
+                    return match frees_ago {
+                        Some(frees_ago) => VcpuEnd::Quarantined {
+                            gpa,
+                            write,
+                            frees_ago,
+                            rip,
+                        },
+                        None => VcpuEnd::Failed {
+                            reason: format!(
+                                "the guest {} guest-physical {gpa:#x}, where there is no memory",
+                                if write { "wrote" } else { "read" }
+                            ),
+                            regs: self.dump(),
+                        },
+                    };
+                }
                 ExitAction::Failed(reason) => {
                     return VcpuEnd::Failed {
                         reason,
