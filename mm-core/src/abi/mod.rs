@@ -4,10 +4,12 @@
 //! padding and is the same for the guest (`x86_64-unknown-none`) and the host. [`ABI_VERSION`]
 //! changes whenever a layout does; the VMM refuses a guest that publishes another version.
 
+mod bench;
 mod boot;
 mod scenarios;
 mod ucall;
 
+pub use bench::{Workload, MARK_END, MARK_START};
 pub use boot::{BootInfo, BOOT_INFO_MAGIC, SCENARIO_NAME_MAX};
 pub use scenarios::{find_scenario, Expect, ScenarioInfo, DEFAULT_SCENARIO, SCENARIOS};
 pub use ucall::{Ucall, UcallCmd, PING_PORT, UCALL_PORT, UCALL_TEXT_MAX};
