@@ -37,6 +37,9 @@ pub mod nr {
     /// This kernel's `reclaim(addr, len)`: runs `page_referenced` and `try_to_unmap` on every
     /// page mapped in the range, as reclaim would; returns how many were unmapped.
     pub const RECLAIM: u64 = 500;
+    /// This kernel's `bench_mark(workload, phase, units)`: passes a benchmark phase mark to the
+    /// host (`mm_core::abi::bench`); returns 0.
+    pub const BENCH_MARK: u64 = 501;
 }
 
 const EBADF: i64 = 9;
@@ -229,6 +232,10 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
             None => Err(EBADF as i32),
         },
         nr::RECLAIM => Ok(reclaim(p, a0, a1)),
+        nr::BENCH_MARK => {
+            crate::ucall::bench_mark(crate::percpu::this_cpu(), [a0, a1, a2]);
+            Ok(0)
+        }
         _ => return None,
     };
     p.syscalls += 1;

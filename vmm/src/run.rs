@@ -396,8 +396,10 @@ fn decide(cpu: usize, end: VcpuEnd, in_scenario: &[bool]) -> Decision {
             cr2,
             rip,
         },
-        VcpuEnd::Call(GuestCall::Sync { .. } | GuestCall::Probe(_)) => {
-            unreachable!("Sync and probe events never end a vCPU")
+        VcpuEnd::Call(
+            GuestCall::Sync { .. } | GuestCall::Probe(_) | GuestCall::BenchMark { .. },
+        ) => {
+            unreachable!("Sync, probe events and benchmark marks never end a vCPU")
         }
         VcpuEnd::Shutdown(regs) => Failure::TripleFault { cpu, regs },
         VcpuEnd::Failed { reason, regs } => Failure::VcpuFailed { cpu, reason, regs },

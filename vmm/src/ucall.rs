@@ -38,6 +38,15 @@ pub enum GuestCall {
     },
     /// The guest's memory manager reported a probe event.
     Probe(ProbeEvent),
+    /// A benchmark phase starts or ends (`mm_core::abi::bench`).
+    BenchMark {
+        /// The `Workload`, as its raw value.
+        workload: u64,
+        /// `MARK_START` or `MARK_END`.
+        phase: u64,
+        /// At the end: the units (operations, pages, VMAs) the phase did.
+        units: u64,
+    },
     /// An exception reached the guest's IDT.
     Exception {
         /// Exception vector.
@@ -114,6 +123,11 @@ pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallEr
                     line: call.args[0],
                 }
             }
+            UcallCmd::BenchMark => GuestCall::BenchMark {
+                workload: call.args[0],
+                phase: call.args[1],
+                units: call.args[2],
+            },
             UcallCmd::Exception => GuestCall::Exception {
                 vector: call.args[0],
                 error_code: call.args[1],

@@ -3,6 +3,7 @@
 
 mod mm;
 mod random;
+mod workloads;
 
 use crate::user::{enter_user, Exit};
 use crate::{frame, idt, programs, trap, ucall};
