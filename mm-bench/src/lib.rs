@@ -37,6 +37,9 @@ use mm_core::Kernel;
 use linux::Linux;
 use mmcore::MmCore;
 
+/// One scaling series while it is measured: per n asked for, the n used and each total (ns).
+type ScalePoints = BTreeMap<u64, (u64, Vec<f64>)>;
+
 /// Runs the six workloads and the scaling series on both sides at `sizes`; progress goes to
 /// stderr. Measurements that could not be made are listed in [`VsLinux::skipped`].
 pub fn vs_linux(sizes: &Sizes) -> VsLinux {
@@ -58,7 +61,7 @@ pub fn vs_linux(sizes: &Sizes) -> VsLinux {
     let mut skipped = Vec::new();
 
     let mut samples: BTreeMap<(Workload, Side), Vec<f64>> = BTreeMap::new();
-    let mut scaling: BTreeMap<(ScaleOp, Side), BTreeMap<u64, (u64, Vec<f64>)>> = BTreeMap::new();
+    let mut scaling: BTreeMap<(ScaleOp, Side), ScalePoints> = BTreeMap::new();
     let mut record = |op: ScaleOp, side: Side, n: u64, r: Result<(u64, Duration), Skip>| match r {
         Ok((used, d)) => {
             let e = scaling.entry((op, side)).or_default().entry(n).or_default();
@@ -144,7 +147,7 @@ pub fn vs_linux(sizes: &Sizes) -> VsLinux {
         rows,
         scaling,
         skipped,
-        leaked_frames: ram.frames_in_use() as u64,
+        leaked_frames: ram.frames_in_use(),
     }
 }
 

@@ -85,9 +85,14 @@ pub fn fmt_num(x: f64) -> String {
     }
 }
 
-/// A ratio rounded up to three decimals, so a shown 0.500 never hides a miss.
+/// A ratio rounded up to three decimals, so a shown 0.500 never hides a miss; large ratios to
+/// three significant digits.
 pub fn fmt_ratio(q: f64) -> String {
-    format!("{:.3}", (q * 1000.0).ceil() / 1000.0)
+    if q >= 10.0 {
+        fmt_num(q)
+    } else {
+        format!("{:.3}", (q * 1000.0).ceil() / 1000.0)
+    }
 }
 
 /// One workload measured on a subject and on its anchor, in nanoseconds per unit (or in all, for
