@@ -4,6 +4,7 @@
 //! same workload at the same size in this process, right after.
 
 use super::BenchError;
+use mm_bench::report::row_table;
 use mm_bench::{linux_at, Row, Stats, Workload};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +22,18 @@ pub struct GuestBench {
     pub scale: u64,
     /// Guest (subject) against Linux (anchor), nanoseconds per unit or in all.
     pub rows: Vec<Row>,
+}
+
+impl GuestBench {
+    /// The rows as a table under a head that names the platform (`label`).
+    pub fn table(&self, label: &str) -> String {
+        format!(
+            "mm workloads in the guest: ring-3 processes, mm-core on real page tables, {} units \
+             each, against Linux at the same sizes.\nplatform: {label}\n{}",
+            self.scale,
+            row_table(&self.rows, "guest", None)
+        )
+    }
 }
 
 /// Runs the guest scenario at the quick or full scale and measures Linux at the sizes it reports.

@@ -8,7 +8,7 @@ use super::guest::{guest_workloads, GuestBench};
 use super::platform::Platform;
 use super::{BenchError, BootBench, ProbeBench, BOOT_GOAL, BOOT_GOAL_RATIO};
 use crate::campaign::{run_campaign, CampaignConfig, SeedRange};
-use mm_bench::report::{row_table, GOAL_RATIO};
+use mm_bench::report::GOAL_RATIO;
 use mm_bench::{Row, Series, Sizes, Stats, VsLinux};
 use serde_json::{json, Value};
 use std::fmt;
@@ -118,14 +118,7 @@ impl fmt::Display for Suite {
         writeln!(f, "{}", self.probes)?;
         writeln!(f)?;
         writeln!(f, "{}", self.mm)?;
-        writeln!(
-            f,
-            "mm workloads in the guest: ring-3 processes, mm-core on real page tables, {} units \
-             each, against Linux at the same sizes.",
-            self.guest.scale
-        )?;
-        writeln!(f, "platform: {}", self.guest_label())?;
-        writeln!(f, "{}", row_table(&self.guest.rows, "guest", None))?;
+        writeln!(f, "{}", self.guest.table(&self.guest_label()))?;
         writeln!(f, "campaign throughput (correct order, every CPU):")?;
         for c in &self.campaigns {
             writeln!(
