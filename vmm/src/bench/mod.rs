@@ -96,13 +96,15 @@ pub fn floor() -> Result<Duration, BenchError> {
     }
 }
 
-/// Median and minimum of a set of timings.
+/// Median, minimum and maximum of a set of timings.
 #[derive(Clone, Copy, Debug)]
 pub struct Summary {
     /// Median.
     pub median: Duration,
     /// Fastest.
     pub min: Duration,
+    /// Slowest.
+    pub max: Duration,
 }
 
 impl Summary {
@@ -111,6 +113,7 @@ impl Summary {
         Summary {
             median: samples[samples.len() / 2],
             min: samples[0],
+            max: samples[samples.len() - 1],
         }
     }
 }
@@ -144,20 +147,22 @@ impl fmt::Display for BootBench {
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         writeln!(
             f,
-            "boot time, process spawn to exit, {} runs each (median / min):",
+            "boot time, process spawn to exit, {} runs each (median / min / max):",
             self.iterations
         )?;
         writeln!(
             f,
-            "  floor  (VM + vCPU + first exit)   {:8.2} ms / {:8.2} ms",
+            "  floor  (VM + vCPU + first exit)   {:8.2} ms / {:8.2} ms / {:8.2} ms",
             ms(self.floor.median),
-            ms(self.floor.min)
+            ms(self.floor.min),
+            ms(self.floor.max)
         )?;
         writeln!(
             f,
-            "  boot   (kernel ready, 2 vCPUs)    {:8.2} ms / {:8.2} ms",
+            "  boot   (kernel ready, 2 vCPUs)    {:8.2} ms / {:8.2} ms / {:8.2} ms",
             ms(self.boot.median),
-            ms(self.boot.min)
+            ms(self.boot.min),
+            ms(self.boot.max)
         )?;
         writeln!(
             f,

@@ -147,8 +147,8 @@ impl Suite {
             "platform": self.platform.describe(),
             "boot": {
                 "iterations": self.boot.iterations,
-                "floor_ms": { "median": ms(self.boot.floor.median), "min": ms(self.boot.floor.min) },
-                "boot_ms": { "median": ms(self.boot.boot.median), "min": ms(self.boot.boot.min) },
+                "floor_ms": { "median": ms(self.boot.floor.median), "min": ms(self.boot.floor.min), "max": ms(self.boot.floor.max) },
+                "boot_ms": { "median": ms(self.boot.boot.median), "min": ms(self.boot.boot.min), "max": ms(self.boot.boot.max) },
                 "ratio": self.boot.ratio(),
                 "goal": { "max_ms": ms(BOOT_GOAL), "max_ratio": BOOT_GOAL_RATIO, "met": self.boot.meets_goals() },
             },
