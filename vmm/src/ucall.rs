@@ -178,6 +178,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bench_mark_carries_its_workload_phase_and_units() {
+        let mem = mem();
+        let mut call = Ucall::new(UcallCmd::BenchMark, 0);
+        call.args = [4, 1, 256, 0, 0, 0];
+        write_call(&mem, GuestAddress(0x4000), call).unwrap();
+        assert_eq!(
+            read_call(&mem, &0x4000u32.to_le_bytes()),
+            Ok(GuestCall::BenchMark {
+                workload: 4,
+                phase: 1,
+                units: 256
+            })
+        );
+    }
+
+    #[test]
     fn hostile_lengths_are_clamped_to_the_text() {
         let mem = mem();
         let mut call = Ucall::new(UcallCmd::Abort, 0);
