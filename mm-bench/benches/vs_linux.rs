@@ -8,12 +8,7 @@ fn main() {
     // --all-targets`), which only needs to show the bench works, so it takes the quick sizes too.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
-    let sizes = if quick {
-        mm_bench::Sizes::QUICK
-    } else {
-        mm_bench::Sizes::FULL
-    };
-    let result = mm_bench::vs_linux(&sizes);
+    let result = mm_bench::vs_linux(mm_bench::Sizes::of_run(quick));
     println!("{result}");
     if !result.complete() {
         eprintln!("measurements skipped or frames leaked: see above");

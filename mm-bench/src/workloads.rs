@@ -77,6 +77,15 @@ impl Sizes {
         scaling: &[1_000, 2_000, 4_000],
     };
 
+    /// The smoke run's sizes when `quick`, else the full ones.
+    pub fn of_run(quick: bool) -> &'static Sizes {
+        if quick {
+            &Sizes::QUICK
+        } else {
+            &Sizes::FULL
+        }
+    }
+
     /// How many units (operations, pages, VMAs) `work` does at these sizes.
     pub fn units(&self, work: Workload) -> u64 {
         match work {

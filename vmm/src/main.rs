@@ -230,12 +230,7 @@ fn bench_probes(quick: bool) -> u8 {
 }
 
 fn bench_mm(quick: bool) -> u8 {
-    let sizes = if quick {
-        mm_bench::Sizes::QUICK
-    } else {
-        mm_bench::Sizes::FULL
-    };
-    let result = mm_bench::vs_linux(&sizes);
+    let result = mm_bench::vs_linux(mm_bench::Sizes::of_run(quick));
     println!("{result}");
     if result.complete() {
         SUCCESS

@@ -55,7 +55,7 @@ pub fn run(vmm_exe: &Path, quick: bool) -> Result<Suite, BenchError> {
     eprintln!("bench: probe cost …");
     let probes = super::probes(vmm_exe, quick)?;
     eprintln!("bench: mm workloads, mm-core (host build) against Linux …");
-    let mm = mm_bench::vs_linux(if quick { &Sizes::QUICK } else { &Sizes::FULL });
+    let mm = mm_bench::vs_linux(Sizes::of_run(quick));
     eprintln!("bench: mm workloads in the guest …");
     let guest = guest_workloads(vmm_exe, quick)?;
     let plans: [(&'static str, u64); 2] = if quick {
