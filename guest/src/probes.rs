@@ -2,6 +2,7 @@
 //! the ordering rule in guest memory before the kernel goes on.
 
 use crate::{percpu, race, ucall};
+use core::sync::atomic::{AtomicBool, Ordering};
 use mm_core::abi::UcallCmd;
 use mm_core::hooks::{
     FlushEvent, MmHooks, PoisonHit, TableEvent, VmaRangeEvent, VmaUnlinkEvent, WalkerPoint,
@@ -12,9 +13,26 @@ use mm_core::Kernel;
 /// Reports every ordering event to the host.
 pub struct HostProbes;
 
-/// Reports `cmd` to the host, which checks it before this returns; a racing vCPU then takes the
-/// interrupts that arrived while the host held it (see `race::point`).
+/// Off while a benchmark times mm-core's own work (`mm-workloads`); on otherwise.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the reports to the host on or off; turn them off only while no process runs, so the host
+/// never sees half of a VMA's life.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// True when events are reported to the host.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Reports `cmd` to the host, which checks it before this returns, unless the probes are off; a
+/// racing vCPU then takes the interrupts that arrived while the host held it (see `race::point`).
 fn event(cmd: UcallCmd, args: [u64; 6]) {
+    if !enabled() {
+        return;
+    }
     let cpu = percpu::this_cpu();
     ucall::probe(cpu, cmd, args);
     race::interrupts(cpu);

@@ -40,7 +40,10 @@ pub mod nr {
     pub const RECLAIM: u64 = 500;
     /// This kernel's `race_start(addr, len)` (race scenarios only): hands every page mapped in the
     /// range to the walkers on the other vCPUs and joins the race; returns how many pages.
-    pub const RACE_START: u64 = 501;
+    pub const RACE_START: u64 = 502;
+    /// This kernel's `bench_mark(workload, phase, units)`: passes a benchmark phase mark to the
+    /// host (`mm_core::abi::bench`); returns 0.
+    pub const BENCH_MARK: u64 = 501;
 }
 
 const EBADF: i64 = 9;
@@ -246,6 +249,10 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
             p.mm.raw().pgd().0,
             &mapped_pages(p, a0, a1),
         )),
+        nr::BENCH_MARK => {
+            crate::ucall::bench_mark(crate::percpu::this_cpu(), [a0, a1, a2]);
+            Ok(0)
+        }
         _ => return None,
     };
     p.syscalls += 1;

@@ -55,6 +55,13 @@ pub fn with_text(cpu: usize, cmd: UcallCmd, args: [u64; 6], text: &str) {
     });
 }
 
+/// Marks the start or end of a benchmark phase (`mm_core::abi::bench`); the host timestamps it.
+pub fn bench_mark(cpu: usize, args: [u64; 3]) {
+    call(cpu, UcallCmd::BenchMark, |c| {
+        c.args = [args[0], args[1], args[2], 0, 0, 0]
+    });
+}
+
 /// Ends the run with `verdict` (0 = success); the host stops the VM.
 pub fn done(cpu: usize, verdict: u64) -> ! {
     call(cpu, UcallCmd::Done, |c| c.args[0] = verdict);

@@ -149,7 +149,8 @@ pub struct ReplayArgs {
 /// Options of `vmm bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which benchmark; all of them (boot, probes, campaign throughput) when omitted.
+    /// Which benchmark; all of them (boot, probes, mm workloads on the host and in the guest
+    /// against Linux, munmap / exit_mmap scaling, campaign throughput) when omitted.
     #[arg(value_enum)]
     pub which: Option<BenchKind>,
     /// Measured runs of each side (boot).
@@ -248,6 +249,11 @@ pub enum BenchKind {
     /// Host cost per checked page-table free, against the bare exit round trip, at 10, 1,000 and
     /// 65,530 VMAs.
     Probes,
+    /// The six mm workloads in mm-core's host build against Linux, and munmap / exit_mmap
+    /// scaling from 1,000 to 65,530 VMAs (as `cargo bench -p mm-bench`).
+    Mm,
+    /// The six mm workloads in the guest, on real page tables, against Linux.
+    Guest,
 }
 
 fn parse_scenario(name: &str) -> Result<String, String> {

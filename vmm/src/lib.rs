@@ -22,7 +22,8 @@
 //! - [`replay`]: `vmm replay` in the guest: the op stream in, the final address space out.
 //! - [`report`]: the probes' end-of-run summary and JSON report.
 //! - [`cli`]: command-line parsing.
-//! - [`bench`]: the boot-time benchmark against the bare KVM floor.
+//! - [`bench`]: `vmm bench`: boot, probe cost, mm workloads (host and guest) against Linux,
+//!   scaling and campaign throughput, each against its anchor.
 //! - [`campaign`]: one scenario over many seeds in parallel `vmm run` children, sharded and merged.
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -40,6 +40,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => match args.which {
             Some(BenchKind::Boot) => bench_boot(if args.quick { 3 } else { args.iterations }),
             Some(BenchKind::Probes) => bench_probes(args.quick),
+            Some(BenchKind::Mm) => bench_mm(args.quick),
+            Some(BenchKind::Guest) => bench_guest(args.quick),
             None => bench_all(&args),
         },
         Command::Campaign(args) => match args.command {
@@ -231,6 +233,31 @@ fn bench_probes(quick: bool) -> u8 {
     match vmm::bench::probes(&exe, quick) {
         Ok(result) => {
             println!("{result}");
+            SUCCESS
+        }
+        Err(e) => fail(FAILURE, &e),
+    }
+}
+
+fn bench_mm(quick: bool) -> u8 {
+    let result = mm_bench::vs_linux(mm_bench::Sizes::of_run(quick));
+    println!("{result}");
+    if result.complete() {
+        SUCCESS
+    } else {
+        FAILURE
+    }
+}
+
+fn bench_guest(quick: bool) -> u8 {
+    let exe = match this_exe() {
+        Ok(exe) => exe,
+        Err(code) => return code,
+    };
+    match vmm::bench::guest::guest_workloads(&exe, quick) {
+        Ok(result) => {
+            let label = vmm::bench::platform::Platform::detect().guest_label(None);
+            println!("{}", result.table(&label));
             SUCCESS
         }
         Err(e) => fail(FAILURE, &e),

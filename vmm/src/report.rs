@@ -64,6 +64,12 @@ pub fn to_json(
             "check_per_free_ns": report.timing.check_per_free().map(|d| d.as_nanos() as u64),
             "check_median_ns": report.timing.check_median().map(|d| d.as_nanos() as u64),
             "check_max_ns": report.timing.check_max().map(|d| d.as_nanos() as u64),
+            "phases": report.timing.phases.iter().map(|p| json!({
+                "workload": p.workload.name(),
+                "units": p.units,
+                "ns": p.took.as_nanos() as u64,
+            })).collect::<Vec<_>>(),
+            "unpaired_marks": report.timing.unpaired_marks,
         },
     })
 }

@@ -495,8 +495,13 @@ fn decide(cpu: usize, end: VcpuEnd, in_scenario: &[bool]) -> Decision {
             rip,
         },
         VcpuEnd::Call(GuestCall::PoisonHit(hit)) => Failure::UseAfterFree { cpu, hit },
-        VcpuEnd::Call(GuestCall::Sync { .. } | GuestCall::Probe(_) | GuestCall::Race(_)) => {
-            unreachable!("Sync, probe and race calls never end a vCPU")
+        VcpuEnd::Call(
+            GuestCall::Sync { .. }
+            | GuestCall::Probe(_)
+            | GuestCall::Race(_)
+            | GuestCall::BenchMark { .. },
+        ) => {
+            unreachable!("Sync, probe events, race calls and benchmark marks never end a vCPU")
         }
         VcpuEnd::Sched(e) => Failure::Race(e),
         VcpuEnd::Quarantined {

@@ -1,7 +1,20 @@
-//! Exit timing for the probe benchmark: the bare exit round trip (ping exits) and the host time
-//! spent checking each page-table free.
+//! Exit timing for the benchmarks: the bare exit round trip (ping exits), the host time spent
+//! checking each page-table free, and the guest's benchmark phases (from one `BenchMark` call to
+//! the next).
 
+use mm_core::abi::{Workload, MARK_END, MARK_START};
 use std::time::{Duration, Instant};
+
+/// One benchmark phase the guest marked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Phase {
+    /// The workload.
+    pub workload: Workload,
+    /// Units (operations, pages, VMAs) it did.
+    pub units: u64,
+    /// Host time from the start mark's exit to the end mark's exit.
+    pub took: Duration,
+}
 
 /// What the vCPU threads measured.
 #[derive(Clone, Debug, Default)]
@@ -16,6 +29,12 @@ pub struct ExitTiming {
     pub check_time: Duration,
     /// Each check's time, in order.
     checks: Vec<Duration>,
+    /// The guest's benchmark phases, in order.
+    pub phases: Vec<Phase>,
+    /// Marks that did not pair up (an end with no start, another workload's end, an unknown
+    /// workload): none in a sound run.
+    pub unpaired_marks: u64,
+    open_phase: Option<(Workload, Instant)>,
 }
 
 impl ExitTiming {
@@ -31,6 +50,23 @@ impl ExitTiming {
         self.checked_frees += 1;
         self.check_time += took;
         self.checks.push(took);
+    }
+
+    /// A benchmark mark arrived at `at`: a start opens a phase, the matching end closes it.
+    pub fn bench_mark(&mut self, workload: u64, phase: u64, units: u64, at: Instant) {
+        let workload = Workload::from_raw(workload);
+        match (phase, workload, self.open_phase.take()) {
+            (MARK_START, Some(w), open) => {
+                self.unpaired_marks += u64::from(open.is_some());
+                self.open_phase = Some((w, at));
+            }
+            (MARK_END, Some(w), Some((open, started))) if open == w => self.phases.push(Phase {
+                workload: w,
+                units,
+                took: at - started,
+            }),
+            _ => self.unpaired_marks += 1,
+        }
     }
 
     /// Mean time from one ping exit to the next: exit, VMM, re-entry and one guest loop turn.
@@ -75,6 +111,36 @@ mod tests {
             t.ping(start + Duration::from_micros(10 * i));
         }
         assert_eq!(t.ping_round_trip(), Some(Duration::from_micros(10)));
+    }
+
+    #[test]
+    fn a_phase_runs_from_its_start_mark_to_its_end_mark() {
+        let mut t = ExitTiming::default();
+        let start = Instant::now();
+        let w = Workload::TouchAnon as u64;
+        t.bench_mark(w, MARK_START, 0, start);
+        t.bench_mark(w, MARK_END, 64, start + Duration::from_millis(5));
+        assert_eq!(
+            t.phases,
+            [Phase {
+                workload: Workload::TouchAnon,
+                units: 64,
+                took: Duration::from_millis(5)
+            }]
+        );
+        assert_eq!(t.unpaired_marks, 0);
+    }
+
+    #[test]
+    fn marks_that_do_not_pair_up_are_counted_not_timed() {
+        let mut t = ExitTiming::default();
+        let now = Instant::now();
+        t.bench_mark(Workload::CreateVmas as u64, MARK_END, 1, now);
+        t.bench_mark(Workload::CreateVmas as u64, MARK_START, 0, now);
+        t.bench_mark(Workload::MunmapVmas as u64, MARK_END, 1, now);
+        t.bench_mark(99, MARK_START, 0, now);
+        assert!(t.phases.is_empty());
+        assert_eq!(t.unpaired_marks, 3);
     }
 
     #[test]

@@ -42,6 +42,15 @@ pub enum GuestCall {
     Race(RaceCall),
     /// A walker read a freed page table: a use-after-free the ordering rule should prevent.
     PoisonHit(PoisonHit),
+    /// A benchmark phase starts or ends (`mm_core::abi::bench`).
+    BenchMark {
+        /// The `Workload`, as its raw value.
+        workload: u64,
+        /// `MARK_START` or `MARK_END`.
+        phase: u64,
+        /// At the end: the units (operations, pages, VMAs) the phase did.
+        units: u64,
+    },
     /// An exception reached the guest's IDT.
     Exception {
         /// Exception vector.
@@ -159,6 +168,11 @@ pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallEr
                     line: call.args[0],
                 }
             }
+            UcallCmd::BenchMark => GuestCall::BenchMark {
+                workload: call.args[0],
+                phase: call.args[1],
+                units: call.args[2],
+            },
             UcallCmd::Exception => GuestCall::Exception {
                 vector: call.args[0],
                 error_code: call.args[1],
@@ -222,6 +236,22 @@ mod tests {
                 file: "src/x.rs".into(),
                 line: 42
             }
+        );
+    }
+
+    #[test]
+    fn a_bench_mark_carries_its_workload_phase_and_units() {
+        let mem = mem();
+        let mut call = Ucall::new(UcallCmd::BenchMark, 0);
+        call.args = [4, 1, 256, 0, 0, 0];
+        write_call(&mem, GuestAddress(0x4000), call).unwrap();
+        assert_eq!(
+            read_call(&mem, &0x4000u32.to_le_bytes()),
+            Ok(GuestCall::BenchMark {
+                workload: 4,
+                phase: 1,
+                units: 256
+            })
         );
     }
 

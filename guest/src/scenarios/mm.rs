@@ -47,6 +47,7 @@ pub fn find(name: &str) -> Option<fn() -> u64> {
         "rmap" => rmap,
         "tour" => tour,
         "probe-bench" => probe_bench,
+        "mm-workloads" => super::workloads::workloads,
         "random-mm" => || super::random::random_mm(super::seed(), super::scale_or(200)),
         "race-munmap" => super::race::race_munmap,
         "race-exit" => super::race::race_exit,

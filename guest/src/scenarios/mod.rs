@@ -5,6 +5,7 @@ mod mm;
 pub(crate) mod race;
 mod random;
 mod replay;
+mod workloads;
 
 use crate::user::{enter_user, Exit};
 use crate::{frame, idt, programs, trap, ucall};

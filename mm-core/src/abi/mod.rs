@@ -4,17 +4,19 @@
 //! padding and is the same for the guest (`x86_64-unknown-none`) and the host. [`ABI_VERSION`]
 //! changes whenever a layout does; the VMM refuses a guest that publishes another version.
 
+mod bench;
 mod boot;
 pub mod replay;
 mod scenarios;
 mod ucall;
 
+pub use bench::{Workload, MARK_END, MARK_START};
 pub use boot::{BootInfo, BOOT_INFO_MAGIC, SCENARIO_NAME_MAX};
 pub use scenarios::{find_scenario, Expect, ScenarioInfo, DEFAULT_SCENARIO, SCENARIOS};
 pub use ucall::{SchedPointKind, Ucall, UcallCmd, PING_PORT, UCALL_PORT, UCALL_TEXT_MAX};
 
 /// Layout version of every structure in this module.
-pub const ABI_VERSION: u64 = 3;
+pub const ABI_VERSION: u64 = 4;
 
 /// How many of the most recently freed page-table frames the host may revoke from the guest (its
 /// quarantine); the guest's frame allocator leaves more than that many untouched after freeing.

@@ -94,6 +94,11 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "mm-workloads",
+        about: "the six mm workloads of vmm bench in ring-3 processes, each phase timed by the host (--scale = units, default 64)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "random-mm",
         about: "seeded random mmap/munmap/mprotect/touch/reclaim over a PMD boundary (--seed; --scale = operations, default 200)",
         expect: Expect::Pass,

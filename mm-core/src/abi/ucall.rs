@@ -29,6 +29,9 @@ pub enum UcallCmd {
     Abort = 3,
     /// A CPU exception reached the guest's IDT: `args` are vector, error code, CR2 and RIP.
     Exception = 4,
+    /// A benchmark phase starts or ends: `args` are the `Workload`, `MARK_START` or `MARK_END`, and
+    /// (at the end) the units done; the host times from one mark to the next (see `abi::bench`).
+    BenchMark = 5,
     /// The memory manager is up: `args` are the address of its `KernelRoots`, the address and
     /// length (in entries) of its `Page` array, the kernel's page-table root, and
     /// `mm::layout::LAYOUT_MAGIC` and `LAYOUT_VERSION`, which the VMM checks before reading any
@@ -84,6 +87,7 @@ impl UcallCmd {
             2 => UcallCmd::Done,
             3 => UcallCmd::Abort,
             4 => UcallCmd::Exception,
+            5 => UcallCmd::BenchMark,
             0x100 => UcallCmd::ProbeRoots,
             0x101 => UcallCmd::ProbeVmaUnlinked,
             0x102 => UcallCmd::ProbeTableUnhooked,

@@ -2,7 +2,11 @@
 //!
 //! - this module: boot time, process start to guest ready, against the bare KVM floor;
 //! - [`probes`]: the host cost of checking a page-table free, against the bare exit round trip;
-//! - [`suite`]: `vmm bench` — everything in one run, as a table, JSON and an SVG picture.
+//! - [`guest`]: the mm workloads in the guest on real page tables, against Linux;
+//! - [`platform`]: what this machine's KVM is, for the label next to guest figures;
+//! - [`suite`]: `vmm bench` — everything in one run (the mm-core host rows come from `mm_bench`),
+//!   as a table and JSON;
+//! - [`svg`]: the suite as a picture: bars against goals, and the scaling curves.
 //!
 //! The boot benchmark:
 //!
@@ -11,8 +15,11 @@
 //! small memory slot and one vCPU and takes the first exit; the boot (`vmm run --scenario boot`)
 //! does everything `cargo run` does until the kernel is initialised, then finishes.
 
+pub mod guest;
+pub mod platform;
 pub mod probes;
 pub mod suite;
+pub mod svg;
 
 pub use probes::{probes, ProbeBench, ProbeRow};
 
@@ -89,13 +96,15 @@ pub fn floor() -> Result<Duration, BenchError> {
     }
 }
 
-/// Median and minimum of a set of timings.
+/// Median, minimum and maximum of a set of timings.
 #[derive(Clone, Copy, Debug)]
 pub struct Summary {
     /// Median.
     pub median: Duration,
     /// Fastest.
     pub min: Duration,
+    /// Slowest.
+    pub max: Duration,
 }
 
 impl Summary {
@@ -104,6 +113,7 @@ impl Summary {
         Summary {
             median: samples[samples.len() / 2],
             min: samples[0],
+            max: samples[samples.len() - 1],
         }
     }
 }
@@ -137,20 +147,22 @@ impl fmt::Display for BootBench {
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         writeln!(
             f,
-            "boot time, process spawn to exit, {} runs each (median / min):",
+            "boot time, process spawn to exit, {} runs each (median / min / max):",
             self.iterations
         )?;
         writeln!(
             f,
-            "  floor  (VM + vCPU + first exit)   {:8.2} ms / {:8.2} ms",
+            "  floor  (VM + vCPU + first exit)   {:8.2} ms / {:8.2} ms / {:8.2} ms",
             ms(self.floor.median),
-            ms(self.floor.min)
+            ms(self.floor.min),
+            ms(self.floor.max)
         )?;
         writeln!(
             f,
-            "  boot   (kernel ready, 2 vCPUs)    {:8.2} ms / {:8.2} ms",
+            "  boot   (kernel ready, 2 vCPUs)    {:8.2} ms / {:8.2} ms / {:8.2} ms",
             ms(self.boot.median),
-            ms(self.boot.min)
+            ms(self.boot.min),
+            ms(self.boot.max)
         )?;
         writeln!(
             f,
@@ -193,6 +205,44 @@ fn time_child(exe: &Path, args: &[&str]) -> Result<Duration, BenchError> {
         });
     }
     Ok(elapsed)
+}
+
+/// Runs `vmm run ARGS --timeout 600 --report FILE` and returns the report and the command line
+/// (for errors about the report's content).
+fn run_with_report(
+    vmm_exe: &Path,
+    args: &[&str],
+) -> Result<(serde_json::Value, String), BenchError> {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let report = std::env::temp_dir().join(format!("mm-bench-{}-{n}.json", std::process::id()));
+    let command = format!(
+        "{} run {} --timeout 600 --report {}",
+        vmm_exe.display(),
+        args.join(" "),
+        report.display()
+    );
+    let child = |reason: String| BenchError::Child {
+        command: command.clone(),
+        reason,
+    };
+    let status = Command::new(vmm_exe)
+        .arg("run")
+        .args(args)
+        .args(["--timeout", "600", "--report"])
+        .arg(&report)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| child(e.to_string()))?;
+    if !status.success() {
+        return Err(child(status.to_string()));
+    }
+    let text = std::fs::read_to_string(&report).map_err(|e| child(format!("no report: {e}")))?;
+    let _ = std::fs::remove_file(&report);
+    let json = serde_json::from_str(&text).map_err(|e| child(format!("bad report: {e}")))?;
+    Ok((json, command))
 }
 
 /// Runs the boot benchmark with `vmm_exe` as both sides, `iterations` times each, after one warm-up.

@@ -4,7 +4,6 @@
 use super::BenchError;
 use std::fmt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// VMA counts the probe benchmark runs at.
@@ -99,54 +98,9 @@ pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
     let mut rows = Vec::new();
     for &vmas in scales {
         eprintln!("bench probes: {vmas} VMAs …");
-        let report =
-            std::env::temp_dir().join(format!("mm-probe-bench-{}-{vmas}.json", std::process::id()));
         let scale = vmas.to_string();
-        let args = [
-            "run",
-            "--scenario",
-            "probe-bench",
-            "--scale",
-            &scale,
-            "--timeout",
-            "600",
-            "--report",
-        ];
-        let command = || {
-            format!(
-                "{} {} {}",
-                vmm_exe.display(),
-                args.join(" "),
-                report.display()
-            )
-        };
-        let status = Command::new(vmm_exe)
-            .args(args)
-            .arg(&report)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| BenchError::Child {
-                command: command(),
-                reason: e.to_string(),
-            })?;
-        if !status.success() {
-            return Err(BenchError::Child {
-                command: command(),
-                reason: status.to_string(),
-            });
-        }
-        let text = std::fs::read_to_string(&report).map_err(|e| BenchError::Child {
-            command: command(),
-            reason: format!("no report: {e}"),
-        })?;
-        let _ = std::fs::remove_file(&report);
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| BenchError::Child {
-                command: command(),
-                reason: format!("bad report: {e}"),
-            })?;
+        let args = ["--scenario", "probe-bench", "--scale", &scale];
+        let (json, command) = super::run_with_report(vmm_exe, &args)?;
         let t = &json["timing"];
         let ns = |key: &str| t[key].as_u64().map(Duration::from_nanos);
         let timing = (
@@ -157,7 +111,7 @@ pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
         );
         let (Some(round_trip), Some(check), Some(check_mean), Some(check_max)) = timing else {
             return Err(BenchError::Child {
-                command: command(),
+                command,
                 reason: format!("no timing in report: {t}"),
             });
         };

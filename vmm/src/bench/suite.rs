@@ -1,13 +1,17 @@
-//! `vmm bench`: every benchmark in one run — boot time against the KVM floor, the probes' cost per
-//! checked free against the bare exit, and campaign throughput — as a table on stdout, JSON
-//! (`--json`) and an SVG picture (`--svg`). `--quick` is the smoke run the test suite uses.
-//!
-//! The mm workloads against Linux stay in `cargo bench -p mm-core --bench vs_linux` for now.
+//! `vmm bench`: every benchmark in one run, each figure against its anchor — boot time against the
+//! KVM floor, the probes' cost per checked free against the bare exit, the six mm workloads in
+//! mm-core's host build and in the guest against Linux, munmap / exit_mmap scaling, and campaign
+//! throughput — as a table on stdout, JSON (`--json`) and an SVG picture (`--svg`, drawn by
+//! [`super::svg`]). `--quick` is the smoke run the test suite uses.
 
+use super::guest::{guest_workloads, GuestBench};
+use super::platform::Platform;
 use super::{BenchError, BootBench, ProbeBench, BOOT_GOAL, BOOT_GOAL_RATIO};
 use crate::campaign::{run_campaign, CampaignConfig, SeedRange};
+use mm_bench::report::GOAL_RATIO;
+use mm_bench::{Row, Series, Sizes, Stats, VsLinux};
 use serde_json::{json, Value};
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,29 +35,17 @@ pub struct CampaignRate {
 #[derive(Clone, Debug)]
 pub struct Suite {
     /// What KVM this machine has.
-    pub platform: String,
+    pub platform: Platform,
     /// Boot against the floor.
     pub boot: BootBench,
     /// Probe cost against the bare exit.
     pub probes: ProbeBench,
+    /// mm-core's host build against Linux, and munmap / exit_mmap scaling.
+    pub mm: VsLinux,
+    /// The same workloads in the guest against Linux.
+    pub guest: GuestBench,
     /// Campaign throughput.
     pub campaigns: Vec<CampaignRate>,
-}
-
-/// Hardware KVM when the CPU advertises VMX or SVM; otherwise a software hypervisor (here: PVM),
-/// which emulates guest ring 0 — every figure of guest kernel work is far slower than on hardware.
-pub fn platform() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hardware = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if hardware {
-        format!("hardware KVM (VMX/SVM), {cpus} CPUs")
-    } else {
-        format!("software KVM (no VMX/SVM: guest ring 0 is emulated), {cpus} CPUs")
-    }
 }
 
 /// Runs every benchmark with `vmm_exe` as the child.
@@ -62,6 +54,10 @@ pub fn run(vmm_exe: &Path, quick: bool) -> Result<Suite, BenchError> {
     let boot = super::boot(vmm_exe, if quick { 3 } else { 30 })?;
     eprintln!("bench: probe cost …");
     let probes = super::probes(vmm_exe, quick)?;
+    eprintln!("bench: mm workloads, mm-core (host build) against Linux …");
+    let mm = mm_bench::vs_linux(Sizes::of_run(quick));
+    eprintln!("bench: mm workloads in the guest …");
+    let guest = guest_workloads(vmm_exe, quick)?;
     let plans: [(&'static str, u64); 2] = if quick {
         [("munmap-whole", 8), ("tour", 2)]
     } else {
@@ -96,9 +92,11 @@ pub fn run(vmm_exe: &Path, quick: bool) -> Result<Suite, BenchError> {
         });
     }
     Ok(Suite {
-        platform: platform(),
+        platform: Platform::detect(),
         boot,
         probes,
+        mm,
+        guest,
         campaigns,
     })
 }
@@ -113,12 +111,14 @@ fn verdict(ok: bool) -> &'static str {
 
 impl fmt::Display for Suite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "platform: {}", self.platform)?;
+        writeln!(f, "platform: {}", self.platform.describe())?;
         writeln!(f)?;
         writeln!(f, "{}", self.boot)?;
         writeln!(f)?;
         writeln!(f, "{}", self.probes)?;
         writeln!(f)?;
+        writeln!(f, "{}", self.mm)?;
+        writeln!(f, "{}", self.guest.table(&self.guest_label()))?;
         writeln!(f, "campaign throughput (correct order, every CPU):")?;
         for c in &self.campaigns {
             writeln!(
@@ -144,11 +144,11 @@ impl Suite {
     pub fn to_json(&self) -> Value {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         json!({
-            "platform": self.platform,
+            "platform": self.platform.describe(),
             "boot": {
                 "iterations": self.boot.iterations,
-                "floor_ms": { "median": ms(self.boot.floor.median), "min": ms(self.boot.floor.min) },
-                "boot_ms": { "median": ms(self.boot.boot.median), "min": ms(self.boot.boot.min) },
+                "floor_ms": { "median": ms(self.boot.floor.median), "min": ms(self.boot.floor.min), "max": ms(self.boot.floor.max) },
+                "boot_ms": { "median": ms(self.boot.boot.median), "min": ms(self.boot.boot.min), "max": ms(self.boot.boot.max) },
                 "ratio": self.boot.ratio(),
                 "goal": { "max_ms": ms(BOOT_GOAL), "max_ratio": BOOT_GOAL_RATIO, "met": self.boot.meets_goals() },
             },
@@ -161,6 +161,20 @@ impl Suite {
                 "checked_frees": r.frees,
                 "ratio": r.ratio(),
             })).collect::<Vec<_>>(),
+            "mm_workloads": {
+                "quick": self.mm.quick,
+                "repeats": self.mm.repeats,
+                "goal_max_ratio": GOAL_RATIO,
+                "rows": self.mm.rows.iter().map(row_json).collect::<Vec<_>>(),
+                "skipped": self.mm.skipped,
+                "leaked_frames": self.mm.leaked_frames,
+            },
+            "scaling": self.mm.scaling.iter().map(series_json).collect::<Vec<_>>(),
+            "guest_workloads": {
+                "platform": self.guest_label(),
+                "scale": self.guest.scale,
+                "rows": self.guest.rows.iter().map(row_json).collect::<Vec<_>>(),
+            },
             "campaigns": self.campaigns.iter().map(|c| json!({
                 "scenario": c.scenario,
                 "runs": c.runs,
@@ -171,97 +185,53 @@ impl Suite {
         })
     }
 
-    /// The results as a picture: one bar per measurement against its goal (the red tick).
+    /// The results as a picture ([`super::svg`]).
     pub fn to_svg(&self) -> String {
-        let mut rows: Vec<(String, f64, f64, bool, String)> = vec![(
-            "boot / KVM floor".into(),
-            self.boot.ratio(),
-            BOOT_GOAL_RATIO,
-            false,
-            format!("{:.1}x (goal <= {BOOT_GOAL_RATIO}x)", self.boot.ratio()),
-        )];
-        for r in &self.probes.rows {
-            rows.push((
-                format!("checked free / bare exit, {} VMAs", r.vmas),
-                r.ratio(),
-                super::probes::PROBE_GOAL_RATIO,
-                false,
-                format!(
-                    "{:.2}x (goal <= {}x at 1,000 VMAs)",
-                    r.ratio(),
-                    super::probes::PROBE_GOAL_RATIO
-                ),
-            ));
-        }
-        for c in &self.campaigns {
-            rows.push((
-                format!("campaign {}, runs/minute", c.scenario),
-                c.runs_per_minute,
-                CAMPAIGN_GOAL,
-                true,
-                format!("{:.0} (goal >= {CAMPAIGN_GOAL})", c.runs_per_minute),
-            ));
-        }
-        let (label_w, bar_w, row_h) = (300.0, 300.0, 30.0);
-        let height = 70.0 + row_h * rows.len() as f64;
-        let mut svg = String::new();
-        let _ = writeln!(
-            svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="900" height="{height}" font-family="sans-serif" font-size="13">"#
-        );
-        let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(
-            svg,
-            r#"<text x="10" y="22" font-size="16">vmm bench — {}</text>"#,
-            escape(&self.platform)
-        );
-        let _ = writeln!(
-            svg,
-            r##"<text x="10" y="42" fill="#555">bars: measured; red tick: goal</text>"##
-        );
-        for (i, (label, value, goal, higher_is_better, text)) in rows.iter().enumerate() {
-            let y = 60.0 + row_h * i as f64;
-            let scale = bar_w / (value.max(*goal) * 1.15);
-            let ok = if *higher_is_better {
-                value >= goal
-            } else {
-                value <= goal
-            };
-            let color = if ok { "#4a90d9" } else { "#d9534f" };
-            let _ = writeln!(
-                svg,
-                r#"<text x="10" y="{}">{}</text>"#,
-                y + 15.0,
-                escape(label)
-            );
-            let _ = writeln!(
-                svg,
-                r##"<rect x="{label_w}" y="{}" width="{:.1}" height="18" fill="{color}"/>"##,
-                y + 2.0,
-                value * scale
-            );
-            let gx = label_w + goal * scale;
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{gx:.1}" y1="{}" x2="{gx:.1}" y2="{}" stroke="red" stroke-width="2"/>"#,
-                y,
-                y + 22.0
-            );
-            let _ = writeln!(
-                svg,
-                r#"<text x="{}" y="{}">{}</text>"#,
-                label_w + bar_w + 10.0,
-                y + 15.0,
-                escape(text)
-            );
-        }
-        svg.push_str("</svg>\n");
-        svg
+        super::svg::draw(self)
+    }
+
+    /// The label next to the guest's figures: what this machine's KVM does to guest kernel code.
+    pub fn guest_label(&self) -> String {
+        let bare_exit = self.probes.rows.first().map(|r| r.round_trip);
+        self.platform.guest_label(bare_exit)
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// A figure as JSON, in the row's unit.
+fn stats_json(s: Option<Stats>, scale: f64) -> Value {
+    s.map_or(
+        Value::Null,
+        |s| json!({ "median": s.median / scale, "min": s.min / scale, "max": s.max / scale }),
+    )
+}
+
+/// A workload row as JSON: the subject and its Linux anchor in the row's unit, and their ratio.
+fn row_json(r: &Row) -> Value {
+    let (unit, scale) = r.unit();
+    json!({
+        "workload": r.workload.name(),
+        "label": r.label(),
+        "units": r.units,
+        "unit": unit,
+        "value": stats_json(r.subject, scale),
+        "linux": stats_json(r.anchor, scale),
+        "ratio": r.ratio(),
+    })
+}
+
+/// A scaling series as JSON: per n, the total time in ms, its growth and the n log n bound.
+fn series_json(s: &Series) -> Value {
+    json!({
+        "op": s.op.name(),
+        "side": s.side.name(),
+        "within_n_log_n": s.within_n_log_n(),
+        "points": s.points.iter().zip(s.growth()).map(|(p, (growth, bound))| json!({
+            "n": p.used,
+            "asked": p.asked,
+            "total_ms": stats_json(Some(p.total), 1e6),
+            "us_per_vma": p.total.median / 1e3 / p.used.max(1) as f64,
+            "growth": growth,
+            "n_log_n_bound": bound,
+        })).collect::<Vec<_>>(),
+    })
 }

@@ -223,6 +223,11 @@ impl Vcpu {
             match action {
                 ExitAction::Continue | ExitAction::Interrupted => {}
                 ExitAction::Ping => lock(&shared.timing).ping(Instant::now()),
+                ExitAction::Call(GuestCall::BenchMark {
+                    workload,
+                    phase,
+                    units,
+                }) => lock(&shared.timing).bench_mark(workload, phase, units, Instant::now()),
                 ExitAction::Call(GuestCall::Sync { stage }) => {
                     let _ = shared.events.send(VcpuEvent::Sync {
                         cpu: self.index,

@@ -14,7 +14,7 @@ use mm_core::mm::{fput, iput, Access, AddressSpace, File, MapFlags, Mm, Prot};
 use mm_core::paging::walk;
 use mm_core::{Kernel, VirtAddr};
 
-use crate::{Skip, Workloads};
+use crate::workloads::{Skip, Workloads};
 
 /// Private anonymous, placed by mm-core.
 const ANON: MapFlags = MapFlags(MapFlags::PRIVATE.0 | MapFlags::ANONYMOUS.0);

@@ -6,11 +6,12 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::{Skip, Workloads};
+use crate::workloads::{Skip, Workloads};
 
 const PAGE: usize = 4096;
 
 /// The Linux side (stateless: every workload starts from fresh mappings).
+#[derive(Default)]
 pub struct Linux;
 
 impl Linux {
