@@ -170,6 +170,13 @@ fn a_walker_catches_tables_freed_past_floor_and_ceiling() {
 }
 
 #[test]
+fn a_walker_catches_tables_freed_before_the_shootdown() {
+    if kvm_available("a_walker_catches_tables_freed_before_the_shootdown") {
+        walker_catches("race-munmap", "free-before-flush");
+    }
+}
+
+#[test]
 fn unlinking_under_the_page_table_lock_deadlocks_the_racers_or_trips_lockdep() {
     if !kvm_available("unlinking_under_the_page_table_lock_deadlocks_the_racers_or_trips_lockdep") {
         return;

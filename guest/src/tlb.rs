@@ -9,13 +9,21 @@
 //! TLB), so they are real targets; before that root itself is freed, [`leave_lazy`] makes them
 //! switch to the kernel's.
 //!
+//! The walkers also read user memory through [`read_user`], which keeps a software model of this
+//! vCPU's paging-structure cache: the PTE table last used for a 2 MiB region, dropped exactly when
+//! the hardware's would be (any flush on this vCPU, a CR3 load). This machine's KVM shadows the
+//! guest's page tables and drops a shadow entry as soon as the guest clears it, so the real cache
+//! can never hold a path into a freed table here; the model keeps one the way hardware KVM's MMU
+//! would, so a table freed before the shootdown that should have dropped that path is touched — and
+//! caught by the VMM's quarantine.
+//!
 //! A waiting initiator opens interrupt windows, so two vCPUs flushing each other both get answered,
 //! and reports the wait to the host's race scheduler as a busy "lock", so a held target gets to run.
 
 use crate::mm::{kernel_pgd, read_cr3, write_cr3};
 use crate::{apic, percpu, race};
 use core::sync::atomic::{fence, AtomicU64, Ordering};
-use mm_core::abi::MAX_VCPUS;
+use mm_core::abi::{UcallCmd, MAX_VCPUS};
 use mm_core::paging::{NativeTlb, TlbFlush};
 use mm_core::{PhysAddr, VirtAddr};
 
@@ -54,9 +62,66 @@ static REQUESTS: [[Request; MAX_VCPUS]; MAX_VCPUS] =
 /// Loads `pgd` (the kernel's root or an mm's) on this vCPU, telling shootdowns first: a flush that
 /// reads [`LOADED`] after changing page tables either sees this vCPU or is over before the load.
 pub fn switch_to(pgd: u64) {
+    let cpu = percpu::this_cpu();
     let tracked = if pgd == kernel_pgd().0 { 0 } else { pgd };
-    LOADED[percpu::this_cpu()].store(tracked, Ordering::SeqCst);
+    LOADED[cpu].store(tracked, Ordering::SeqCst);
     write_cr3(pgd);
+    forget_walks(cpu);
+}
+
+/// One vCPU's modelled paging-structure cache entry: the PTE table (`table`) that maps the 2 MiB
+/// region `region` (`NO_REGION`: empty).
+struct WalkCache {
+    region: AtomicU64,
+    table: AtomicU64,
+}
+
+const NO_REGION: u64 = u64::MAX;
+
+static WALK_CACHE: [WalkCache; MAX_VCPUS] = [const {
+    WalkCache {
+        region: AtomicU64::new(NO_REGION),
+        table: AtomicU64::new(0),
+    }
+}; MAX_VCPUS];
+
+/// Drops vCPU `cpu`'s modelled paging-structure cache (what a flush does to the real one).
+fn forget_walks(cpu: usize) {
+    WALK_CACHE[cpu].region.store(NO_REGION, Ordering::Relaxed);
+}
+
+/// Reads the word at user address `va` of the loaded address space as this vCPU's MMU would: the
+/// PTE comes from the table the modelled paging-structure cache holds for the region (or from a
+/// walk from CR3, which fills it), then the word through the real MMU (`user::read_user`). `None`
+/// when the page is not mapped.
+pub fn read_user(va: u64) -> Option<u64> {
+    let cpu = percpu::this_cpu();
+    let cache = &WALK_CACHE[cpu];
+    let region = va >> 21;
+    let index = ((va >> 12) & 511) as usize;
+    let table = if cache.region.load(Ordering::Relaxed) == region {
+        cache.table.load(Ordering::Relaxed)
+    } else {
+        let k = crate::mm::kernel();
+        let slot = mm_core::paging::walk::lookup(k, PhysAddr(read_cr3() & !0xfff), VirtAddr(va))?;
+        cache.table.store(slot.table.0, Ordering::Relaxed);
+        cache.region.store(region, Ordering::Relaxed);
+        slot.table.0
+    };
+    // SAFETY: `table` is a page-table frame of the loaded mm, reached through the identity map —
+    // or, if a shootdown that should have dropped it never came, a freed one: reading it is the
+    // use after free the VMM's quarantine is there to catch, and the load touches nothing else.
+    let entry = unsafe { core::ptr::read_volatile((table as *const u64).add(index)) };
+    let entry = mm_core::paging::PageTableEntry::from_bits(entry);
+    if entry.is_poison() {
+        let args = [table, index as u64, entry.bits(), va, 0, 0];
+        crate::ucall::with_text(cpu, UcallCmd::PoisonHit, args, "a cached page walk");
+        return None;
+    }
+    if !entry.is_present() {
+        return None;
+    }
+    crate::user::read_user(va)
 }
 
 /// The shootdown `TlbFlush` mm-core runs with in the guest.
@@ -65,6 +130,7 @@ pub struct GuestTlb;
 impl TlbFlush for GuestTlb {
     fn flush_range(&self, pgd: PhysAddr, start: VirtAddr, end: VirtAddr) {
         NativeTlb.flush_range(pgd, start, end);
+        forget_walks(percpu::this_cpu());
         shoot_down(pgd.0, start.0, end.0);
     }
 }
@@ -135,6 +201,7 @@ pub fn handle_ipi() {
                 switch_to(kernel_pgd().0);
             } else {
                 NativeTlb.flush_range(PhysAddr(pgd), VirtAddr(start), VirtAddr(end));
+                forget_walks(me);
             }
         }
         r.done.store(posted, Ordering::Release);

@@ -19,7 +19,7 @@ use super::random::Rng;
 use super::PASS;
 use crate::process::nr;
 use crate::programs::Script;
-use crate::{apic, mm, race, tlb, user};
+use crate::{apic, mm, race, tlb};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
@@ -232,7 +232,7 @@ pub fn walker(cpu: usize, info: &BootInfo) {
         }
         steps += 1;
         if let Some(&va) = shared.vas.get(rng.below(shared.vas.len() as u64) as usize) {
-            reads += u64::from(user::read_user(va).is_some());
+            reads += u64::from(tlb::read_user(va).is_some());
         }
         let Some(&frame) = shared
             .frames
