@@ -121,6 +121,10 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
     assert!(campaigns
         .iter()
         .all(|c| c["failed"] == 0 && c["runs_per_minute"].as_f64().unwrap_or(0.0) > 0.0));
+    assert!(
+        campaigns.iter().any(|c| c["scenario"] == "race-exit"),
+        "the race scenarios' throughput is measured: {campaigns:?}"
+    );
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(
         picture.starts_with("<svg") && picture.contains("boot / KVM floor"),

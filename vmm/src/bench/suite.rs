@@ -58,10 +58,10 @@ pub fn run(vmm_exe: &Path, quick: bool) -> Result<Suite, BenchError> {
     let mm = mm_bench::vs_linux(Sizes::of_run(quick));
     eprintln!("bench: mm workloads in the guest …");
     let guest = guest_workloads(vmm_exe, quick)?;
-    let plans: [(&'static str, u64); 2] = if quick {
-        [("munmap-whole", 8), ("tour", 2)]
+    let plans: [(&'static str, u64); 3] = if quick {
+        [("munmap-whole", 8), ("tour", 2), ("race-exit", 2)]
     } else {
-        [("munmap-whole", 500), ("tour", 60)]
+        [("munmap-whole", 500), ("tour", 60), ("race-exit", 200)]
     };
     let mut campaigns = Vec::new();
     for (scenario, seeds) in plans {
