@@ -65,7 +65,10 @@ impl Quarantine {
     /// Revokes `frame` (just freed), giving the oldest revoked frame back when the quarantine is
     /// full. The caller keeps every other vCPU out of the guest meanwhile (module doc).
     pub fn revoke(&mut self, frame: u64) -> Result<(), QuarantineError> {
-        if frame >= self.ram_size || self.frames.contains(&frame) || self.capacity == 0 {
+        // The frame comes from the guest: one that is not a whole page of RAM is not a table the
+        // quarantine can hold (the probes report such an event already).
+        let whole_page = frame % PAGE == 0 && frame < self.ram_size;
+        if !whole_page || self.frames.contains(&frame) || self.capacity == 0 {
             return Ok(());
         }
         self.frames.push_back(frame);
