@@ -94,6 +94,7 @@ fn boot_cpu(info: &'static BootInfo) -> ! {
             line!(),
         )
     };
+    probes::init(info);
     mm::init(info.ram_size, variant);
     ucall::sync(0, Ucall::STAGE_ONLINE);
     ucall::sync(0, Ucall::STAGE_READY);

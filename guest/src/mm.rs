@@ -17,7 +17,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use mm_core::abi::UcallCmd;
 use mm_core::lockdep::LOCKDEP;
-use mm_core::phys::{AllocKind, DirectMap, FrameAllocator, MemMap, Page};
+use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page, PageFlags};
 use mm_core::Variant;
 use mm_core::{Kernel, Pfn, PhysAddr};
 
@@ -29,16 +29,22 @@ impl FrameAllocator for GuestFrames {
         frame::alloc().map(PhysAddr)
     }
 
-    fn free_frame(&self, frame: PhysAddr) {
+    /// Every frame whose metadata says page table is reported to the host here, with the metadata
+    /// intact, whatever path freed it: the host checks the free (P1-P5), poisons and quarantines
+    /// it. Page tables then go back through the allocator's quarantine ring.
+    fn free_frame(&self, frame: PhysAddr, page: &Page) {
+        let table = page.is_table();
+        if table {
+            crate::probes::table_freed(frame);
+        }
+        page.reset(PageFlags(0));
         // SAFETY: mm-core gives back only frames it took from `alloc_frame` and no longer uses.
-        unsafe { frame::free(frame.0) }
-    }
-
-    fn free_frame_of_kind(&self, frame: PhysAddr, kind: AllocKind) {
-        match kind {
-            // SAFETY: as for free_frame.
-            AllocKind::PageTable => unsafe { frame::free_table(frame.0) },
-            _ => self.free_frame(frame),
+        unsafe {
+            if table {
+                frame::free_table(frame.0)
+            } else {
+                frame::free(frame.0)
+            }
         }
     }
 }

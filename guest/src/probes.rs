@@ -1,9 +1,16 @@
 //! The probe hooks: mm-core's events become calls to the host, which stops this vCPU and checks
 //! the ordering rule in guest memory before the kernel goes on.
+//!
+//! The checks of a page-table free run where no free path can miss them: the frame allocator
+//! reports every frame its metadata calls a page table ([`table_freed`]). What the mmu_gather
+//! announced for that free (its `table_freeing` hook) rides along as a claim, which the host
+//! compares with the table's own descriptor. [`quiescent`] tells the host when no mm operation is
+//! under way, so it can sweep every mm's page tables.
 
 use crate::{percpu, race, ucall};
-use core::sync::atomic::{AtomicBool, Ordering};
-use mm_core::abi::UcallCmd;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use mm_core::abi::{BootInfo, UcallCmd, MAX_VCPUS};
 use mm_core::hooks::{
     FlushEvent, MmHooks, PoisonHit, TableEvent, VmaRangeEvent, VmaUnlinkEvent, WalkerPoint,
 };
@@ -15,6 +22,68 @@ pub struct HostProbes;
 
 /// Off while a benchmark times mm-core's own work (`mm-workloads`); on otherwise.
 static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Send `ProbeQuiescent` at every this-many-th quiescent point (0: never).
+static SWEEP_EVERY: AtomicU64 = AtomicU64::new(0);
+/// Quiescent points passed since the last `ProbeQuiescent`.
+static QUIESCENT_SEEN: AtomicU64 = AtomicU64::new(0);
+/// `BootInfo::probe_flags`.
+static FLAGS: AtomicU64 = AtomicU64::new(0);
+
+/// Takes the probe settings of the boot info (vCPU 0, before any process runs).
+pub fn init(info: &BootInfo) {
+    SWEEP_EVERY.store(info.sweep_every, Ordering::Relaxed);
+    FLAGS.store(info.probe_flags, Ordering::Relaxed);
+}
+
+/// Whether `BootInfo::probe_flags` has `flag`.
+pub fn flag(flag: u64) -> bool {
+    FLAGS.load(Ordering::Relaxed) & flag != 0
+}
+
+/// The mmu_gather's announcement of the table it is about to free, per vCPU: mm, level, frame,
+/// start, end (level 0: none).
+struct Claims(UnsafeCell<[[u64; 5]; MAX_VCPUS]>);
+// SAFETY: vCPU `i` touches only entry `i`, with interrupts off (the trap and hook paths).
+unsafe impl Sync for Claims {}
+static CLAIMS: Claims = Claims(UnsafeCell::new([[0; 5]; MAX_VCPUS]));
+
+/// Reports the free of page-table frame `frame` (its `Page` still intact) with this vCPU's
+/// pending claim, which it consumes; the host runs the checks before this returns.
+pub fn table_freed(frame: mm_core::PhysAddr) {
+    let cpu = percpu::this_cpu();
+    // SAFETY: this vCPU's own entry (`Claims`).
+    let claim = unsafe { core::mem::take(&mut (*CLAIMS.0.get())[cpu]) };
+    let [mm, level, claimed, start, end] = claim;
+    event(
+        UcallCmd::ProbeTableFreeing,
+        [frame.0, mm, level, claimed, start, end],
+    );
+}
+
+/// A point where no mm operation is under way on this vCPU (a system call, a fault or a process
+/// teardown is done); every `sweep_every`-th one is reported, so the host can sweep.
+pub fn quiescent(mm: u64) {
+    let every = SWEEP_EVERY.load(Ordering::Relaxed);
+    if every == 0 || QUIESCENT_SEEN.fetch_add(1, Ordering::Relaxed) + 1 < every {
+        return;
+    }
+    QUIESCENT_SEEN.store(0, Ordering::Relaxed);
+    event(UcallCmd::ProbeQuiescent, [mm, 0, 0, 0, 0, 0]);
+}
+
+/// Reports that `validate_mm` found `count` broken invariants in `mm`; `first` describes one.
+pub fn mm_invalid(mm: u64, count: u64, first: &str) {
+    if !enabled() {
+        return;
+    }
+    ucall::with_text(
+        percpu::this_cpu(),
+        UcallCmd::ProbeMmInvalid,
+        [mm, count, 0, 0, 0, 0],
+        first,
+    );
+}
 
 /// Turns the reports to the host on or off; turn them off only while no process runs, so the host
 /// never sees half of a VMA's life.
@@ -62,7 +131,10 @@ impl MmHooks for HostProbes {
     }
 
     fn table_freeing(&self, _k: &Kernel<'_>, ev: &TableEvent) {
-        event(UcallCmd::ProbeTableFreeing, table_args(ev));
+        let cpu = percpu::this_cpu();
+        let claim = [ev.mm, ev.level as u64, ev.frame.0, ev.start.0, ev.end.0];
+        // SAFETY: this vCPU's own entry (`Claims`).
+        unsafe { (*CLAIMS.0.get())[cpu] = claim };
     }
 
     fn tlb_flushed(&self, _k: &Kernel<'_>, ev: &FlushEvent) {

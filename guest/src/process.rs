@@ -11,6 +11,7 @@ use crate::trap::TrapFrame;
 use crate::user::{self, Exit};
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
+use mm_core::abi::BootInfo;
 use mm_core::mm::{Access, FilePtr, MapFlags, Mm, Prot};
 use mm_core::paging::PageTableEntry;
 use mm_core::VirtAddr;
@@ -163,11 +164,15 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
         syscalls: process.syscalls,
     };
     drop_files(process.files);
+    if crate::probes::flag(BootInfo::THOROUGH | BootInfo::VALIDATE_AT_EXIT) {
+        validate(&process.mm);
+    }
     // Other vCPUs may still have the root loaded (walkers borrowing the mm): unmap everything
     // first, with shootdowns, then make them leave before the root itself is freed.
     process.mm.exit_mmap(k);
     tlb::leave_lazy(pgd);
     process.mm.destroy(k);
+    crate::probes::quiescent(0);
     Ok(finished)
 }
 
@@ -194,6 +199,7 @@ pub fn handle_fault(addr: u64, error_code: u64) -> bool {
     let handled =
         p.mm.handle_mm_fault(kernel(), VirtAddr(addr), access)
             .is_ok();
+    crate::probes::quiescent(p.mm.raw().addr());
     if !handled && error_code & PF_USER == 0 {
         log::warn!("kernel access to user address {addr:#x} failed");
     }
@@ -256,7 +262,24 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
         _ => return None,
     };
     p.syscalls += 1;
+    if crate::probes::flag(BootInfo::THOROUGH) {
+        validate(&p.mm);
+    }
+    crate::probes::quiescent(p.mm.raw().addr());
     Some(result.unwrap_or_else(|e| errno(i64::from(e))))
+}
+
+/// Runs `validate_mm` on `mm` and reports what it finds to the host as a violation. Skipped
+/// while walkers race on other vCPUs: they change rss and PTEs under their own locks.
+fn validate(mm: &Mm) {
+    if crate::scenarios::race::racing() {
+        return;
+    }
+    let found = mm.validate_mm(kernel());
+    if let Some(first) = found.first() {
+        let text = alloc::format!("{first:?}");
+        crate::probes::mm_invalid(mm.raw().addr(), found.len() as u64, &text);
+    }
 }
 
 /// The pages mapped in `[addr, addr + len)` of the current process: (address, frame).

@@ -13,7 +13,7 @@ use crate::lockdep::{Lockdep, LOCKDEP};
 use crate::mm::kobj::list_iter;
 use crate::mm::{AddressSpace, AnonVma, AnonVmaPtr, KPtr, MappingPtr};
 use crate::paging::TlbFlush;
-use crate::phys::{AllocKind, FrameAllocator, MemMap, Page, PageFlags, PhysMem};
+use crate::phys::{AllocKind, FrameAllocator, MemMap, Page, PageFlags, PhysMem, TableDesc};
 use crate::sync::ArchSpinLock;
 use crate::variant::Variant;
 use alloc::vec::Vec;
@@ -186,11 +186,19 @@ impl<'a> Kernel<'a> {
         Some(frame)
     }
 
-    /// Returns `frame` to the allocator; its metadata is cleared first.
+    /// A zeroed page-table frame described by `desc` (its mm, level and base, Invariant 8);
+    /// `None` when memory is exhausted or injected to be.
+    pub(crate) fn alloc_table(&self, desc: TableDesc) -> Option<PhysAddr> {
+        let frame = self.alloc_frame(AllocKind::PageTable)?;
+        self.page(frame).set_table(desc);
+        Some(frame)
+    }
+
+    /// Returns `frame` to the allocator, which sees its metadata as it was (so it knows a page
+    /// table whatever `kind` the caller says) and clears it.
     pub(crate) fn free_frame(&self, frame: PhysAddr, kind: AllocKind) {
         self.hooks.frame_free(self, frame, kind);
-        self.page(frame).reset(PageFlags(0));
-        self.frames.free_frame_of_kind(frame, kind);
+        self.frames.free_frame(frame, self.page(frame));
     }
 
     /// Takes one more reference to a data page, so it outlives every mapping and cache entry (what

@@ -41,9 +41,13 @@
 //! 4. A page-table page is unhooked, then the TLB is flushed for its span, then it is freed; data
 //!    pages are freed only after the flush too.
 //! 5. PGD entries outside `[USER_BASE, TASK_SIZE)` belong to the kernel: mm-core never frees them.
-//! 6. Every frame reachable as a table from a PGD is an allocated frame marked `PAGETABLE`.
+//! 6. Every frame reachable as a table from a PGD is an allocated frame marked `PAGETABLE`, reached
+//!    exactly once; every frame marked `PAGETABLE` is an mm's PGD, reachable from it, or unhooked
+//!    and waiting in an mmu_gather (nothing lost, nothing leaked).
 //! 7. A kernel object (VMA, anon_vma, file, address_space, mm) is freed only after it is unlinked
 //!    from every structure that records its address.
+//! 8. A page-table frame's `Page` names its mm, level and the first address it maps
+//!    ([`phys::TableDesc`], Linux's `ptdesc`), and they match where the table hangs.
 //!
 //! # Walkthrough
 //!

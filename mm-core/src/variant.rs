@@ -25,11 +25,20 @@ pub enum Variant {
     FreeBeforeFlush,
     /// The unlinks run while holding `page_table_lock`, inverting the lock order.
     UnlinkUnderPtl,
+    /// `free_pgd_range` hands each PTE table straight back to the allocator as it unhooks it,
+    /// behind the mmu_gather's back: no hook sees it, no flush covers it.
+    FreeBehindGather,
+    /// The mmu_gather reports each table's span one level too narrow (one entry's span), as a
+    /// `p?d_addr_end` slip would: the free itself is right, what it says about it is not.
+    WrongSpan,
+    /// `free_pgd_range` clears a PTE table's parent entry and forgets the table: the counters go
+    /// down as if it were freed, but it stays allocated and marked page table (a lost table).
+    LoseTable,
 }
 
 impl Variant {
     /// Every variant, `Correct` first.
-    pub const ALL: [Variant; 8] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Correct,
         Variant::PrepatchOrder,
         Variant::SkipFileUnlink,
@@ -38,6 +47,9 @@ impl Variant {
         Variant::IgnoreFloorCeiling,
         Variant::FreeBeforeFlush,
         Variant::UnlinkUnderPtl,
+        Variant::FreeBehindGather,
+        Variant::WrongSpan,
+        Variant::LoseTable,
     ];
 
     /// The kebab-case name used on command lines and in reports.
@@ -51,6 +63,9 @@ impl Variant {
             Variant::IgnoreFloorCeiling => "ignore-floor-ceiling",
             Variant::FreeBeforeFlush => "free-before-flush",
             Variant::UnlinkUnderPtl => "unlink-under-ptl",
+            Variant::FreeBehindGather => "free-behind-gather",
+            Variant::WrongSpan => "wrong-span",
+            Variant::LoseTable => "lose-table",
         }
     }
 

@@ -4,8 +4,9 @@ use crate::arch::x86_64::layout::{LARGE_PAGE_SIZE, MAX_RAM, MIN_RAM};
 use crate::campaign::{SeedRange, Shard};
 use crate::inject::InjectSpec;
 use crate::sched::{Mode, Schedule};
+use crate::vstate::vm::GuestProbes;
 use clap::{Args, Parser, Subcommand};
-use mm_core::abi::{find_scenario, DEFAULT_SCENARIO, MAX_VCPUS};
+use mm_core::abi::{find_scenario, BootInfo, DEFAULT_SCENARIO, MAX_VCPUS};
 use mm_core::Variant;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -82,9 +83,19 @@ pub struct RunArgs {
     /// `correct` is wrong on purpose, to show that the probes catch it.
     #[arg(long, value_name = "NAME", default_value = "correct", value_parser = parse_variant)]
     pub variant: Variant,
-    /// Probes also search from every frame's metadata (as rmap does) and scan whole page tables.
+    /// Probes also search from every frame's metadata (as rmap does) and scan whole page tables;
+    /// the VMM sweeps every mm's page tables at every quiescent point and the guest runs
+    /// validate_mm after every mm system call.
     #[arg(long)]
     pub thorough: bool,
+    /// Sweep every mm's page tables (check P6) at every Nth quiescent point of the guest (end of
+    /// an mm system call, a fault or a process); 0 = only at process ends.
+    #[arg(long, value_name = "N", default_value_t = GuestProbes::DEFAULT_SWEEP_EVERY)]
+    pub sweep_every: u64,
+    /// The guest runs validate_mm at every process exit and reports what it finds (check P7);
+    /// campaigns turn this on.
+    #[arg(long)]
+    pub validate_at_exit: bool,
     /// Write the probes' findings as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -110,6 +121,21 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// What the guest reports for the probes.
+    pub fn guest_probes(&self) -> GuestProbes {
+        let mut flags = 0;
+        if self.thorough {
+            flags |= BootInfo::THOROUGH;
+        }
+        if self.validate_at_exit {
+            flags |= BootInfo::VALIDATE_AT_EXIT;
+        }
+        GuestProbes {
+            sweep_every: if self.thorough { 1 } else { self.sweep_every },
+            flags,
+        }
+    }
+
     /// How the race scheduler interleaves racing vCPUs.
     pub fn sched_mode(&self) -> Mode {
         match (&self.schedule, self.free_run) {

@@ -116,6 +116,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             kernel,
             input: &[],
             output_len: 0,
+            probes: args.guest_probes(),
         },
         timeout: args.timeout,
         started,

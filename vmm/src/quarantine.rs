@@ -67,7 +67,7 @@ impl Quarantine {
     pub fn revoke(&mut self, frame: u64) -> Result<(), QuarantineError> {
         // The frame comes from the guest: one that is not a whole page of RAM is not a table the
         // quarantine can hold (the probes report such an event already).
-        let whole_page = frame % PAGE == 0 && frame < self.ram_size;
+        let whole_page = frame.is_multiple_of(PAGE) && frame < self.ram_size;
         if !whole_page || self.frames.contains(&frame) || self.capacity == 0 {
             return Ok(());
         }

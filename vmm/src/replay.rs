@@ -104,6 +104,7 @@ pub fn replay_in_guest(
             kernel: GUEST_KERNEL,
             input: &input,
             output_len: output_len(input.len()),
+            probes: crate::vstate::vm::GuestProbes::DEFAULT,
         },
         timeout: options.timeout,
         started,

@@ -7,10 +7,12 @@ use std::path::Path;
 
 /// One line for the user: events, checks per kind, violations.
 pub fn summary_line(s: &Summary) -> String {
-    let [p1, p2, p3, p4] = s.checks;
+    let [p1, p2, p3, p4, p5, p6, p7] = s.checks;
     format!(
-        "probes: {} events, checks P1 {p1} / P2 {p2} / P3 {p3} / P4 {p4}, {} violation(s), {} walk error(s)",
+        "probes: {} events, checks P1 {p1} / P2 {p2} / P3 {p3} / P4 {p4} / P5 {p5} / P6 {p6} ({} \
+         sweep(s)) / P7 {p7}, {} violation(s), {} walk error(s)",
         s.events,
+        s.sweeps,
         s.violations.len(),
         s.errors.len()
     )
@@ -53,7 +55,8 @@ pub fn to_json(
         "passed": report.passed(),
         "failure": report.failure.as_ref().map(|f| f.to_string()),
         "events": s.events,
-        "checks": { "P1": s.checks[0], "P2": s.checks[1], "P3": s.checks[2], "P4": s.checks[3] },
+        "checks": crate::campaign::outcome::checks_json(&s.checks),
+        "sweeps": s.sweeps,
         "violations": s.violations.iter().map(violation_json).collect::<Vec<_>>(),
         "errors": s.errors,
         "schedule": report.schedule.as_ref().map(|s| s.to_string()),

@@ -341,7 +341,10 @@ pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
     let serial = Arc::new(Mutex::new(Serial::new(config.console)));
     let stop = Arc::new(AtomicBool::new(false));
     let (events, rx) = mpsc::channel();
-    let probe = Arc::new(Mutex::new(Probe::new(mem.clone(), config.thorough)));
+    let mut probe = Probe::new(mem.clone(), config.thorough);
+    // Free-running racers change rss under their own locks while a sweep reads it.
+    probe.set_rss_racy(matches!(config.schedule, Mode::Free(_)));
+    let probe = Arc::new(Mutex::new(probe));
     let timing = Arc::new(Mutex::new(ExitTiming::default()));
     let sched = Arc::new(Scheduler::new(config.vm.vcpus, config.schedule.clone()));
     let shared = VcpuShared {

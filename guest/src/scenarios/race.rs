@@ -139,6 +139,12 @@ fn layout(rng: &mut Rng) -> Script {
     script
 }
 
+/// Whether walkers may be running on other vCPUs (a race started and has not ended): the kernel
+/// then checks nothing that their unlocked reads of counters could make look wrong.
+pub fn racing() -> bool {
+    STATE.load(Ordering::Acquire) == GO
+}
+
 /// `race_start`: takes a reference on each page of `mapped` (addresses and frames of the process
 /// whose root is `pgd`), hands them to the walkers and joins the race. Returns how many pages the
 /// walkers got.

@@ -54,6 +54,19 @@ pub struct BootInfo {
     pub output_gpa: u64,
     /// Bytes of the output buffer.
     pub output_len: u64,
+    /// Send `ProbeQuiescent` at every this-many-th quiescent point (end of an mm system call or
+    /// fault, end of a process); 0 = never.
+    pub sweep_every: u64,
+    /// Probe mode flags ([`BootInfo::THOROUGH`]).
+    pub probe_flags: u64,
+}
+
+impl BootInfo {
+    /// [`BootInfo::probe_flags`] bit: the run is `--thorough`; the guest also runs `validate_mm`
+    /// after every mm system call and reports what it finds.
+    pub const THOROUGH: u64 = 1 << 0;
+    /// [`BootInfo::probe_flags`] bit: run `validate_mm` at every process exit (campaigns).
+    pub const VALIDATE_AT_EXIT: u64 = 1 << 1;
 }
 
 impl BootInfo {
@@ -86,6 +99,8 @@ impl BootInfo {
             input_len: 0,
             output_gpa: 0,
             output_len: 0,
+            sweep_every: 0,
+            probe_flags: 0,
         })
     }
 
@@ -101,7 +116,7 @@ impl BootInfo {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 19 * 8 + SCENARIO_NAME_MAX);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 21 * 8 + SCENARIO_NAME_MAX);
 
 #[cfg(test)]
 mod tests {

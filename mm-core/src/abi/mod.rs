@@ -16,7 +16,7 @@ pub use scenarios::{find_scenario, Expect, ScenarioInfo, DEFAULT_SCENARIO, SCENA
 pub use ucall::{SchedPointKind, Ucall, UcallCmd, PING_PORT, UCALL_PORT, UCALL_TEXT_MAX};
 
 /// Layout version of every structure in this module.
-pub const ABI_VERSION: u64 = 4;
+pub const ABI_VERSION: u64 = 5;
 
 /// How many of the most recently freed page-table frames the host may revoke from the guest (its
 /// quarantine); the guest's frame allocator leaves more than that many untouched after freeing.

@@ -42,8 +42,11 @@ pub enum UcallCmd {
     /// A page-table page was unhooked from its parent: `args` are mm, level (1 = PTE table …
     /// 4 = PGD), frame, start and end of the span it maps.
     ProbeTableUnhooked = 0x102,
-    /// A page-table page is about to be freed: `args` as for `ProbeTableUnhooked`. The vCPU waits
-    /// while the host checks the ordering rule.
+    /// A page-table frame is going back to the allocator. The guest's frame allocator sends it for
+    /// every frame whose `Page` says page table, whatever path freed it, with the `Page` still
+    /// intact: `args[0]` is the frame; `args[1..6]` what the mmu_gather announced for the free it
+    /// did last (mm, level, frame, start, end; level 0: none since its previous free). The vCPU
+    /// waits while the host checks the ordering rule against the table's own descriptor.
     ProbeTableFreeing = 0x103,
     /// A TLB flush of `[start, end)` in an mm completed: `args` are mm, start and end.
     ProbeTlbFlushed = 0x104,
@@ -51,6 +54,13 @@ pub enum UcallCmd {
     ProbeVmaRange = 0x105,
     /// A VMA is about to be freed: `args` are mm and VMA.
     ProbeVmaFreed = 0x106,
+    /// No mm operation is under way on this vCPU (a system call, a fault or a process teardown is
+    /// done): the host may sweep every mm's page tables now. `args[0]` is the current mm (0: none).
+    /// Sent every `BootInfo::sweep_every`-th such point.
+    ProbeQuiescent = 0x107,
+    /// `validate_mm` found broken invariants (`--thorough` after every mm system call, and at
+    /// process exit when asked): `args` are the mm and how many; the text describes the first.
+    ProbeMmInvalid = 0x108,
     /// This vCPU joins a race: from here until its `RaceLeave` every call it makes is a point where
     /// the host's scheduler may hold it and run another racer. `args[0]` is how many vCPUs race
     /// (the scheduler starts choosing once all have joined).
@@ -95,6 +105,8 @@ impl UcallCmd {
             0x104 => UcallCmd::ProbeTlbFlushed,
             0x105 => UcallCmd::ProbeVmaRange,
             0x106 => UcallCmd::ProbeVmaFreed,
+            0x107 => UcallCmd::ProbeQuiescent,
+            0x108 => UcallCmd::ProbeMmInvalid,
             0x120 => UcallCmd::RaceEnter,
             0x121 => UcallCmd::RaceLeave,
             0x122 => UcallCmd::SchedPoint,

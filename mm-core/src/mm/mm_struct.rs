@@ -12,7 +12,7 @@ use crate::mm::kobj::{addr_of, KPtr};
 use crate::mm::lock::MmSpinLock;
 use crate::mm::vma::VmaPtr;
 use crate::paging::{table, Level};
-use crate::phys::AllocKind;
+use crate::phys::{AllocKind, TableDesc};
 
 /// Linux's default `vm.max_map_count`.
 pub const DEFAULT_MAX_MAP_COUNT: u64 = 65_530;
@@ -110,6 +110,11 @@ impl Mm {
         }
         let raw = KPtr::alloc(MmStruct::default());
         let mm = raw.get();
+        k.page(pgd).set_table(TableDesc {
+            mm: mm.addr(),
+            level: Level::Pgd as u64,
+            base: 0,
+        });
         mm.pgd.set(pgd.as_u64());
         mm.max_map_count.set(DEFAULT_MAX_MAP_COUNT);
         mm.mmap_base.set(TASK_UNMAPPED_BASE.0);

@@ -17,7 +17,7 @@ use crate::mm::file::is_in_i_mmap;
 use crate::mm::mm_struct::Mm;
 use crate::mm::vma::{VmFlags, VmaPtr};
 use crate::paging::{walk, Level, PteFlags};
-use crate::phys::PageFlags;
+use crate::phys::{PageFlags, TableDesc};
 
 /// One broken invariant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +113,15 @@ pub enum Violation {
     TableNotMarked {
         /// The frame.
         frame: u64,
+    },
+    /// A page-table frame's descriptor is not where it hangs (Invariant 8).
+    TableMisdescribed {
+        /// The frame.
+        frame: u64,
+        /// Its level and base as it hangs.
+        hangs: (u64, u64),
+        /// What its `Page` says: mm, level, base (`None`: no descriptor).
+        says: Option<(u64, u64, u64)>,
     },
 }
 
@@ -232,13 +241,43 @@ impl Mm {
         }
         let (anon_rss, file_rss) = self.validate_leaves(k, &mut out);
         let (mut ptes, mut tables) = (0u64, 0u64);
-        walk::for_each_user_table(k, raw.pgd(), &mut |level, frame, _| {
+        let mine = TableDesc {
+            mm: raw.addr(),
+            level: Level::Pgd as u64,
+            base: 0,
+        };
+        if k.page(raw.pgd()).table_desc() != Some(mine) {
+            let says = k
+                .page(raw.pgd())
+                .table_desc()
+                .map(|d| (d.mm, d.level, d.base));
+            out.push(Violation::TableMisdescribed {
+                frame: raw.pgd().0,
+                hangs: (mine.level, 0),
+                says,
+            });
+        }
+        walk::for_each_user_table(k, raw.pgd(), &mut |level, frame, start| {
             tables += 1;
             if level == Level::Pte {
                 ptes += 1;
             }
-            if !k.page(frame).page_flags().contains(PageFlags::PAGETABLE) {
+            let page = k.page(frame);
+            if !page.page_flags().contains(PageFlags::PAGETABLE) {
                 out.push(Violation::TableNotMarked { frame: frame.0 });
+                return;
+            }
+            let hangs = TableDesc {
+                mm: raw.addr(),
+                level: level as u64,
+                base: start.0,
+            };
+            if page.table_desc() != Some(hangs) {
+                out.push(Violation::TableMisdescribed {
+                    frame: frame.0,
+                    hangs: (hangs.level, hangs.base),
+                    says: page.table_desc().map(|d| (d.mm, d.level, d.base)),
+                });
             }
         });
         let more = [

@@ -12,6 +12,7 @@ use crate::hooks::TableEvent;
 use crate::kernel::Kernel;
 use crate::mm::MmStruct;
 use crate::paging::{table, Level, MmuGather, PageTableEntry};
+use crate::phys::AllocKind;
 use crate::variant::Variant;
 
 /// Frees the page tables mapping `[addr, end)` of `mm` into `tlb`, keeping any table that also
@@ -184,6 +185,11 @@ fn unhook(
     mm.pgtables_bytes.sub(PAGE_SIZE);
     if level == Level::Pte {
         mm.nr_ptes.sub(1);
+        match k.variant() {
+            Variant::FreeBehindGather => return k.free_frame(frame, AllocKind::DataPage),
+            Variant::LoseTable => return,
+            _ => {}
+        }
     }
     let ev = TableEvent {
         mm: mm.addr(),

@@ -77,6 +77,14 @@ impl MmuGather {
     /// friends). Under [`Variant::FreeBeforeFlush`] it is freed at once instead.
     pub fn free_table(&mut self, k: &Kernel<'_>, ev: TableEvent) {
         self.track(ev.start, ev.end);
+        let ev = if k.variant() == Variant::WrongSpan {
+            TableEvent {
+                end: ev.start + ev.level.entry_span(),
+                ..ev
+            }
+        } else {
+            ev
+        };
         k.hooks().table_unhooked(k, &ev);
         if k.variant() == Variant::FreeBeforeFlush {
             k.hooks().table_freeing(k, &ev);

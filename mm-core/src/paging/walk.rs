@@ -5,7 +5,7 @@ use crate::hooks::PoisonHit;
 use crate::kernel::Kernel;
 use crate::mm::MmStruct;
 use crate::paging::{table, Level, PageTableEntry, PteFlags};
-use crate::phys::AllocKind;
+use crate::phys::TableDesc;
 
 /// A leaf slot: the PTE table and the index in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +81,12 @@ pub(crate) fn pte_alloc(k: &Kernel<'_>, mm: &MmStruct, va: VirtAddr) -> Option<P
         t = if e.is_present() {
             e.frame()
         } else {
-            let new = k.alloc_frame(AllocKind::PageTable)?;
+            let desc = TableDesc {
+                mm: mm.addr(),
+                level: lower as u64,
+                base: va.0 & !(lower.table_span() - 1),
+            };
+            let new = k.alloc_table(desc)?;
             table::write(k, t, idx, PageTableEntry::new(new, PteFlags::TABLE));
             mm.pgtables_bytes.add(PAGE_SIZE);
             if lower == Level::Pte {

@@ -8,7 +8,7 @@
 pub mod page;
 pub mod sim;
 
-pub use page::{MemMap, Page, PageFlags, PAGE_MAPPING_ANON};
+pub use page::{MemMap, Page, PageFlags, TableDesc, PAGE_MAPPING_ANON};
 pub use sim::{SimRam, POISON_BYTE, SIM_RAM_BASE};
 
 use crate::addr::{PhysAddr, PAGE_SIZE};
@@ -17,15 +17,12 @@ use crate::addr::{PhysAddr, PAGE_SIZE};
 pub trait FrameAllocator {
     /// A free, 4 KiB-aligned frame (contents unspecified), or `None` when memory is exhausted.
     fn alloc_frame(&self) -> Option<PhysAddr>;
-    /// Returns a frame obtained from [`FrameAllocator::alloc_frame`] that nothing references any more.
-    fn free_frame(&self, frame: PhysAddr);
-
-    /// Like [`FrameAllocator::free_frame`], told what the frame held, for allocators whose
-    /// debugging aids depend on it (SimRam poisons page tables whole, data pages sparsely).
-    fn free_frame_of_kind(&self, frame: PhysAddr, kind: AllocKind) {
-        let _ = kind;
-        self.free_frame(frame)
-    }
+    /// Returns a frame obtained from [`FrameAllocator::alloc_frame`] that nothing references any
+    /// more. `page` is its metadata as its last user left it: the allocator learns from it what
+    /// the frame was, whatever path freed it (the guest reports every page-table free to the host
+    /// from here, SimRam poisons page tables whole), and must reset it to a free frame
+    /// (`page.reset(PageFlags(0))`) before the frame can be handed out again.
+    fn free_frame(&self, frame: PhysAddr, page: &Page);
 }
 
 /// Access to physical memory from the kernel's address space.

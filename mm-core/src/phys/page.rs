@@ -3,6 +3,11 @@
 //! One [`Page`] per frame, `#[repr(C)]` and all `u64`, so the host can find a frame's owner from raw
 //! guest memory the way rmap does: `mapping` points to an `AnonVma` (low bit
 //! [`PAGE_MAPPING_ANON`] set) or to an `AddressSpace`, and `index` is the page offset in it.
+//!
+//! A page-table frame is described the way Linux's `struct ptdesc` overlays `struct page`: its
+//! `mapping` holds the owning `MmStruct` (`pt_mm`), its `index` the first address the table maps,
+//! and its flags the table's level ([`PageFlags::table_level`]). So the host can check the free of
+//! a table nobody reported, from the frame alone (see [`TableDesc`]).
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -27,10 +32,32 @@ impl PageFlags {
     /// The frame is in a file's page cache.
     pub const PAGECACHE: Self = Self(1 << 3);
 
+    /// Where a page-table frame keeps its level (1 = PTE table … 4 = PGD).
+    pub const TABLE_LEVEL_SHIFT: u32 = 8;
+    /// The bits of [`PageFlags::TABLE_LEVEL_SHIFT`].
+    pub const TABLE_LEVEL_MASK: u64 = 0xf << Self::TABLE_LEVEL_SHIFT;
+
     /// Whether all bits of `other` are set.
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }
+
+    /// The level recorded for a page-table frame (0 when none is).
+    pub const fn table_level(self) -> u64 {
+        (self.0 & Self::TABLE_LEVEL_MASK) >> Self::TABLE_LEVEL_SHIFT
+    }
+}
+
+/// What a page-table frame's metadata says about it (Linux's `ptdesc`): whose table it is, its
+/// level and the first address it maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableDesc {
+    /// Address of the owning `MmStruct`.
+    pub mm: u64,
+    /// 1 = PTE table, 2 = PMD, 3 = PUD, 4 = PGD.
+    pub level: u64,
+    /// First address the table maps (0 for a PGD).
+    pub base: u64,
 }
 
 /// Metadata of one frame.
@@ -54,6 +81,32 @@ impl Page {
     pub fn page_flags(&self) -> PageFlags {
         PageFlags(self.flags.get())
     }
+    /// Whether the frame is an allocated page-table page.
+    pub fn is_table(&self) -> bool {
+        self.page_flags().contains(PageFlags::PAGETABLE)
+    }
+
+    /// Records that the frame is a page table of `desc.mm` at `desc.level` mapping from
+    /// `desc.base`; the frame must be allocated as [`PageFlags::PAGETABLE`] already.
+    pub fn set_table(&self, desc: TableDesc) {
+        let flags = self.flags.get() & !PageFlags::TABLE_LEVEL_MASK;
+        self.flags.set(
+            flags | (desc.level << PageFlags::TABLE_LEVEL_SHIFT) & PageFlags::TABLE_LEVEL_MASK,
+        );
+        self.mapping.set(desc.mm);
+        self.index.set(desc.base);
+    }
+
+    /// The table descriptor of a page-table frame; `None` for any other frame.
+    pub fn table_desc(&self) -> Option<TableDesc> {
+        let flags = self.page_flags();
+        flags.contains(PageFlags::PAGETABLE).then(|| TableDesc {
+            mm: self.mapping.get(),
+            level: flags.table_level(),
+            base: self.index.get(),
+        })
+    }
+
     /// Resets the metadata to a freshly allocated frame of kind `flags`.
     pub fn reset(&self, flags: PageFlags) {
         self.flags.set(flags.0);
@@ -149,6 +202,22 @@ mod tests {
     fn page_metadata_is_five_u64s_with_no_padding() {
         assert_eq!(core::mem::size_of::<Page>(), 40);
         assert_eq!(core::mem::align_of::<Page>(), 8);
+    }
+
+    #[test]
+    fn a_table_frame_describes_its_mm_level_and_base_and_a_data_page_describes_none() {
+        let page = Page::default();
+        page.reset(PageFlags(PageFlags::ALLOCATED.0 | PageFlags::PAGETABLE.0));
+        let desc = TableDesc {
+            mm: 0x5000,
+            level: 2,
+            base: 1 << 30,
+        };
+        page.set_table(desc);
+        assert_eq!(page.table_desc(), Some(desc));
+        assert!(page.page_flags().contains(PageFlags::ALLOCATED));
+        page.reset(PageFlags(PageFlags::ALLOCATED.0 | PageFlags::ANON.0));
+        assert_eq!(page.table_desc(), None);
     }
 
     #[test]

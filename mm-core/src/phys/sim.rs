@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
 
-use super::{AllocKind, FrameAllocator, MemMap, Page, PhysMem};
+use super::{FrameAllocator, MemMap, Page, PageFlags, PhysMem};
 use crate::addr::{PhysAddr, PAGE_SIZE};
 
 /// Physical address of the first simulated frame (16 MiB, so no frame is at 0).
@@ -117,18 +117,16 @@ impl FrameAllocator for SimRam {
         Some(SIM_RAM_BASE + i as u64 * PAGE_SIZE)
     }
 
-    fn free_frame(&self, frame: PhysAddr) {
-        self.free_frame_of_kind(frame, AllocKind::PageTable);
-    }
-
-    fn free_frame_of_kind(&self, frame: PhysAddr, kind: AllocKind) {
+    fn free_frame(&self, frame: PhysAddr, page: &Page) {
         let Some(i) = self.index(frame) else {
             panic!("SimRam: free of foreign frame {frame}");
         };
         let mut in_use = self.in_use.borrow_mut();
         assert!(in_use[i], "SimRam: double free of frame {frame}");
         in_use[i] = false;
-        if kind != AllocKind::DataPage {
+        let was_table = page.is_table();
+        page.reset(PageFlags(0));
+        if was_table {
             // SAFETY: i < nr_frames, so the 4 KiB at offset i * PAGE_SIZE lie inside the arena, and
             // the frame was just returned, so no one else accesses it.
             unsafe {
@@ -164,14 +162,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_come_back_poisoned_and_are_counted() {
+    fn page_table_frames_come_back_poisoned_and_are_counted() {
         let ram = SimRam::new(4);
         let f = ram.alloc_frame().expect("frame");
         assert_eq!(ram.frames_in_use(), 1);
         // SAFETY: f is allocated from ram.
         unsafe { *ram.frame_ptr(f) = 1 };
-        ram.free_frame(f);
+        let page = ram.mem_map().page(f);
+        page.reset(PageFlags(PageFlags::ALLOCATED.0 | PageFlags::PAGETABLE.0));
+        ram.free_frame(f, page);
         assert_eq!(ram.frames_in_use(), 0);
+        assert_eq!(
+            page.page_flags(),
+            PageFlags(0),
+            "the allocator resets the metadata"
+        );
         // SAFETY: the arena outlives this read; the frame is free but still inside it.
         assert_eq!(unsafe { *ram.frame_ptr(f) }, POISON_BYTE);
     }
@@ -190,7 +195,8 @@ mod tests {
     fn a_double_free_panics() {
         let ram = SimRam::new(2);
         let f = ram.alloc_frame().expect("frame");
-        ram.free_frame(f);
-        ram.free_frame(f);
+        let page = ram.mem_map().page(f);
+        ram.free_frame(f, page);
+        ram.free_frame(f, page);
     }
 }

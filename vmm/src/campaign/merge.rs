@@ -98,7 +98,7 @@ pub fn merge(parts: Vec<(String, CampaignResult)>) -> Result<CampaignResult, Mer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaign::outcome::Kind;
+    use crate::campaign::outcome::{Kind, NCHECKS};
     use crate::campaign::result::tests::{outcome, result};
     use crate::campaign::spec::Shard;
 
@@ -108,16 +108,16 @@ mod tests {
             "correct",
             Some(Shard { index: 0, count: 2 }),
             vec![
-                outcome(0, Kind::Passed, [0; 4]),
-                outcome(2, Kind::Passed, [0; 4]),
+                outcome(0, Kind::Passed, [0; NCHECKS]),
+                outcome(2, Kind::Passed, [0; NCHECKS]),
             ],
         );
         let b = result(
             "correct",
             Some(Shard { index: 1, count: 2 }),
             vec![
-                outcome(1, Kind::Passed, [0; 4]),
-                outcome(3, Kind::Violation, [1, 0, 0, 0]),
+                outcome(1, Kind::Passed, [0; NCHECKS]),
+                outcome(3, Kind::Violation, [1, 0, 0, 0, 0, 0, 0]),
             ],
         );
         let m = merge(vec![("b.json".into(), b), ("a.json".into(), a)]).unwrap();
@@ -137,11 +137,15 @@ mod tests {
     #[test]
     fn merging_different_campaigns_or_the_same_shard_twice_is_refused() {
         let shard = Some(Shard { index: 0, count: 2 });
-        let a = result("correct", shard, vec![outcome(0, Kind::Passed, [0; 4])]);
+        let a = result(
+            "correct",
+            shard,
+            vec![outcome(0, Kind::Passed, [0; NCHECKS])],
+        );
         let b = result(
             "skip-anon-unlink",
             shard,
-            vec![outcome(2, Kind::Passed, [0; 4])],
+            vec![outcome(2, Kind::Passed, [0; NCHECKS])],
         );
         let err = merge(vec![("a".into(), a.clone()), ("b".into(), b)]).unwrap_err();
         assert!(

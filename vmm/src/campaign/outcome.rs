@@ -4,7 +4,10 @@ use serde_json::{json, Value};
 use std::fmt;
 
 /// The probe checks, in the order of the per-check counts.
-pub const CHECKS: [&str; 4] = ["P1", "P2", "P3", "P4"];
+pub const CHECKS: [&str; NCHECKS] = ["P1", "P2", "P3", "P4", "P5", "P6", "P7"];
+
+/// How many probe checks there are.
+pub const NCHECKS: usize = 7;
 
 /// How a seed's run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,8 +64,8 @@ pub struct SeedOutcome {
     pub seed: u64,
     /// How it ended.
     pub kind: Kind,
-    /// Violations found, per check P1..P4.
-    pub violations: [u64; 4],
+    /// Violations found, per check P1..P7.
+    pub violations: [u64; NCHECKS],
     /// The failure in one line (the guest's, the probes', or why the child could not run).
     pub detail: Option<String>,
     /// Wall time of the child, in seconds.
@@ -103,12 +106,18 @@ impl SeedOutcome {
 }
 
 /// Per-check counts as `{ "P1": n, … }`.
-pub fn checks_json(counts: &[u64; 4]) -> Value {
-    json!({ "P1": counts[0], "P2": counts[1], "P3": counts[2], "P4": counts[3] })
+pub fn checks_json(counts: &[u64; NCHECKS]) -> Value {
+    Value::Object(
+        CHECKS
+            .iter()
+            .zip(counts)
+            .map(|(c, n)| (c.to_string(), json!(n)))
+            .collect(),
+    )
 }
 
 /// Reads `{ "P1": n, … }`, missing checks as 0.
-pub fn checks_from_json(v: &Value) -> [u64; 4] {
+pub fn checks_from_json(v: &Value) -> [u64; NCHECKS] {
     CHECKS.map(|c| v[c].as_u64().unwrap_or(0))
 }
 
@@ -139,12 +148,12 @@ pub fn classify(
     exit: ChildExit,
     report: Result<Value, String>,
     stderr_tail: &str,
-) -> (Kind, [u64; 4], Option<String>) {
+) -> (Kind, [u64; NCHECKS], Option<String>) {
     let code = match exit {
         ChildExit::Killed => {
             return (
                 Kind::Timeout,
-                [0; 4],
+                [0; NCHECKS],
                 Some("killed by the campaign's timeout".into()),
             )
         }
@@ -160,11 +169,17 @@ pub fn classify(
     };
     let report = match (code, report) {
         (Some(0 | 1), Ok(report)) => report,
-        (Some(0 | 1), Err(e)) => return (Kind::Error, [0; 4], Some(why(e))),
-        (Some(code), _) => return (Kind::Error, [0; 4], Some(why(format!("exit {code}")))),
-        (None, _) => return (Kind::Error, [0; 4], Some(why("killed by a signal".into()))),
+        (Some(0 | 1), Err(e)) => return (Kind::Error, [0; NCHECKS], Some(why(e))),
+        (Some(code), _) => return (Kind::Error, [0; NCHECKS], Some(why(format!("exit {code}")))),
+        (None, _) => {
+            return (
+                Kind::Error,
+                [0; NCHECKS],
+                Some(why("killed by a signal".into())),
+            )
+        }
     };
-    let mut violations = [0; 4];
+    let mut violations = [0; NCHECKS];
     for v in report["violations"]
         .as_array()
         .map_or(&[][..], Vec::as_slice)
@@ -213,7 +228,7 @@ mod tests {
     fn a_clean_report_with_exit_zero_is_a_pass() {
         let (kind, counts, detail) =
             classify(ChildExit::Exited(Some(0)), report(true, None, &[]), "");
-        assert_eq!((kind, counts, detail), (Kind::Passed, [0; 4], None));
+        assert_eq!((kind, counts, detail), (Kind::Passed, [0; NCHECKS], None));
     }
 
     #[test]
@@ -225,7 +240,7 @@ mod tests {
         );
         let (kind, counts, detail) = classify(ChildExit::Exited(Some(1)), r, "");
         assert_eq!(kind, Kind::Violation);
-        assert_eq!(counts, [2, 0, 1, 0]);
+        assert_eq!(counts, [2, 0, 1, 0, 0, 0, 0]);
         assert_eq!(detail.as_deref(), Some("the probes found 3 violation(s)"));
     }
 
@@ -274,7 +289,7 @@ mod tests {
         let o = SeedOutcome {
             seed: 7,
             kind: Kind::Violation,
-            violations: [1, 2, 3, 4],
+            violations: [1, 2, 3, 4, 0, 0, 0],
             detail: Some("x".into()),
             secs: 0.5,
             schedule: Some("0*3.1".into()),

@@ -1,6 +1,6 @@
 //! A campaign's result: the outcome of every seed, its tally, and its JSON form.
 
-use super::outcome::{checks_json, dynamic_catch, Kind, SeedOutcome};
+use super::outcome::{checks_json, dynamic_catch, Kind, SeedOutcome, NCHECKS};
 use super::spec::{SeedRange, Shard};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -41,10 +41,10 @@ pub struct Tally {
     pub runs: u64,
     /// Seeds per [`Kind`], in [`Kind::ALL`] order.
     pub by_kind: [u64; 5],
-    /// Violations found per check P1..P4, over all seeds.
-    pub violations: [u64; 4],
+    /// Violations found per check P1..P7, over all seeds.
+    pub violations: [u64; NCHECKS],
     /// Seeds with at least one violation of each check.
-    pub seeds_by_check: [u64; 4],
+    pub seeds_by_check: [u64; NCHECKS],
     /// Seeds where a walker met a freed table (use-after-free).
     pub use_after_free: u64,
     /// Seeds where the racing vCPUs deadlocked.
@@ -193,7 +193,7 @@ impl CampaignResult {
 pub(super) mod tests {
     use super::*;
 
-    pub(crate) fn outcome(seed: u64, kind: Kind, violations: [u64; 4]) -> SeedOutcome {
+    pub(crate) fn outcome(seed: u64, kind: Kind, violations: [u64; NCHECKS]) -> SeedOutcome {
         SeedOutcome {
             seed,
             kind,
@@ -228,17 +228,17 @@ pub(super) mod tests {
             "correct",
             None,
             vec![
-                outcome(0, Kind::Passed, [0; 4]),
-                outcome(1, Kind::Violation, [2, 1, 0, 0]),
-                outcome(2, Kind::Violation, [3, 0, 0, 0]),
-                outcome(3, Kind::Timeout, [0; 4]),
+                outcome(0, Kind::Passed, [0; NCHECKS]),
+                outcome(1, Kind::Violation, [2, 1, 0, 0, 0, 0, 0]),
+                outcome(2, Kind::Violation, [3, 0, 0, 0, 0, 0, 0]),
+                outcome(3, Kind::Timeout, [0; NCHECKS]),
             ],
         );
         let t = r.tally();
         assert_eq!((t.runs, t.of(Kind::Passed), t.failed()), (4, 1, 3));
         assert_eq!(t.of(Kind::Violation), 2);
-        assert_eq!(t.violations, [5, 1, 0, 0]);
-        assert_eq!(t.seeds_by_check, [2, 1, 0, 0]);
+        assert_eq!(t.violations, [5, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(t.seeds_by_check, [2, 1, 0, 0, 0, 0, 0]);
         assert_eq!(r.runs_per_minute(), 240.0);
     }
 
@@ -248,9 +248,9 @@ pub(super) mod tests {
             "correct",
             None,
             vec![
-                outcome(3, Kind::Error, [0; 4]),
-                outcome(0, Kind::Passed, [0; 4]),
-                outcome(2, Kind::GuestFailure, [0; 4]),
+                outcome(3, Kind::Error, [0; NCHECKS]),
+                outcome(0, Kind::Passed, [0; NCHECKS]),
+                outcome(2, Kind::GuestFailure, [0; NCHECKS]),
             ],
         );
         assert_eq!(r.first_failure().map(|o| o.seed), Some(2));
@@ -262,8 +262,8 @@ pub(super) mod tests {
             "correct",
             Some(Shard { index: 1, count: 2 }),
             vec![
-                outcome(1, Kind::Passed, [0; 4]),
-                outcome(3, Kind::Violation, [1, 0, 0, 2]),
+                outcome(1, Kind::Passed, [0; NCHECKS]),
+                outcome(3, Kind::Violation, [1, 0, 0, 2, 0, 0, 0]),
             ],
         );
         let json = r.to_json("vmm");

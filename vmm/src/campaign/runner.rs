@@ -3,7 +3,7 @@
 //! Workers take the next seed from a shared counter, run the child with its console discarded and
 //! its stderr in a file, and send the outcome to the calling thread, which reports progress.
 
-use super::outcome::{classify, ChildExit, Kind, SeedOutcome};
+use super::outcome::{classify, ChildExit, Kind, SeedOutcome, NCHECKS};
 use super::result::CampaignResult;
 use super::spec::{SeedRange, Shard};
 use crate::inject::InjectSpec;
@@ -122,7 +122,7 @@ fn run_seed(config: &CampaignConfig, dir: &Path, seed: u64) -> SeedOutcome {
     let (kind, violations, detail) = match exit {
         Err(e) => (
             Kind::Error,
-            [0; 4],
+            [0; NCHECKS],
             Some(format!("cannot run {}: {e}", config.vmm.display())),
         ),
         Ok(exit) => {
@@ -305,7 +305,7 @@ echo '{"passed":true,"failure":null,"violations":[]}' > "$report""#,
         let seeds: Vec<u64> = result.outcomes.iter().map(|o| o.seed).collect();
         assert_eq!(seeds, [1, 3, 5, 7]);
         assert!(result.outcomes.iter().all(|o| o.kind == Kind::Violation));
-        assert_eq!(result.tally().violations, [0, 4, 0, 0]);
+        assert_eq!(result.tally().violations, [0, 4, 0, 0, 0, 0, 0]);
     }
 
     #[test]

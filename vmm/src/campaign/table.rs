@@ -131,6 +131,7 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::campaign::outcome::NCHECKS;
     use crate::campaign::result::tests::{outcome, result};
 
     #[test]
@@ -151,8 +152,8 @@ mod tests {
             "skip-anon-unlink",
             None,
             vec![
-                outcome(0, Kind::Passed, [0; 4]),
-                outcome(1, Kind::Violation, [2, 0, 0, 0]),
+                outcome(0, Kind::Passed, [0; NCHECKS]),
+                outcome(1, Kind::Violation, [2, 0, 0, 0, 0, 0, 0]),
             ],
         );
         r.outcomes[1].detail = Some("the probes found 2 violation(s)".into());
@@ -181,7 +182,11 @@ mod tests {
             r.table("vmm").contains("--seed 1 --timeout 0.5\n"),
             "a shorter watchdog is part of the reproduction"
         );
-        let clean = result("correct", None, vec![outcome(0, Kind::Passed, [0; 4])]);
+        let clean = result(
+            "correct",
+            None,
+            vec![outcome(0, Kind::Passed, [0; NCHECKS])],
+        );
         assert!(clean.table("vmm").contains("no failing seed"));
     }
 }

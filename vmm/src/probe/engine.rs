@@ -1,13 +1,19 @@
 //! [`Probe`]: the probe engine. It keeps what the checks need across events (the roots, the VMA
-//! index, which tables were unhooked or freed, recent TLB flushes) and runs P1–P4 at every
-//! `TableFreeing`.
+//! index, which tables were unhooked or freed, recent TLB flushes, where the last sweep found each
+//! table) and runs P1–P5 at every `TableFreed`, P6 at the guest's quiescent points.
 //!
-//! Protocol, per frame: `TableUnhooked` → `TlbFlushed` covering its span → `TableFreeing`. The
+//! Protocol, per frame: `TableUnhooked` → `TlbFlushed` covering its span → `TableFreed`, which the
+//! guest's frame allocator sends for every frame its `Page` calls a page table, carrying what the
+//! mmu_gather announced. The span checked is the one the table's own descriptor gives (its
+//! `Page`: mm, level, base), never the guest's word; P5 holds the announcement against it. The
 //! rules the engine applies where the guest's events leave room:
 //! - P3 without a seen unhook (a PGD, or an unhook the probes missed): the unhook is taken to be
 //!   "unknown", as early as the previous free of that frame (or the start of the run), and a
 //!   covering flush of that mm must have arrived since then.
-//! - P4's double free is a second `TableFreeing` with no `TableUnhooked` in between *and* the
+//! - A PGD is freed by its mm's teardown, not through a gather: it needs no announcement, P2 and
+//!   P3 do not apply (nothing points to it; no CPU may have it loaded, which `leave_lazy` ensures),
+//!   and P6 checks that no other table of that mm is left.
+//! - P4's double free is a second `TableFreed` with no `TableUnhooked` in between *and* the
 //!   poison of the first free still intact (the guest zeroes every table it allocates, so a frame
 //!   handed out again in between is a new table, not the same one freed twice).
 //! - Poison: after the checks, entries 1..512 of the frame get [`pgtable::poison`]`(level)` =
@@ -22,12 +28,15 @@ use mm_core::addr::{TASK_SIZE, USER_BASE};
 use mm_core::phys::PageFlags;
 use vm_memory::GuestMemoryMmap;
 
+use mm_core::phys::TableDesc;
+
 use super::event::{ProbeEvent, TableSpan, UnlinkKind};
 use super::guest_mem::{GuestView, WalkError};
 use super::index::VmaIndex;
 use super::layout::{self, page, word};
 use super::pgtable::{self, ParentEntry, StaleTable};
 use super::rmap::{RmapWalk, VmaFilter};
+use super::sweep::{self, MemMapCopy};
 
 /// The four checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,6 +49,31 @@ pub enum Check {
     P3,
     /// Not freed twice, not freed while mapped.
     P4,
+    /// The free is what the mmu_gather announced, and the announcement matches the table's own
+    /// descriptor and where the last sweep found it.
+    P5,
+    /// The sweep: no table lost, leaked, misdescribed or miscounted.
+    P6,
+    /// The guest's own `validate_mm`.
+    P7,
+}
+
+impl Check {
+    /// Every check, in order (the index of a check's count in [`Summary::checks`]).
+    pub const ALL: [Check; 7] = [
+        Check::P1,
+        Check::P2,
+        Check::P3,
+        Check::P4,
+        Check::P5,
+        Check::P6,
+        Check::P7,
+    ];
+
+    /// The check's index in [`Check::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
 }
 
 impl fmt::Display for Check {
@@ -90,11 +124,15 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let level =
             ["?", "PTE table", "PMD table", "PUD table", "PGD"][usize::from(self.level.min(4))];
-        write!(
-            f,
-            "{}: {}: mm {:#x}, {level} frame {:#x} mapping [{:#x}, {:#x})",
-            self.check, self.detail, self.mm, self.frame, self.start, self.end
-        )?;
+        if self.level == 0 {
+            write!(f, "{}: {}: mm {:#x}", self.check, self.detail, self.mm)?;
+        } else {
+            write!(
+                f,
+                "{}: {}: mm {:#x}, {level} frame {:#x} mapping [{:#x}, {:#x})",
+                self.check, self.detail, self.mm, self.frame, self.start, self.end
+            )?;
+        }
         if let Some(vma) = &self.vma {
             let kind = match vma.via {
                 UnlinkKind::Anon => "anon",
@@ -115,8 +153,10 @@ impl fmt::Display for Violation {
 pub struct Summary {
     /// Events received.
     pub events: u64,
-    /// Checks run, per kind (P1..P4).
-    pub checks: [u64; 4],
+    /// Checks run, per kind (P1..P7, [`Check::ALL`]'s order).
+    pub checks: [u64; 7],
+    /// Sweeps run (P6 at quiescent points).
+    pub sweeps: u64,
     /// Every violation.
     pub violations: Vec<Violation>,
     /// Guest structures that could not be walked (corrupt, cyclic, out of range).
@@ -180,6 +220,14 @@ pub struct Probe {
     errors_dropped: u64,
     last_cost: Cost,
     index: VmaIndex,
+    /// Where the last sweep found each table (frame → descriptor), until the table is freed.
+    swept: HashMap<u64, TableDesc>,
+    /// The mem_map copy's buffer, kept between sweeps.
+    mem_map_buf: Vec<u8>,
+    /// Walkers may change rss concurrently (free-running races): the sweep leaves rss alone.
+    rss_racy: bool,
+    /// P6 findings already reported, by kind and frame: a lost table stays lost, and is told once.
+    reported: HashSet<(&'static str, u64)>,
 }
 
 /// What the last `TableFreeing` cost, for benchmarks and tests.
@@ -204,7 +252,14 @@ struct Findings {
     p2: Vec<String>,
     p4: Vec<String>,
     p3: Option<String>,
+    p5: Vec<String>,
+    p6: Vec<sweep::Finding>,
     errors: Vec<WalkError>,
+}
+
+/// What a table of `level` (1..=4) spans.
+fn level_span(level: u8) -> u64 {
+    1u64 << (12 + 9 * u32::from(level.clamp(1, 4)))
 }
 
 impl Probe {
@@ -222,7 +277,16 @@ impl Probe {
             errors_dropped: 0,
             last_cost: Cost::default(),
             index: VmaIndex::default(),
+            swept: HashMap::new(),
+            mem_map_buf: Vec::new(),
+            rss_racy: false,
+            reported: HashSet::new(),
         }
+    }
+
+    /// Tells the sweep that other vCPUs may change rss while it reads (`--free-run` races).
+    pub fn set_rss_racy(&mut self, racy: bool) {
+        self.rss_racy = racy;
     }
 
     /// Takes one event from vCPU `cpu`; `rip` reads the guest RIP (only called for a violation).
@@ -277,9 +341,33 @@ impl Probe {
                 log.push_back(Flush { seq, start, end });
                 Vec::new()
             }
-            ProbeEvent::TableFreeing(span) => {
-                let findings = self.table_freeing(seq, &span);
+            ProbeEvent::TableFreed { frame, claim } => {
+                let (span, findings) = self.table_freed(seq, frame, claim);
                 self.violations(&span, findings, rip)
+            }
+            ProbeEvent::Quiescent { .. } => self.sweep(rip),
+            ProbeEvent::MmInvalid {
+                mm,
+                count,
+                ref first,
+            } => {
+                self.summary.checks[Check::P7.index()] += 1;
+                let violation = Violation {
+                    check: Check::P7,
+                    mm,
+                    level: 0,
+                    frame: 0,
+                    start: 0,
+                    end: 0,
+                    vma: None,
+                    rip: rip(),
+                    detail: format!(
+                        "the guest's validate_mm found {count} broken invariant(s), first: {}",
+                        first.escape_debug()
+                    ),
+                };
+                self.summary.violations.push(violation.clone());
+                vec![violation]
             }
             // Events added to the protocol later are counted and otherwise ignored.
             #[allow(unreachable_patterns)]
@@ -308,9 +396,208 @@ impl Probe {
         self.last_cost
     }
 
-    /// Runs P1–P4 for `span` and poisons its frame.
-    fn table_freeing(&mut self, seq: u64, span: &TableSpan) -> Findings {
+    /// The free of page-table frame `frame`: P5 on the announcement, then P1–P4 on the span the
+    /// table's descriptor gives (the announced one if the descriptor gives none), poison, and at a
+    /// PGD the leftovers check. Returns the span checked.
+    fn table_freed(
+        &mut self,
+        seq: u64,
+        frame: u64,
+        claim: Option<TableSpan>,
+    ) -> (TableSpan, Findings) {
         let mut f = Findings::default();
+        let mem = self.mem.clone();
+        let view = GuestView::new(&mem);
+        let desc = match self.roots.map(|r| self.desc_of(&view, &r, frame)) {
+            Some(Ok(desc)) => desc,
+            Some(Err(e)) => {
+                f.errors.push(e);
+                None
+            }
+            None => None,
+        };
+        let own = desc.and_then(|d| {
+            let (start, end) = sweep::span_of(&d)?;
+            Some(TableSpan {
+                mm: d.mm,
+                level: d.level as u8,
+                frame,
+                start,
+                end,
+            })
+        });
+        let swept = self.swept.remove(&frame);
+        self.reported.retain(|&(_, f)| f != frame);
+        self.p5(frame, desc, own, claim, swept, &mut f);
+        let Some(span) = own.or(claim) else {
+            f.errors.push(WalkError::Insane {
+                what: "freed table",
+                addr: frame,
+                detail: "reported freed as a page table, but neither its Page nor the mmu_gather                          describes one"
+                    .to_string(),
+            });
+            let span = TableSpan {
+                mm: 0,
+                level: 0,
+                frame,
+                start: 0,
+                end: 0,
+            };
+            return (span, f);
+        };
+        self.table_freeing(seq, &span, &mut f);
+        if span.level == 4 {
+            self.summary.checks[Check::P6.index()] += 1;
+            if let Some(copy) = self.read_mem_map(&mut GuestView::new(&mem), &mut f) {
+                f.p6.extend(sweep::leftovers(&copy, span.mm, frame));
+                self.mem_map_buf = copy.into_buffer();
+            }
+        }
+        (span, f)
+    }
+
+    /// P5: a PTE, PMD or PUD table goes back only as the mmu_gather announced it, and the
+    /// announcement (mm, level, frame, span) is what the table's descriptor says; the descriptor is
+    /// where the last sweep found the table hanging.
+    fn p5(
+        &mut self,
+        frame: u64,
+        desc: Option<TableDesc>,
+        own: Option<TableSpan>,
+        claim: Option<TableSpan>,
+        swept: Option<TableDesc>,
+        f: &mut Findings,
+    ) {
+        self.summary.checks[Check::P5.index()] += 1;
+        let describe = |s: &TableSpan| {
+            format!(
+                "a level-{} table of mm {:#x} mapping [{:#x}, {:#x})",
+                s.level, s.mm, s.start, s.end
+            )
+        };
+        match (desc, own) {
+            (None, _) => f.p5.push("its Page does not say page table".to_string()),
+            (Some(d), None) => f.p5.push(format!(
+                "its Page describes no table a PGD can hold (level {}, base {:#x})",
+                d.level, d.base
+            )),
+            (Some(_), Some(_)) => {}
+        }
+        match (claim, own) {
+            (Some(c), _) if c.frame != frame => f.p5.push(format!(
+                "the mmu_gather announced the free of frame {:#x}, not this one",
+                c.frame
+            )),
+            (Some(c), Some(o))
+                if (c.mm, c.level, c.start, c.end) != (o.mm, o.level, o.start, o.end) =>
+            {
+                f.p5.push(format!(
+                    "the mmu_gather announced {}, its Page describes {}",
+                    describe(&c),
+                    describe(&o)
+                ))
+            }
+            (None, Some(o)) if o.level < 4 => f.p5.push(
+                "freed behind the mmu_gather's back: no announcement since its previous free"
+                    .to_string(),
+            ),
+            _ => {}
+        }
+        if let (Some(was), Some(d)) = (swept, desc) {
+            if was != d {
+                f.p5.push(format!(
+                    "the last sweep found it as a level-{} table of mm {:#x} from {:#x}, its Page                      now says level {} of mm {:#x} from {:#x}",
+                    was.level, was.mm, was.base, d.level, d.mm, d.base
+                ));
+            }
+        }
+    }
+
+    /// The descriptor in `frame`'s `Page`, if it says allocated page table.
+    fn desc_of(
+        &self,
+        view: &GuestView<'_>,
+        r: &Roots,
+        frame: u64,
+    ) -> Result<Option<TableDesc>, WalkError> {
+        Ok(self.page_words(view, r, frame)?.and_then(|w| {
+            sweep::desc_of(
+                PageFlags(w[word(page::FLAGS)]),
+                w[word(page::MAPPING)],
+                w[word(page::INDEX)],
+            )
+        }))
+    }
+
+    /// Reads the whole mem_map (for P6), reusing the last copy's buffer.
+    fn read_mem_map(&mut self, view: &mut GuestView<'_>, f: &mut Findings) -> Option<MemMapCopy> {
+        let r = self.roots?;
+        let buf = std::mem::take(&mut self.mem_map_buf);
+        match MemMapCopy::read(view, r.mem_map, r.mem_map_len, buf) {
+            Ok(copy) => Some(copy),
+            Err(e) => {
+                f.errors.push(e);
+                None
+            }
+        }
+    }
+
+    /// P6 at a quiescent point: sweeps every mm (module `sweep`) and remembers where each table
+    /// hangs, for P5.
+    fn sweep(&mut self, rip: &mut dyn FnMut() -> u64) -> Vec<Violation> {
+        let Some(r) = self.roots else {
+            return Vec::new();
+        };
+        self.summary.checks[Check::P6.index()] += 1;
+        self.summary.sweeps += 1;
+        let mem = self.mem.clone();
+        let mut view = GuestView::new(&mem);
+        let mut f = Findings::default();
+        let Some(copy) = self.read_mem_map(&mut view, &mut f) else {
+            return self.violations(&TableSpan::default(), f, rip);
+        };
+        let unhooked = &self.unhooked;
+        let outcome = sweep::sweep(
+            &mut view,
+            &copy,
+            r.kernel_pgd,
+            &|frame| unhooked.contains_key(&frame),
+            !self.rss_racy,
+        );
+        self.mem_map_buf = copy.into_buffer();
+        self.swept = outcome.reached;
+        f.errors.extend(outcome.errors);
+        let mut out = self.violations(&TableSpan::default(), f, rip);
+        let at = if outcome.findings.is_empty() {
+            0
+        } else {
+            rip()
+        };
+        for finding in outcome.findings {
+            if !self.reported.insert((finding.kind, finding.frame)) {
+                continue;
+            }
+            let level = finding.level.clamp(1, 4);
+            let span = level_span(level);
+            let v = Violation {
+                check: Check::P6,
+                mm: finding.mm,
+                level: finding.level,
+                frame: finding.frame,
+                start: finding.start,
+                end: finding.start.wrapping_add(span),
+                vma: None,
+                rip: at,
+                detail: finding.detail,
+            };
+            self.summary.violations.push(v.clone());
+            out.push(v);
+        }
+        out
+    }
+
+    /// Runs P1–P4 for `span` and poisons its frame.
+    fn table_freeing(&mut self, seq: u64, span: &TableSpan, f: &mut Findings) {
         // A span ending at the top of the address space wraps to 0.
         let end = if span.end <= span.start {
             u64::MAX
@@ -319,13 +606,14 @@ impl Probe {
         };
         let mem = self.mem.clone();
         let mut view = GuestView::new(&mem);
-        let mut cost = self.p1(&mut view, span, end, &mut f);
-        let stale = self.p2(&mut view, span, &mut f);
-        self.p3(span, end, &mut f);
-        self.p4(&view, seq, span, stale, &mut f);
+        let mut cost = self.p1(&mut view, span, end, f);
+        let stale = self.p2(&mut view, span, f);
+        if span.level < 4 {
+            self.p3(span, end, f);
+        }
+        self.p4(&view, seq, span, stale, f);
         cost.steps = view.steps_spent();
         self.last_cost = cost;
-        f
     }
 
     /// P1: rmap must not reach a VMA of this mm meeting the span. With the index, the default mode
@@ -536,6 +824,18 @@ impl Probe {
         r: &Roots,
         frame: u64,
     ) -> Result<Option<[u64; 2]>, WalkError> {
+        Ok(self
+            .page_words(view, r, frame)?
+            .map(|w| [w[word(page::FLAGS)], w[word(page::MAPCOUNT)]]))
+    }
+
+    /// The words of the `Page` describing `frame`, if the mem_map has one.
+    fn page_words(
+        &self,
+        view: &GuestView<'_>,
+        r: &Roots,
+        frame: u64,
+    ) -> Result<Option<[u64; page::SIZE / 8]>, WalkError> {
         let pfn = frame / mm_core::addr::PAGE_SIZE;
         if pfn >= r.mem_map_len {
             return Ok(None);
@@ -547,8 +847,7 @@ impl Probe {
                 what: "mem_map",
                 addr: r.mem_map,
             })?;
-        let w = view.words::<{ page::SIZE / 8 }>("Page", addr)?;
-        Ok(Some([w[word(page::FLAGS)], w[word(page::MAPCOUNT)]]))
+        Ok(Some(view.words::<{ page::SIZE / 8 }>("Page", addr)?))
     }
 
     /// Whether a flush of `mm` covering `[start, end)` arrived after event `since`. Only the newest
@@ -600,6 +899,22 @@ impl Probe {
         }
         if !f.p4.is_empty() {
             out.push(base(Check::P4, None, f.p4.join("; ")));
+        }
+        if !f.p5.is_empty() {
+            out.push(base(Check::P5, None, f.p5.join("; ")));
+        }
+        for finding in f.p6 {
+            out.push(Violation {
+                check: Check::P6,
+                mm: finding.mm,
+                level: finding.level,
+                frame: finding.frame,
+                start: finding.start,
+                end: finding.start.wrapping_add(level_span(finding.level)),
+                vma: None,
+                rip: 0,
+                detail: finding.detail,
+            });
         }
         if !out.is_empty() {
             let at = rip();

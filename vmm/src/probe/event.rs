@@ -12,7 +12,7 @@ pub enum UnlinkKind {
 }
 
 /// A page-table page and the span of user addresses it maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableSpan {
     /// Guest address of the `MmStruct`.
     pub mm: u64,
@@ -27,7 +27,7 @@ pub struct TableSpan {
 }
 
 /// One event from the guest's memory manager.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProbeEvent {
     /// Where the guest's structures start; sent once, before any other event.
     Roots {
@@ -73,8 +73,29 @@ pub enum ProbeEvent {
     },
     /// A table's parent entry was cleared.
     TableUnhooked(TableSpan),
-    /// A table is about to go back to the allocator: the rule is checked here.
-    TableFreeing(TableSpan),
+    /// A page-table frame is going back to the allocator (the guest's allocator reports every
+    /// frame its `Page` calls a page table): the rule is checked here, on the span the table's
+    /// own descriptor gives.
+    TableFreed {
+        /// The frame.
+        frame: u64,
+        /// What the mmu_gather announced for its last free, if anything since the previous one.
+        claim: Option<TableSpan>,
+    },
+    /// No mm operation is under way on the reporting vCPU: the page tables may be swept.
+    Quiescent {
+        /// The current mm (0: none).
+        mm: u64,
+    },
+    /// The guest's `validate_mm` found broken invariants.
+    MmInvalid {
+        /// Guest address of the `MmStruct`.
+        mm: u64,
+        /// How many.
+        count: u64,
+        /// The first, as the guest describes it.
+        first: String,
+    },
     /// A TLB flush of `[start, end)` in an mm completed.
     TlbFlushed {
         /// Guest address of the `MmStruct`.
@@ -87,6 +108,15 @@ pub enum ProbeEvent {
 }
 
 impl ProbeEvent {
+    /// The free of `span`'s table as a correct guest reports it: the allocator's report, carrying
+    /// the mmu_gather's announcement of exactly that span.
+    pub fn announced_free(span: TableSpan) -> ProbeEvent {
+        ProbeEvent::TableFreed {
+            frame: span.frame,
+            claim: Some(span),
+        }
+    }
+
     /// The event a probe call carries; `None` for other calls or an invalid level or kind.
     pub fn from_call(cmd: UcallCmd, call: &Ucall) -> Option<ProbeEvent> {
         let a = call.args;
@@ -119,7 +149,25 @@ impl ProbeEvent {
                 },
             },
             UcallCmd::ProbeTableUnhooked => ProbeEvent::TableUnhooked(span()?),
-            UcallCmd::ProbeTableFreeing => ProbeEvent::TableFreeing(span()?),
+            UcallCmd::ProbeTableFreeing => ProbeEvent::TableFreed {
+                frame: a[0],
+                claim: match a[2] {
+                    0 => None,
+                    level => Some(TableSpan {
+                        mm: a[1],
+                        level: u8::try_from(level).ok().filter(|l| (1..=4).contains(l))?,
+                        frame: a[3],
+                        start: a[4],
+                        end: a[5],
+                    }),
+                },
+            },
+            UcallCmd::ProbeQuiescent => ProbeEvent::Quiescent { mm: a[0] },
+            UcallCmd::ProbeMmInvalid => ProbeEvent::MmInvalid {
+                mm: a[0],
+                count: a[1],
+                first: String::from_utf8_lossy(call.text()).into_owned(),
+            },
             UcallCmd::ProbeTlbFlushed => ProbeEvent::TlbFlushed {
                 mm: a[0],
                 start: a[1],
@@ -146,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_table_event_decodes_and_a_bad_level_is_refused() {
-        let mut call = Ucall::new(UcallCmd::ProbeTableFreeing, 0);
+        let mut call = Ucall::new(UcallCmd::ProbeTableUnhooked, 0);
         call.args = [0x5000, 1, 0x9000, 1 << 39, (1 << 39) + (2 << 20), 0];
         let expected = TableSpan {
             mm: 0x5000,
@@ -156,14 +204,48 @@ mod tests {
             end: (1 << 39) + (2 << 20),
         };
         assert_eq!(
-            ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
-            Some(ProbeEvent::TableFreeing(expected))
+            ProbeEvent::from_call(UcallCmd::ProbeTableUnhooked, &call),
+            Some(ProbeEvent::TableUnhooked(expected))
         );
         call.args[1] = 9;
         assert_eq!(
-            ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
+            ProbeEvent::from_call(UcallCmd::ProbeTableUnhooked, &call),
             None
         );
         assert_eq!(ProbeEvent::from_call(UcallCmd::Sync, &call), None);
+    }
+
+    #[test]
+    fn a_table_free_decodes_with_its_claim_or_without_one() {
+        let mut call = Ucall::new(UcallCmd::ProbeTableFreeing, 0);
+        call.args = [0x9000, 0x5000, 1, 0x9000, 1 << 39, (1 << 39) + (2 << 20)];
+        let claim = TableSpan {
+            mm: 0x5000,
+            level: 1,
+            frame: 0x9000,
+            start: 1 << 39,
+            end: (1 << 39) + (2 << 20),
+        };
+        assert_eq!(
+            ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
+            Some(ProbeEvent::TableFreed {
+                frame: 0x9000,
+                claim: Some(claim)
+            })
+        );
+        call.args[1..].fill(0);
+        assert_eq!(
+            ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
+            Some(ProbeEvent::TableFreed {
+                frame: 0x9000,
+                claim: None
+            })
+        );
+        call.args[2] = 7;
+        assert_eq!(
+            ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
+            None,
+            "a claim of level 7 is refused"
+        );
     }
 }

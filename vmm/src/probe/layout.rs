@@ -36,6 +36,18 @@ pub(crate) mod mm {
     use super::*;
     /// Physical address of the PML4.
     pub(crate) const PGD: usize = offset_of!(MmStruct, pgd);
+    /// The first `Vma` on the mm's list.
+    pub(crate) const MMAP: usize = offset_of!(MmStruct, mmap);
+    /// PTE tables allocated.
+    pub(crate) const NR_PTES: usize = offset_of!(MmStruct, nr_ptes);
+    /// Bytes of PUD, PMD and PTE tables.
+    pub(crate) const PGTABLES_BYTES: usize = offset_of!(MmStruct, pgtables_bytes);
+    /// Anonymous pages mapped.
+    pub(crate) const ANON_RSS: usize = offset_of!(MmStruct, anon_rss);
+    /// File pages mapped.
+    pub(crate) const FILE_RSS: usize = offset_of!(MmStruct, file_rss);
+    /// Words the sweep reads (through `file_rss`).
+    pub(crate) const WORDS: usize = FILE_RSS / 8 + 1;
 }
 
 /// `Vma`, read whole (its `shared` interval node included).
@@ -47,6 +59,8 @@ pub(crate) mod vma {
     pub(crate) const VM_START: usize = offset_of!(Vma, vm_start);
     /// End of the range.
     pub(crate) const VM_END: usize = offset_of!(Vma, vm_end);
+    /// The next VMA on the mm's list.
+    pub(crate) const VM_NEXT: usize = offset_of!(Vma, vm_next);
     /// `VmFlags` bits.
     pub(crate) const VM_FLAGS: usize = offset_of!(Vma, vm_flags);
     /// Its `File` (0 = anonymous).
@@ -127,8 +141,10 @@ pub(crate) mod page {
     pub(crate) const FLAGS: usize = offset_of!(Page, flags);
     /// Page-table entries mapping the frame.
     pub(crate) const MAPCOUNT: usize = offset_of!(Page, mapcount);
-    /// `AnonVma | PAGE_MAPPING_ANON`, or `AddressSpace`.
+    /// `AnonVma | PAGE_MAPPING_ANON`, or `AddressSpace`; a page table's mm (`ptdesc`).
     pub(crate) const MAPPING: usize = offset_of!(Page, mapping);
+    /// Page offset in `mapping`; the first address a page table maps.
+    pub(crate) const INDEX: usize = offset_of!(Page, index);
     /// Bytes per entry.
     pub(crate) const SIZE: usize = size_of::<Page>();
 }

@@ -29,6 +29,7 @@ mod index;
 mod layout;
 mod pgtable;
 mod rmap;
+mod sweep;
 #[cfg(test)]
 mod tests;
 

@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use mm_core::addr::PAGE_SIZE;
 use mm_core::interval_tree::IntervalNode;
-use mm_core::phys::PAGE_MAPPING_ANON;
+use mm_core::phys::{PageFlags, PAGE_MAPPING_ANON};
 
 use super::engine::VmaInfo;
 use super::event::UnlinkKind;
@@ -153,7 +153,8 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
                     u64::from_le_bytes(w)
                 };
                 let m = field(page::MAPPING);
-                if m == 0 {
+                // A page table's `mapping` is its mm (the ptdesc), not an rmap structure.
+                if m == 0 || PageFlags(field(page::FLAGS)).contains(PageFlags::PAGETABLE) {
                     continue;
                 }
                 if m & PAGE_MAPPING_ANON != 0 {

@@ -240,12 +240,12 @@ impl Vcpu {
                     let mut rip = || self.fd.get_regs().map_or(0, |r| r.rip);
                     let started = Instant::now();
                     let violations = lock(&shared.probe).handle(self.index, &event, &mut rip);
-                    if let ProbeEvent::TableFreeing(span) = &event {
+                    if let ProbeEvent::TableFreed { frame, .. } = &event {
                         lock(&shared.timing).checked_free(started.elapsed());
                         if let Some(q) = &shared.quarantine {
                             let revoked = shared
                                 .gate
-                                .with_others_paused(self.index, || lock(q).revoke(span.frame));
+                                .with_others_paused(self.index, || lock(q).revoke(*frame));
                             if let Err(e) = revoked {
                                 return VcpuEnd::Failed {
                                     reason: e.to_string(),

@@ -40,6 +40,28 @@ pub struct VmConfig<'a> {
     pub input: &'a [u8],
     /// Bytes of RAM to set aside, below the input, for the scenario's output; 0 = none.
     pub output_len: u64,
+    /// What the guest reports for the probes beyond its events (`BootInfo::sweep_every`,
+    /// `BootInfo::probe_flags`).
+    pub probes: GuestProbes,
+}
+
+/// The guest's part in the probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestProbes {
+    /// Report every this-many-th quiescent point, where the VMM sweeps (0 = never).
+    pub sweep_every: u64,
+    /// `BootInfo::THOROUGH`, `BootInfo::VALIDATE_AT_EXIT`.
+    pub flags: u64,
+}
+
+impl GuestProbes {
+    /// The default: a sweep every [`GuestProbes::DEFAULT_SWEEP_EVERY`] quiescent points.
+    pub const DEFAULT: GuestProbes = GuestProbes {
+        sweep_every: Self::DEFAULT_SWEEP_EVERY,
+        flags: 0,
+    };
+    /// Quiescent points (mm system calls, faults, process ends) between two sweeps by default.
+    pub const DEFAULT_SWEEP_EVERY: u64 = 32;
 }
 
 /// Why the VM could not be built.
@@ -170,6 +192,8 @@ impl Vm {
         boot_info.log_level = config.log_level;
         boot_info.variant = config.variant.as_u64();
         boot_info.scale = config.scale;
+        boot_info.sweep_every = config.probes.sweep_every;
+        boot_info.probe_flags = config.probes.flags;
         if let Some(spec) = config.inject {
             boot_info.inject_nth = spec.nth_for(config.seed);
             boot_info.inject_kind = spec.kind.map_or(0, |k| k as u64);

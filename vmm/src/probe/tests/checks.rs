@@ -9,7 +9,7 @@ fn checks_of(v: &[Violation]) -> Vec<Check> {
 }
 
 #[test]
-fn a_clean_free_passes_all_four_checks_and_poisons_all_but_entry_zero() {
+fn a_clean_free_passes_all_five_checks_and_poisons_all_but_entry_zero() {
     let mut f = Fake::new();
     let (_, _, s) = unhooked_pte_table(&mut f);
     f.w(s.frame, 0x1234_5000); // what the guest allocator would leave in entry 0
@@ -17,7 +17,7 @@ fn a_clean_free_passes_all_four_checks_and_poisons_all_but_entry_zero() {
         let mut p = f.probe(thorough);
         let v = feed(&mut p, &correct_free(s));
         assert!(v.is_empty(), "thorough {thorough}: {v:?}");
-        assert_eq!(p.summary().checks, [1, 1, 1, 1]);
+        assert_eq!(p.summary().checks, [1, 1, 1, 1, 1, 0, 0]);
         assert_eq!(p.summary().events, 4);
         assert!(p.summary().errors.is_empty(), "{:?}", p.summary().errors);
         assert_eq!(f.r(s.frame), 0x1234_5000);
@@ -176,7 +176,7 @@ fn no_flush_between_unhook_and_free_is_p3() {
     ];
     for (name, mut events, caught) in cases {
         let mut p = f.probe(false);
-        events.push(ProbeEvent::TableFreeing(s));
+        events.push(ProbeEvent::announced_free(s));
         let v = feed(&mut p, &events);
         let want: &[Check] = if caught { &[Check::P3] } else { &[] };
         assert_eq!(checks_of(&v), want, "{name}");
@@ -197,19 +197,19 @@ fn a_free_without_a_seen_unhook_needs_a_flush_since_the_previous_free() {
     };
     let mut p = f.probe(false);
     // Never unhooked, never flushed: P3 (unknown unhook, no flush since the run began).
-    let v = feed(&mut p, &[ProbeEvent::TableFreeing(s)]);
+    let v = feed(&mut p, &[ProbeEvent::announced_free(s)]);
     assert_eq!(checks_of(&v), [Check::P3]);
     assert!(v[0].detail.contains("since the run began"), "{}", v[0]);
     // The guest hands the frame out again (zeroing it): a flush since the previous free suffices.
     for i in 1..512 {
         f.w(s.frame + i * 8, 0);
     }
-    assert!(feed(&mut p, &[flush, ProbeEvent::TableFreeing(s)]).is_empty());
+    assert!(feed(&mut p, &[flush, ProbeEvent::announced_free(s)]).is_empty());
     for i in 1..512 {
         f.w(s.frame + i * 8, 0);
     }
     // A flush before the previous free does not count for this one.
-    let v = feed(&mut p, &[ProbeEvent::TableFreeing(s)]);
+    let v = feed(&mut p, &[ProbeEvent::announced_free(s)]);
     assert_eq!(checks_of(&v), [Check::P3]);
     assert!(v[0].detail.contains("since its previous free"), "{}", v[0]);
 }
@@ -220,7 +220,7 @@ fn a_second_free_without_an_unhook_is_a_p4_double_free() {
     let (_, _, s) = unhooked_pte_table(&mut f);
     let mut p = f.probe(false);
     assert!(feed(&mut p, &correct_free(s)).is_empty());
-    let v = feed(&mut p, &[ProbeEvent::TableFreeing(s)]);
+    let v = feed(&mut p, &[ProbeEvent::announced_free(s)]);
     let p4: Vec<_> = v.iter().filter(|v| v.check == Check::P4).collect();
     assert_eq!(p4.len(), 1, "{v:?}");
     assert!(p4[0].detail.contains("double free"), "{}", p4[0]);
@@ -255,7 +255,8 @@ fn a_frame_whose_page_is_no_page_table_or_is_mapped_is_p4_and_not_poisoned() {
     let s = TableSpan { frame: data, ..s };
     let mut p = f.probe(false);
     let v = feed(&mut p, &correct_free(s));
-    assert_eq!(checks_of(&v), [Check::P4]);
+    assert_eq!(checks_of(&v), [Check::P4, Check::P5]);
+    assert!(v[1].detail.contains("does not say page table"), "{}", v[1]);
     assert!(
         v[0].detail.contains("not a live page-table page"),
         "{}",
@@ -270,7 +271,8 @@ fn a_walk_through_a_poisoned_table_is_reported_as_use_after_free() {
     let mut f = Fake::new();
     let mm = f.mm();
     let va = USER_BASE.0;
-    let pte = f.ensure_table(mm, Level::Pte, va);
+    // Entry 9 of the PMD table: entry 0 keeps the allocator's link, not poison.
+    let pte = f.ensure_table(mm, Level::Pte, va + (9 << 21));
     let pmd = f.ensure_table(mm, Level::Pmd, va);
     // The PMD table is freed while its PUD entry still points to it (P2) and gets poisoned.
     let pmd_span = span(mm, Level::Pmd, pmd, va);

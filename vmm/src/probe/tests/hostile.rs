@@ -293,7 +293,7 @@ proptest! {
         for s in &spans {
             // Unhooked in memory or not, flushed or not: whatever the checks say, they return.
             feed(&mut p, &correct_free(*s));
-            feed(&mut p, &[ProbeEvent::TableFreeing(*s)]);
+            feed(&mut p, &[ProbeEvent::announced_free(*s)]);
         }
         prop_assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
         prop_assert_eq!(p.summary().events, before + 4 * spans.len() as u64);

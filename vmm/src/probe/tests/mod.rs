@@ -95,13 +95,26 @@ impl Fake {
         f
     }
 
-    fn table_frame(&mut self) -> u64 {
-        self.frame(PageFlags(PageFlags::ALLOCATED.0 | PageFlags::PAGETABLE.0))
+    /// A page-table frame whose `Page` describes it as `mm`'s table of `level` from `base`.
+    fn table_frame(&mut self, mm: u64, level: Level, base: u64) -> u64 {
+        let f = self.frame(PageFlags(PageFlags::ALLOCATED.0 | PageFlags::PAGETABLE.0));
+        self.describe(f, mm, level as u64, base);
+        f
+    }
+
+    /// Writes a table descriptor (mm, level, base) into `frame`'s `Page`, as `Page::set_table`.
+    fn describe(&self, frame: u64, mm: u64, level: u64, base: u64) {
+        let p = self.page(frame);
+        let flags = self.r(p + offset_of!(Page, flags) as u64) & !PageFlags::TABLE_LEVEL_MASK;
+        let level = level << PageFlags::TABLE_LEVEL_SHIFT;
+        self.w(p + offset_of!(Page, flags) as u64, flags | level);
+        self.w(p + offset_of!(Page, mapping) as u64, mm);
+        self.w(p + offset_of!(Page, index) as u64, base);
     }
 
     fn mm(&mut self) -> Mm {
         let addr = self.alloc(size_of::<MmStruct>());
-        let pgd = self.table_frame();
+        let pgd = self.table_frame(addr, Level::Pgd, 0);
         self.w(addr + offset_of!(MmStruct, pgd) as u64, pgd);
         Mm { addr, pgd }
     }
@@ -119,7 +132,8 @@ impl Fake {
             let next = if e.is_present() {
                 e.frame().0
             } else {
-                let t = self.table_frame();
+                let lower = at.lower().expect("above the target level");
+                let t = self.table_frame(mm.addr, lower, va & !(lower.table_span() - 1));
                 self.w(
                     slot,
                     PageTableEntry::new(PhysAddr(t), PteFlags::TABLE).bits(),
@@ -316,7 +330,7 @@ fn correct_free(s: TableSpan) -> [ProbeEvent; 3] {
             start: s.start,
             end: s.end,
         },
-        ProbeEvent::TableFreeing(s),
+        ProbeEvent::announced_free(s),
     ]
 }
 

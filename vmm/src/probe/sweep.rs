@@ -1,0 +1,419 @@
+//! P6, the sweep: every mm's page tables walked from its PGD and held against the mem_map, so a
+//! table lost, leaked, misdescribed or miscounted shows even when no event was ever about it.
+//!
+//! The mms are found from the mem_map itself: every frame whose `Page` says it is a PGD names its
+//! `MmStruct` (the ptdesc, `mm_core::phys::TableDesc`), whose `pgd` must point back to it. Then:
+//! - every table reachable from a PGD's user half is a frame marked page table whose descriptor
+//!   names that mm, its level and the first address its entry maps, reached exactly once;
+//! - every frame marked page table is a live mm's PGD, reachable from it, or unhooked and waiting
+//!   in an mmu_gather (the engine's unhooked set): nothing lost;
+//! - every table below a PGD meets a VMA of its mm (`free_pgtables` frees the rest): nothing
+//!   leaked;
+//! - `nr_ptes` and `pgtables_bytes` equal the tables counted, and (unless racing walkers may be
+//!   changing them) `anon_rss` and `file_rss` the leaves that hold a frame.
+//!
+//! The sweep is only sound where no mm operation is half done: the guest's `Quiescent` points.
+//! [`leftovers`] is the part that holds at any PGD free: no other table names that mm any more.
+
+use std::collections::HashMap;
+
+use mm_core::addr::{PAGE_SIZE, TASK_SIZE, USER_BASE};
+use mm_core::paging::{Level, PageTableEntry, PteFlags};
+use mm_core::phys::{PageFlags, TableDesc};
+
+use super::guest_mem::{AddrSet, GuestView, WalkError};
+use super::layout::{self, page, word};
+use super::pgtable::is_poison;
+
+/// The guest's mem_map, read in one go.
+pub(crate) struct MemMapCopy {
+    bytes: Vec<u8>,
+    len: u64,
+}
+
+impl MemMapCopy {
+    /// Reads `len` `Page`s at `mem_map` (capped at the frames of RAM), reusing `buf`'s memory.
+    pub(crate) fn read(
+        view: &mut GuestView<'_>,
+        mem_map: u64,
+        len: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<MemMapCopy, WalkError> {
+        let len = len.min(view.ram_frames());
+        view.step("mem_map", mem_map)?;
+        buf.resize(len as usize * page::SIZE, 0);
+        view.bytes("mem_map", mem_map, &mut buf)?;
+        Ok(MemMapCopy { bytes: buf, len })
+    }
+
+    /// Gives the buffer back for the next read.
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    fn field(&self, pfn: u64, off: usize) -> u64 {
+        let at = pfn as usize * page::SIZE + off;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.bytes[at..at + 8]);
+        u64::from_le_bytes(w)
+    }
+
+    /// The flags of `frame`'s `Page` (empty outside the mem_map).
+    pub(crate) fn flags(&self, frame: u64) -> PageFlags {
+        let pfn = frame / PAGE_SIZE;
+        PageFlags(if pfn < self.len {
+            self.field(pfn, page::FLAGS)
+        } else {
+            0
+        })
+    }
+
+    /// The descriptor of `frame` if its `Page` says allocated page table.
+    pub(crate) fn table_desc(&self, frame: u64) -> Option<TableDesc> {
+        let pfn = frame / PAGE_SIZE;
+        (pfn < self.len).then_some(())?;
+        desc_of(
+            PageFlags(self.field(pfn, page::FLAGS)),
+            self.field(pfn, page::MAPPING),
+            self.field(pfn, page::INDEX),
+        )
+    }
+
+    /// Every frame marked page table, with its descriptor.
+    pub(crate) fn tables(&self) -> impl Iterator<Item = (u64, TableDesc)> + '_ {
+        (0..self.len).filter_map(|pfn| Some((pfn * PAGE_SIZE, self.table_desc(pfn * PAGE_SIZE)?)))
+    }
+}
+
+/// The descriptor a `Page`'s raw fields give, if it says allocated page table.
+pub(crate) fn desc_of(flags: PageFlags, mapping: u64, index: u64) -> Option<TableDesc> {
+    let table = PageFlags(PageFlags::ALLOCATED.0 | PageFlags::PAGETABLE.0);
+    flags.contains(table).then(|| TableDesc {
+        mm: mapping,
+        level: flags.table_level(),
+        base: index,
+    })
+}
+
+/// The span `[start, end)` of user addresses a table of `desc` maps, if the descriptor is one a
+/// table can have (level 1..=4, base aligned to the level; a PGD maps all of user space). `end`
+/// is 0 for a span reaching the top of the address space.
+pub(crate) fn span_of(desc: &TableDesc) -> Option<(u64, u64)> {
+    let level = level_of(desc.level)?;
+    if level == Level::Pgd {
+        return (desc.base == 0).then_some((USER_BASE.0, TASK_SIZE.0));
+    }
+    let span = level.table_span();
+    (desc.base.is_multiple_of(span)).then_some((desc.base, desc.base.wrapping_add(span)))
+}
+
+fn level_of(level: u64) -> Option<Level> {
+    Some(match level {
+        1 => Level::Pte,
+        2 => Level::Pmd,
+        3 => Level::Pud,
+        4 => Level::Pgd,
+        _ => return None,
+    })
+}
+
+/// Something the sweep found wrong about one table (or one mm, `frame` being its PGD).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Finding {
+    /// The mm.
+    pub mm: u64,
+    /// The table's level (1 = PTE table … 4 = PGD).
+    pub level: u8,
+    /// The table's frame.
+    pub frame: u64,
+    /// The first address it maps.
+    pub start: u64,
+    /// What kind of finding (one word: a table lost, leaked, ... or the counter's name), so a
+    /// finding that stays true is reported once.
+    pub kind: &'static str,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// What one sweep saw.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    /// Broken rules.
+    pub findings: Vec<Finding>,
+    /// Structures that could not be read.
+    pub errors: Vec<WalkError>,
+    /// Every table reached, with where it hangs (mm, level, base).
+    pub reached: HashMap<u64, TableDesc>,
+    /// Mms swept.
+    pub mms: u64,
+}
+
+/// Sweeps every mm the mem_map names. `in_flight(frame)`: the frame was unhooked and is not freed
+/// yet; `rss`: compare the rss counters too.
+pub(crate) fn sweep(
+    view: &mut GuestView<'_>,
+    copy: &MemMapCopy,
+    kernel_pgd: u64,
+    in_flight: &dyn Fn(u64) -> bool,
+    rss: bool,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let marked: Vec<(u64, TableDesc)> = copy.tables().collect();
+    for &(pgd, desc) in marked.iter().filter(|(_, d)| d.level == Level::Pgd as u64) {
+        if pgd == kernel_pgd {
+            continue;
+        }
+        out.mms += 1;
+        if let Err(e) = sweep_mm(view, copy, pgd, desc, rss, &mut out) {
+            out.errors.push(e);
+        }
+    }
+    for (frame, desc) in marked {
+        if desc.level == Level::Pgd as u64 || out.reached.contains_key(&frame) || in_flight(frame) {
+            continue;
+        }
+        out.findings.push(Finding {
+            mm: desc.mm,
+            level: desc.level as u8,
+            frame,
+            start: desc.base,
+            kind: "lost",
+            detail: "lost: its Page says page table, but no PGD reaches it and no mmu_gather \
+                     holds it (unhooked and never freed)"
+                .to_string(),
+        });
+    }
+    out
+}
+
+/// The tables of `mm` other than its PGD `pgd` still marked page table: at the PGD's free, every
+/// one of them is leaked.
+pub(crate) fn leftovers(copy: &MemMapCopy, mm: u64, pgd: u64) -> Vec<Finding> {
+    copy.tables()
+        .filter(|&(frame, d)| d.mm == mm && frame != pgd)
+        .map(|(frame, d)| Finding {
+            mm,
+            level: d.level as u8,
+            frame,
+            start: d.base,
+            kind: "leaked",
+            detail: "leaked: still marked page table of this mm when its PGD was freed".to_string(),
+        })
+        .collect()
+}
+
+/// Counts of one mm's walk.
+#[derive(Default)]
+struct Counted {
+    ptes: u64,
+    tables: u64,
+    anon: u64,
+    file: u64,
+}
+
+fn sweep_mm(
+    view: &mut GuestView<'_>,
+    copy: &MemMapCopy,
+    pgd: u64,
+    desc: TableDesc,
+    rss: bool,
+    out: &mut Outcome,
+) -> Result<(), WalkError> {
+    let mm = desc.mm;
+    let finding = |level: u8, frame: u64, start: u64, kind: &'static str, detail: String| Finding {
+        mm,
+        level,
+        frame,
+        start,
+        kind,
+        detail,
+    };
+    let head = view.words::<{ layout::mm::WORDS }>("mm_struct", mm)?;
+    if head[word(layout::mm::PGD)] != pgd {
+        let detail = format!(
+            "its Page says PGD of mm {mm:#x}, whose pgd is {:#x}: a PGD its mm left behind",
+            head[word(layout::mm::PGD)]
+        );
+        out.findings.push(finding(4, pgd, 0, "orphan PGD", detail));
+        return Ok(());
+    }
+    out.reached.insert(pgd, desc);
+    let vmas = vma_ranges(view, mm, head[word(layout::mm::MMAP)])?;
+    let mut counted = Counted::default();
+    let first = (USER_BASE.0 >> Level::Pgd.entry_shift()) as usize & 511;
+    let last = ((TASK_SIZE.0 - 1) >> Level::Pgd.entry_shift()) as usize & 511;
+    let mut stack = vec![(pgd, Level::Pgd, 0u64)];
+    while let Some((table, level, base)) = stack.pop() {
+        view.step("page table", table)?;
+        let entries = view.table(table)?;
+        let range = if level == Level::Pgd {
+            first..=last
+        } else {
+            0..=511
+        };
+        for i in range {
+            let value = entries[i];
+            if value == 0 {
+                continue;
+            }
+            if i != 0 && is_poison(value) {
+                let detail = format!(
+                    "use after free: reachable, but entry {i} holds the poison of a freed table \
+                     ({value:#x})"
+                );
+                out.findings
+                    .push(finding(level as u8, table, base, "poison", detail));
+                break;
+            }
+            let e = PageTableEntry::from_bits(value);
+            let va = base.wrapping_add(i as u64 * level.entry_span());
+            let Some(lower) = level.lower() else {
+                if e.holds_frame() {
+                    if copy.flags(e.frame().0).contains(PageFlags::ANON) {
+                        counted.anon += 1;
+                    } else {
+                        counted.file += 1;
+                    }
+                }
+                continue;
+            };
+            if !e.is_present() || e.flags().contains(PteFlags::HUGE) {
+                continue;
+            }
+            let child = e.frame().0;
+            let hangs = TableDesc {
+                mm,
+                level: lower as u64,
+                base: va,
+            };
+            match copy.table_desc(child) {
+                None => {
+                    let detail = format!(
+                        "entry {i} of level-{} table {table:#x} points to it, but its Page does \
+                         not say page table (flags {:#x})",
+                        level as u8,
+                        copy.flags(child).0
+                    );
+                    out.findings
+                        .push(finding(lower as u8, child, va, "unmarked", detail));
+                    continue;
+                }
+                Some(d) if d != hangs => {
+                    let detail = format!(
+                        "its Page describes a level-{} table of mm {:#x} from {:#x}, but it hangs \
+                         at entry {i} of level-{} table {table:#x}",
+                        d.level, d.mm, d.base, level as u8
+                    );
+                    out.findings
+                        .push(finding(lower as u8, child, va, "misdescribed", detail));
+                }
+                Some(_) => {}
+            }
+            if let Some(before) = out.reached.insert(child, hangs) {
+                let detail = format!(
+                    "reached twice: also from mm {:#x} at level {} from {:#x}",
+                    before.mm, before.level, before.base
+                );
+                out.findings
+                    .push(finding(lower as u8, child, va, "reached twice", detail));
+                continue;
+            }
+            counted.tables += 1;
+            if lower == Level::Pte {
+                counted.ptes += 1;
+            }
+            let end = va.wrapping_add(lower.table_span());
+            if !meets(&vmas, va, end) {
+                let detail = format!(
+                    "leaked: maps [{va:#x}, {end:#x}), where the mm has no VMA (free_pgtables \
+                     should have freed it)"
+                );
+                out.findings
+                    .push(finding(lower as u8, child, va, "no VMA", detail));
+            }
+            stack.push((child, lower, va));
+        }
+    }
+    let mut counters = vec![
+        ("nr_ptes", layout::mm::NR_PTES, counted.ptes),
+        (
+            "pgtables_bytes",
+            layout::mm::PGTABLES_BYTES,
+            counted.tables * PAGE_SIZE,
+        ),
+    ];
+    if rss {
+        counters.push(("anon_rss", layout::mm::ANON_RSS, counted.anon));
+        counters.push(("file_rss", layout::mm::FILE_RSS, counted.file));
+    }
+    for (name, off, counted) in counters {
+        let recorded = head[word(off)];
+        if recorded != counted {
+            let detail = format!("{name} is {recorded}, its page tables hold {counted}");
+            out.findings.push(finding(4, pgd, 0, name, detail));
+        }
+    }
+    Ok(())
+}
+
+/// The ranges of `mm`'s VMAs, from its list (`mmap`, then `vm_next`), sorted by start.
+fn vma_ranges(view: &mut GuestView<'_>, mm: u64, first: u64) -> Result<Vec<(u64, u64)>, WalkError> {
+    let mut out = Vec::new();
+    let mut seen = AddrSet::default();
+    let mut vma = first;
+    while vma != 0 {
+        view.step("vma", vma)?;
+        if !seen.insert(vma) {
+            return Err(WalkError::Cycle {
+                what: "vma",
+                addr: vma,
+            });
+        }
+        let w = view.words::<{ layout::vma::VM_NEXT / 8 + 1 }>("vma", vma)?;
+        if w[word(layout::vma::VM_MM)] != mm {
+            return Err(WalkError::BrokenLink {
+                what: "vma",
+                addr: vma,
+                link: "vm_mm",
+                found: w[word(layout::vma::VM_MM)],
+                expected: mm,
+            });
+        }
+        out.push((w[word(layout::vma::VM_START)], w[word(layout::vma::VM_END)]));
+        vma = w[word(layout::vma::VM_NEXT)];
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Whether a range of `vmas` (sorted, non-overlapping) meets `[start, end)`; `end` 0 is the top.
+fn meets(vmas: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let end = if end == 0 { u64::MAX } else { end };
+    let i = vmas.partition_point(|&(_, e)| e <= start);
+    vmas.get(i).is_some_and(|&(s, _)| s < end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vma_meets_a_span_only_if_their_ranges_overlap() {
+        let vmas = [(0x1000, 0x3000), (0x10_0000, 0x20_0000)];
+        assert!(meets(&vmas, 0x2000, 0x5000));
+        assert!(!meets(&vmas, 0x3000, 0x10_0000));
+        assert!(meets(&vmas, 0x1f_f000, 0));
+        assert!(!meets(&vmas, 0x20_0000, 0));
+        assert!(!meets(&[], 0, 0));
+    }
+
+    #[test]
+    fn a_descriptor_gives_a_span_only_when_its_level_and_base_fit() {
+        let d = |level, base| TableDesc { mm: 1, level, base };
+        assert_eq!(span_of(&d(1, 2 << 20)), Some((2 << 20, 4 << 20)));
+        assert_eq!(span_of(&d(1, 4096)), None);
+        assert_eq!(span_of(&d(4, 0)), Some((USER_BASE.0, TASK_SIZE.0)));
+        assert_eq!(span_of(&d(5, 0)), None);
+        assert_eq!(span_of(&d(0, 0)), None);
+    }
+}
