@@ -6,6 +6,7 @@ mod cost;
 mod hostile;
 mod index;
 mod layout;
+mod sweep;
 
 use core::mem::{offset_of, size_of};
 

@@ -1,0 +1,182 @@
+//! P5 (the free is what was announced, on the table's own span) and P6 (the sweep) against
+//! hand-laid guest memory.
+
+use super::*;
+use crate::probe::Check;
+
+fn checks_of(v: &[Violation]) -> Vec<Check> {
+    v.iter().map(|v| v.check).collect()
+}
+
+/// An mm with one VMA at `USER_BASE` on its list, a page mapped in it, and the counters its
+/// tables give (PUD, PMD and PTE table; one anonymous page).
+fn mm_with_a_page(f: &mut Fake) -> (Mm, u64) {
+    let mm = f.mm();
+    let va = USER_BASE.0;
+    let vma = f.vma(mm, va, va + 0x4000);
+    f.w(mm.addr + offset_of!(MmStruct, mmap) as u64, vma);
+    let pte = f.ensure_table(mm, Level::Pte, va);
+    let page = f.anon_page(0x1000);
+    f.w(pte, PageTableEntry::new(PhysAddr(page), PteFlags::TABLE).bits());
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 1);
+    f.w(mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64, 3 * 4096);
+    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 1);
+    (mm, pte)
+}
+
+fn quiescent(p: &mut Probe) -> Vec<Violation> {
+    feed(p, &[ProbeEvent::Quiescent { mm: 0 }])
+}
+
+#[test]
+fn a_table_freed_with_no_announcement_is_p5() {
+    let mut f = Fake::new();
+    let (_, _, s) = unhooked_pte_table(&mut f);
+    let mut p = f.probe(false);
+    let [unhook, flush, _] = correct_free(s);
+    let free = ProbeEvent::TableFreed {
+        frame: s.frame,
+        claim: None,
+    };
+    let v = feed(&mut p, &[unhook, flush, free]);
+    assert_eq!(checks_of(&v), [Check::P5]);
+    assert!(v[0].detail.contains("behind the mmu_gather's back"), "{}", v[0]);
+    // The span checked is the descriptor's, not left empty for want of an announcement.
+    assert_eq!((v[0].start, v[0].end), (s.start, s.end));
+}
+
+#[test]
+fn an_announced_span_narrower_than_the_tables_own_is_p5_and_p1_still_checks_the_whole_span() {
+    let mut f = Fake::new();
+    let (_, vma, s) = unhooked_pte_table(&mut f);
+    // A VMA still on its anon_vma, inside the real span but outside the announced one.
+    let av = f.anon_vma();
+    f.anon_link(av, vma);
+    let narrow = TableSpan {
+        start: s.start + 0x10_0000,
+        end: s.start + 0x10_1000,
+        ..s
+    };
+    let mut p = f.probe_indexed(false);
+    let [unhook, flush, _] = correct_free(s);
+    let v = feed(&mut p, &[unhook, flush, ProbeEvent::announced_free(narrow)]);
+    assert_eq!(checks_of(&v), [Check::P1, Check::P5]);
+    assert!(v[1].detail.contains("the mmu_gather announced"), "{}", v[1]);
+}
+
+#[test]
+fn an_announcement_for_another_frame_is_p5() {
+    let mut f = Fake::new();
+    let (_, _, s) = unhooked_pte_table(&mut f);
+    let mut p = f.probe(false);
+    let [unhook, flush, _] = correct_free(s);
+    let other = TableSpan {
+        frame: s.frame + 4096,
+        ..s
+    };
+    let free = ProbeEvent::TableFreed {
+        frame: s.frame,
+        claim: Some(other),
+    };
+    let v = feed(&mut p, &[unhook, flush, free]);
+    assert_eq!(checks_of(&v), [Check::P5]);
+    assert!(v[0].detail.contains("not this one"), "{}", v[0]);
+}
+
+#[test]
+fn a_sweep_of_consistent_tables_finds_nothing() {
+    let mut f = Fake::new();
+    mm_with_a_page(&mut f);
+    let mut p = f.probe(false);
+    assert!(quiescent(&mut p).is_empty());
+    assert_eq!(p.summary().sweeps, 1);
+    assert!(p.summary().errors.is_empty(), "{:?}", p.summary().errors);
+}
+
+#[test]
+fn a_table_unhooked_and_never_freed_is_lost_and_told_once() {
+    let mut f = Fake::new();
+    let (mm, pte) = mm_with_a_page(&mut f);
+    // Cleared and forgotten; the counters dropped as if it were freed.
+    f.unhook(mm, Level::Pte, USER_BASE.0);
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
+    f.w(mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64, 2 * 4096);
+    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    let mut p = f.probe(false);
+    let v = quiescent(&mut p);
+    assert_eq!(checks_of(&v), [Check::P6]);
+    assert_eq!((v[0].frame, v[0].level), (pte, 1));
+    assert!(v[0].detail.starts_with("lost"), "{}", v[0]);
+    assert!(quiescent(&mut p).is_empty(), "told once");
+}
+
+#[test]
+fn a_table_waiting_in_a_gather_is_not_lost() {
+    let mut f = Fake::new();
+    let (mm, pte) = mm_with_a_page(&mut f);
+    f.unhook(mm, Level::Pte, USER_BASE.0);
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
+    f.w(mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64, 2 * 4096);
+    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    let mut p = f.probe(false);
+    let s = span(mm, Level::Pte, pte, USER_BASE.0);
+    assert!(feed(&mut p, &[ProbeEvent::TableUnhooked(s)]).is_empty());
+    assert!(quiescent(&mut p).is_empty());
+}
+
+#[test]
+fn counters_that_disagree_with_the_tables_are_p6() {
+    let mut f = Fake::new();
+    let (mm, _) = mm_with_a_page(&mut f);
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 2);
+    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 5);
+    let mut p = f.probe(false);
+    let v = quiescent(&mut p);
+    let details: Vec<&str> = v.iter().map(|v| v.detail.as_str()).collect();
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(details[0].contains("nr_ptes is 2, its page tables hold 1"), "{details:?}");
+    assert!(details[1].contains("anon_rss is 5, its page tables hold 1"), "{details:?}");
+    // Free-running walkers may be mid-update: rss is then not compared.
+    let mut racy = f.probe(false);
+    racy.set_rss_racy(true);
+    assert_eq!(quiescent(&mut racy).len(), 1);
+}
+
+#[test]
+fn a_table_over_no_vma_is_leaked_and_a_misdescribed_one_is_named() {
+    let mut f = Fake::new();
+    let (mm, pte) = mm_with_a_page(&mut f);
+    // A second PTE table 2 MiB further on, where no VMA is.
+    let far = USER_BASE.0 + (2 << 20);
+    let leaked = f.ensure_table(mm, Level::Pte, far);
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 2);
+    f.w(mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64, 4 * 4096);
+    // And the first table's descriptor says it maps from somewhere else.
+    f.describe(pte, mm.addr, 1, far);
+    let mut p = f.probe(false);
+    let v = quiescent(&mut p);
+    let leak = v.iter().find(|v| v.frame == leaked).expect("the leaked table");
+    assert!(leak.detail.starts_with("leaked"), "{leak}");
+    let odd = v.iter().find(|v| v.frame == pte).expect("the misdescribed table");
+    assert!(odd.detail.contains("its Page describes"), "{odd}");
+    assert_eq!(v.len(), 2, "{v:?}");
+}
+
+#[test]
+fn a_pgd_freed_while_tables_of_its_mm_are_left_is_p6_and_needs_no_announcement() {
+    let mut f = Fake::new();
+    let (mm, pte) = mm_with_a_page(&mut f);
+    let mut p = f.probe(false);
+    let free = ProbeEvent::TableFreed {
+        frame: mm.pgd,
+        claim: None,
+    };
+    let v = feed(&mut p, &[free]);
+    assert!(v.iter().all(|v| v.check == Check::P6), "{v:?}");
+    // Its PUD, PMD and PTE table are left behind.
+    assert_eq!(v.len(), 3, "{v:?}");
+    assert!(
+        v.iter().any(|v| v.frame == pte && v.detail.starts_with("leaked")),
+        "{v:?}"
+    );
+}
