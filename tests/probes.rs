@@ -359,3 +359,40 @@ fn miscounted_rss_is_found_by_the_sweep_and_by_the_guests_validate_mm() {
         "{report}"
     );
 }
+
+#[test]
+fn tour_fills_every_cell_of_the_coverage_matrix_and_prints_it() {
+    if !kvm_available("tour_fills_every_cell_of_the_coverage_matrix_and_prints_it") {
+        return;
+    }
+    let (code, report, stderr) = run_with_report("coverage", &["run", "--scenario", "tour"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let coverage = &report["coverage"];
+    for missing in ["missing_frees", "missing_unlinks"] {
+        assert_eq!(
+            coverage[missing].as_array().map(Vec::len),
+            Some(0),
+            "{missing}: {coverage}"
+        );
+    }
+    // Every path that frees tables with a neighbour left, at every level.
+    for path in ["munmap", "mmap-fixed", "mremap", "brk"] {
+        let levels: Vec<u64> = coverage["frees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["path"] == path && c["count"].as_u64() > Some(0))
+            .map(|c| c["level"].as_u64().unwrap())
+            .collect();
+        for level in 1..=3 {
+            assert!(
+                levels.contains(&level),
+                "{path} never freed a level-{level} table: {coverage}"
+            );
+        }
+    }
+    assert!(
+        stderr.contains("coverage: checked table frees") && stderr.contains("PTE<PMD"),
+        "{stderr}"
+    );
+}

@@ -10,7 +10,8 @@
 use crate::{percpu, race, ucall};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use mm_core::abi::{BootInfo, UcallCmd, MAX_VCPUS};
+use mm_core::abi::coverage::pack_level_path;
+use mm_core::abi::{BootInfo, FreePath, UcallCmd, MAX_VCPUS};
 use mm_core::hooks::{
     FlushEvent, MmHooks, PoisonHit, TableEvent, VmaRangeEvent, VmaUnlinkEvent, WalkerPoint,
 };
@@ -41,6 +42,32 @@ pub fn flag(flag: u64) -> bool {
     FLAGS.load(Ordering::Relaxed) & flag != 0
 }
 
+/// The operation under way on each vCPU, which tags its events for the host's coverage matrix.
+static PATHS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+
+/// Tags this vCPU's events with `path` until the guard is dropped.
+pub fn path(path: FreePath) -> PathGuard {
+    let cpu = percpu::this_cpu();
+    let before = PATHS[cpu].swap(path as u64, Ordering::Relaxed);
+    PathGuard { cpu, before }
+}
+
+/// Restores the path that was under way before [`path`].
+pub struct PathGuard {
+    cpu: usize,
+    before: u64,
+}
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        PATHS[self.cpu].store(self.before, Ordering::Relaxed);
+    }
+}
+
+fn current_path(cpu: usize) -> FreePath {
+    FreePath::from_raw(PATHS[cpu].load(Ordering::Relaxed))
+}
+
 /// The mmu_gather's announcement of the table it is about to free, per vCPU: mm, level, frame,
 /// start, end (level 0: none).
 struct Claims(UnsafeCell<[[u64; 5]; MAX_VCPUS]>);
@@ -55,6 +82,7 @@ pub fn table_freed(frame: mm_core::PhysAddr) {
     // SAFETY: this vCPU's own entry (`Claims`).
     let claim = unsafe { core::mem::take(&mut (*CLAIMS.0.get())[cpu]) };
     let [mm, level, claimed, start, end] = claim;
+    let level = pack_level_path(level, current_path(cpu));
     event(
         UcallCmd::ProbeTableFreeing,
         [frame.0, mm, level, claimed, start, end],
@@ -122,7 +150,8 @@ impl MmHooks for HostProbes {
     }
 
     fn vma_unlinked(&self, _k: &Kernel<'_>, ev: &VmaUnlinkEvent) {
-        let args = [ev.mm, ev.vma, ev.start.0, ev.end.0, ev.kind as u64, 0];
+        let path = current_path(percpu::this_cpu()) as u64;
+        let args = [ev.mm, ev.vma, ev.start.0, ev.end.0, ev.kind as u64, path];
         event(UcallCmd::ProbeVmaUnlinked, args);
     }
 

@@ -11,8 +11,8 @@ use crate::trap::TrapFrame;
 use crate::user::{self, Exit};
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use mm_core::abi::BootInfo;
-use mm_core::mm::{Access, FilePtr, MapFlags, Mm, Prot};
+use mm_core::abi::{BootInfo, FreePath};
+use mm_core::mm::{Access, Advice, FilePtr, MapFlags, Mm, MremapFlags, Prot};
 use mm_core::paging::PageTableEntry;
 use mm_core::VirtAddr;
 
@@ -34,6 +34,13 @@ pub mod nr {
     pub const MUNMAP: u64 = 11;
     /// `brk(addr)`.
     pub const BRK: u64 = 12;
+    /// `mremap(old, old_len, new_len, flags, new_addr)`.
+    pub const MREMAP: u64 = 25;
+    /// `madvise(addr, len, advice)`.
+    pub const MADVISE: u64 = 28;
+    /// This kernel's `set_brk_base(addr)`: places the heap's start (and the break) at `addr`, as
+    /// exec does after loading a program; returns 0.
+    pub const SET_BRK_BASE: u64 = 503;
     /// `ftruncate(fd, length)`.
     pub const FTRUNCATE: u64 = 77;
     /// This kernel's `reclaim(addr, len)`: runs `page_referenced` and `try_to_unmap` on every
@@ -164,14 +171,18 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
         syscalls: process.syscalls,
     };
     drop_files(process.files);
-    if crate::probes::flag(BootInfo::THOROUGH | BootInfo::VALIDATE_AT_EXIT) {
-        validate(&process.mm);
+    if crate::probes::flag(BootInfo::THOROUGH | BootInfo::VALIDATE_AT_EXIT)
+        && !crate::scenarios::race::racing()
+    {
+        report_invalid(&process.mm, process.mm.validate_mm(k));
     }
     // Other vCPUs may still have the root loaded (walkers borrowing the mm): unmap everything
     // first, with shootdowns, then make them leave before the root itself is freed.
+    let exit = crate::probes::path(FreePath::Exit);
     process.mm.exit_mmap(k);
     tlb::leave_lazy(pgd);
     process.mm.destroy(k);
+    drop(exit);
     crate::probes::quiescent(0);
     Ok(finished)
 }
@@ -211,6 +222,7 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
     let p = current()?;
     let k = kernel();
     let (a0, a1, a2) = (frame.rdi, frame.rsi, frame.rdx);
+    let _path = crate::probes::path(path_of(frame));
     let result: Result<u64, i32> = match frame.rax {
         nr::MMAP => {
             let file = match frame.r8 as i64 {
@@ -243,6 +255,21 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
                 .map(|va| va.0)
                 .map_err(|e| e.errno())
         }
+        nr::MREMAP => {
+            let flags = MremapFlags(frame.r10);
+            p.mm.mremap(k, VirtAddr(a0), a1, a2, flags, VirtAddr(frame.r8))
+                .map(|va| va.0)
+                .map_err(|e| e.errno())
+        }
+        nr::MADVISE => {
+            p.mm.madvise(k, VirtAddr(a0), a1, Advice(a2))
+                .map(|()| 0)
+                .map_err(|e| e.errno())
+        }
+        nr::SET_BRK_BASE => {
+            p.mm.set_brk_base(VirtAddr(a0));
+            Ok(0)
+        }
         nr::FTRUNCATE => match usize::try_from(a0).ok().and_then(|fd| p.files.get(fd)) {
             Some(f) => {
                 mm_core::mm::truncate::vmtruncate(k, f.get().mapping(), a1.div_ceil(4096));
@@ -263,19 +290,34 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
     };
     p.syscalls += 1;
     if crate::probes::flag(BootInfo::THOROUGH) {
-        validate(&p.mm);
+        // The VMA invariants only: the host's sweep checks the page tables at this same point,
+        // natively, and the whole of validate_mm runs at exit.
+        report_invalid(&p.mm, p.mm.validate_vmas(kernel()));
     }
     crate::probes::quiescent(p.mm.raw().addr());
     Some(result.unwrap_or_else(|e| errno(i64::from(e))))
 }
 
-/// Runs `validate_mm` on `mm` and reports what it finds to the host as a violation. Skipped
-/// while walkers race on other vCPUs: they change rss and PTEs under their own locks.
-fn validate(mm: &Mm) {
+/// The operation a system call is, for the host's coverage matrix.
+fn path_of(frame: &TrapFrame) -> FreePath {
+    match frame.rax {
+        nr::MUNMAP => FreePath::Munmap,
+        nr::MMAP if MapFlags(frame.r10).contains(MapFlags::FIXED) => FreePath::MmapFixed,
+        nr::MREMAP => FreePath::Mremap,
+        nr::BRK => FreePath::Brk,
+        nr::FTRUNCATE => FreePath::Truncate,
+        nr::MADVISE => FreePath::Madvise,
+        _ => FreePath::Other,
+    }
+}
+
+/// Reports what a validation of `mm` found to the host, which counts it as a violation (P7).
+/// Nothing is reported while walkers race on other vCPUs: they change rss and PTEs under their
+/// own locks.
+fn report_invalid(mm: &Mm, found: Vec<mm_core::mm::validate::Violation>) {
     if crate::scenarios::race::racing() {
         return;
     }
-    let found = mm.validate_mm(kernel());
     if let Some(first) = found.first() {
         let text = alloc::format!("{first:?}");
         crate::probes::mm_invalid(mm.raw().addr(), found.len() as u64, &text);

@@ -136,6 +136,11 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             return fail(code, &e);
         }
     };
+    if !report.probes.coverage.frees.is_empty() {
+        for line in report.probes.coverage.table().lines() {
+            eprintln!("vmm: {line}");
+        }
+    }
     eprintln!("vmm: {}", vmm::report::summary_line(&report.probes));
     if let Some(schedule) = &report.schedule {
         eprintln!(

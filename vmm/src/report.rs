@@ -1,7 +1,9 @@
 //! The end-of-run summary of the probes, on stderr and as JSON (`--report FILE`).
 
+use crate::probe::coverage::{shape_name, Coverage, VmaKind};
 use crate::probe::{Summary, UnlinkKind, Violation};
 use crate::run::RunReport;
+use mm_core::abi::FreePath;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -38,6 +40,29 @@ fn violation_json(v: &Violation) -> Value {
     })
 }
 
+/// The coverage matrix as JSON: every cell that saw something, and the required cells that did
+/// not.
+pub fn coverage_json(c: &Coverage) -> Value {
+    let (missing_frees, missing_unlinks) = c.missing();
+    let free = |&(path, level, kept): &(FreePath, u8, u8)| json!({ "path": path.name(), "level": level, "kept": kept, "shape": shape_name(level, kept) });
+    let unlink =
+        |&(path, kind): &(FreePath, VmaKind)| json!({ "path": path.name(), "kind": kind.name() });
+    json!({
+        "frees": c.frees.iter().map(|(cell, n)| {
+            let mut v = free(cell);
+            v["count"] = json!(n);
+            v
+        }).collect::<Vec<_>>(),
+        "unlinks": c.unlinks.iter().map(|(cell, n)| {
+            let mut v = unlink(cell);
+            v["count"] = json!(n);
+            v
+        }).collect::<Vec<_>>(),
+        "missing_frees": missing_frees.iter().map(free).collect::<Vec<_>>(),
+        "missing_unlinks": missing_unlinks.iter().map(unlink).collect::<Vec<_>>(),
+    })
+}
+
 /// The run as JSON.
 pub fn to_json(
     scenario: &str,
@@ -57,6 +82,7 @@ pub fn to_json(
         "events": s.events,
         "checks": crate::campaign::outcome::checks_json(&s.checks),
         "sweeps": s.sweeps,
+        "coverage": coverage_json(&s.coverage),
         "violations": s.violations.iter().map(violation_json).collect::<Vec<_>>(),
         "errors": s.errors,
         "schedule": report.schedule.as_ref().map(|s| s.to_string()),

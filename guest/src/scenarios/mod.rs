@@ -5,6 +5,7 @@ mod mm;
 pub(crate) mod race;
 mod random;
 mod replay;
+mod shapes;
 mod workloads;
 
 use crate::user::{enter_user, Exit};

@@ -99,6 +99,11 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "shapes",
+        about: "munmap, mmap(MAP_FIXED), mremap move and shrink, and brk over every kind of VMA, with a neighbour keeping the PMD, PUD or PGD table alive",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "random-mm",
         about: "seeded random mmap/munmap/mprotect/touch/reclaim over a PMD boundary (--seed; --scale = operations, default 200)",
         expect: Expect::Pass,

@@ -37,7 +37,8 @@ pub enum UcallCmd {
     /// `mm::layout::LAYOUT_MAGIC` and `LAYOUT_VERSION`, which the VMM checks before reading any
     /// of those structures.
     ProbeRoots = 0x100,
-    /// A VMA left rmap's reach: `args` are mm, VMA, start, end and the `UnlinkKind`.
+    /// A VMA left rmap's reach: `args` are mm, VMA, start, end, the `UnlinkKind` and the
+    /// `FreePath` under way.
     ProbeVmaUnlinked = 0x101,
     /// A page-table page was unhooked from its parent: `args` are mm, level (1 = PTE table …
     /// 4 = PGD), frame, start and end of the span it maps.
@@ -45,8 +46,9 @@ pub enum UcallCmd {
     /// A page-table frame is going back to the allocator. The guest's frame allocator sends it for
     /// every frame whose `Page` says page table, whatever path freed it, with the `Page` still
     /// intact: `args[0]` is the frame; `args[1..6]` what the mmu_gather announced for the free it
-    /// did last (mm, level, frame, start, end; level 0: none since its previous free). The vCPU
-    /// waits while the host checks the ordering rule against the table's own descriptor.
+    /// did last (mm, level, frame, start, end; level 0: none since its previous free), the level
+    /// packed with the `FreePath` under way (`coverage::pack_level_path`). The vCPU waits while
+    /// the host checks the ordering rule against the table's own descriptor.
     ProbeTableFreeing = 0x103,
     /// A TLB flush of `[start, end)` in an mm completed: `args` are mm, start and end.
     ProbeTlbFlushed = 0x104,

@@ -49,6 +49,8 @@ error_enum!(
         VmaAlloc => (ENOMEM, "no memory for a VMA"),
         /// Unmapping what `MAP_FIXED` replaces failed.
         Unmap => (ENOMEM, "could not unmap the range MAP_FIXED replaces"),
+        /// No memory for a shared anonymous mapping's file.
+        ShmemAlloc => (ENOMEM, "no memory for the shared anonymous memory's file"),
     }
 );
 

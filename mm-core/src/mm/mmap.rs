@@ -5,7 +5,9 @@ use crate::hooks::VmaRangeEvent;
 use crate::kernel::Kernel;
 use crate::mm::anon::{anon_vma_link, anon_vma_unlink};
 use crate::mm::error::{BrkError, MmapError};
-use crate::mm::file::{fput, get_file, unlink_file_vma, vma_link_file, FilePtr};
+use crate::mm::file::{
+    fput, get_file, iput, unlink_file_vma, vma_link_file, AddressSpace, File, FilePtr,
+};
 use crate::mm::kobj::{addr_of, KPtr};
 use crate::mm::mm_struct::Mm;
 use crate::mm::vma::{MapFlags, Prot, VmFlags, Vma, VmaPtr};
@@ -69,19 +71,30 @@ impl Mm {
             self.munmap(k, addr, len).map_err(|_| MmapError::Unmap)?;
         }
         let mut vm_flags = VmFlags(0).with_prot(prot);
-        // Shared anonymous memory behaves as private here: with no fork, nothing else can see it.
-        if shared && file.is_some() {
+        if shared {
             vm_flags = vm_flags.union(VmFlags::SHARED);
         }
         if flags.contains(MapFlags::LOCKED) {
             vm_flags = vm_flags.union(VmFlags::LOCKED);
         }
-        let pgoff = if file.is_some() {
-            pgoff
-        } else {
-            addr.page_index()
+        // Shared anonymous memory is a file of its own from offset 0 (Linux's
+        // `shmem_zero_setup`): its pages live in that file's page cache, rmap and truncate find
+        // them through its i_mmap, and the VMA never merges with another.
+        let shmem = match (shared, file) {
+            (true, None) => Some(shmem_zero_setup(k, len >> PAGE_SHIFT)?),
+            _ => None,
         };
-        self.map_region(k, addr, addr + len, vm_flags, file, pgoff)?;
+        let (file, pgoff) = match (shmem, file) {
+            (Some(f), _) => (Some(f), 0),
+            (None, Some(f)) => (Some(f), pgoff),
+            (None, None) => (None, addr.page_index()),
+        };
+        let mapped = self.map_region(k, addr, addr + len, vm_flags, file, pgoff);
+        if let Some(f) = shmem {
+            // The VMA holds its own reference, if it was made.
+            fput(k, f);
+        }
+        mapped?;
         Ok(addr)
     }
 
@@ -316,4 +329,13 @@ pub(crate) fn new_vma(
     r.vm_pgoff.set(pgoff);
     r.vm_file.set(addr_of(file));
     v
+}
+
+/// A new file of `pages` pages for a shared anonymous mapping, one reference held by the caller.
+fn shmem_zero_setup(k: &Kernel<'_>, pages: u64) -> Result<FilePtr, MmapError> {
+    let mapping = AddressSpace::create(k, pages).map_err(|_| MmapError::ShmemAlloc)?;
+    let file = File::open(k, mapping, None);
+    // The file holds the mapping now (or nothing does).
+    iput(k, mapping);
+    file.map_err(|_| MmapError::ShmemAlloc)
 }

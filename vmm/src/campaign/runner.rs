@@ -166,7 +166,7 @@ fn spawn_and_wait(
             "--variant",
             &config.variant,
         ])
-        .args(["--seed", &seed.to_string()])
+        .args(["--seed", &seed.to_string(), "--validate-at-exit"])
         .args(
             config
                 .inject

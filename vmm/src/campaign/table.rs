@@ -57,9 +57,11 @@ impl CampaignResult {
             t.of(Kind::Passed),
             t.failed()
         );
+        // P1-P4 always; the checks added since only when they caught something.
         let per_check: Vec<String> = CHECKS
             .iter()
             .enumerate()
+            .filter(|&(i, _)| i < 4 || t.violations[i] > 0)
             .map(|(i, c)| format!("{c} {} in {} seed(s)", t.violations[i], t.seeds_by_check[i]))
             .collect();
         let _ = writeln!(
@@ -108,10 +110,11 @@ impl CampaignResult {
     }
 }
 
-/// `program run --scenario S --variant V --seed N`, quoted for a POSIX shell.
+/// `program run --scenario S --variant V --seed N --validate-at-exit`, quoted for a POSIX shell
+/// (campaign children run validate_mm at every process exit).
 pub fn repro_command(program: &str, scenario: &str, variant: &str, seed: u64) -> String {
     format!(
-        "{} run --scenario {} --variant {} --seed {seed}",
+        "{} run --scenario {} --variant {} --seed {seed} --validate-at-exit",
         shell_quote(program),
         shell_quote(scenario),
         shell_quote(variant)
@@ -138,11 +141,12 @@ mod tests {
     fn the_repro_command_names_scenario_variant_and_seed_and_quotes_the_program() {
         assert_eq!(
             repro_command("/usr/bin/vmm", "munmap-whole", "skip-anon-unlink", 17),
-            "/usr/bin/vmm run --scenario munmap-whole --variant skip-anon-unlink --seed 17"
+            "/usr/bin/vmm run --scenario munmap-whole --variant skip-anon-unlink --seed 17 \
+             --validate-at-exit"
         );
         assert_eq!(
             repro_command("/my dir/it's/vmm", "tour", "correct", 0),
-            r"'/my dir/it'\''s/vmm' run --scenario tour --variant correct --seed 0"
+            r"'/my dir/it'\''s/vmm' run --scenario tour --variant correct --seed 0 --validate-at-exit"
         );
     }
 
@@ -173,13 +177,15 @@ mod tests {
         );
         assert!(
             table.contains(
-                "reproduce: vmm run --scenario munmap-whole --variant skip-anon-unlink --seed 1\n"
+                "reproduce: vmm run --scenario munmap-whole --variant skip-anon-unlink --seed 1 \
+                 --validate-at-exit\n"
             ),
             "{table}"
         );
         r.timeout_secs = 0.5;
         assert!(
-            r.table("vmm").contains("--seed 1 --timeout 0.5\n"),
+            r.table("vmm")
+                .contains("--seed 1 --validate-at-exit --timeout 0.5\n"),
             "a shorter watchdog is part of the reproduction"
         );
         let clean = result(

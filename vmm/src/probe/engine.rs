@@ -30,6 +30,7 @@ use vm_memory::GuestMemoryMmap;
 
 use mm_core::phys::TableDesc;
 
+use super::coverage::{self, Coverage, VmaKind};
 use super::event::{ProbeEvent, TableSpan, UnlinkKind};
 use super::guest_mem::{GuestView, WalkError};
 use super::index::VmaIndex;
@@ -37,6 +38,7 @@ use super::layout::{self, page, word};
 use super::pgtable::{self, ParentEntry, StaleTable};
 use super::rmap::{RmapWalk, VmaFilter};
 use super::sweep::{self, MemMapCopy};
+use mm_core::abi::FreePath;
 
 /// The four checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,6 +159,8 @@ pub struct Summary {
     pub checks: [u64; 7],
     /// Sweeps run (P6 at quiescent points).
     pub sweeps: u64,
+    /// What the checks covered (module `coverage`).
+    pub coverage: Coverage,
     /// Every violation.
     pub violations: Vec<Violation>,
     /// Guest structures that could not be walked (corrupt, cyclic, out of range).
@@ -314,7 +318,10 @@ impl Probe {
                 });
                 Vec::new()
             }
-            ProbeEvent::VmaUnlinked { .. } => Vec::new(),
+            ProbeEvent::VmaUnlinked { vma, path, .. } => {
+                self.count_unlink(vma, path);
+                Vec::new()
+            }
             ProbeEvent::VmaRange {
                 mm,
                 vma,
@@ -341,8 +348,9 @@ impl Probe {
                 log.push_back(Flush { seq, start, end });
                 Vec::new()
             }
-            ProbeEvent::TableFreed { frame, claim } => {
+            ProbeEvent::TableFreed { frame, claim, path } => {
                 let (span, findings) = self.table_freed(seq, frame, claim);
+                self.count_free(&span, path);
                 self.violations(&span, findings, rip)
             }
             ProbeEvent::Quiescent { .. } => self.sweep(rip),
@@ -394,6 +402,43 @@ impl Probe {
     /// What the last `TableFreeing` cost.
     pub fn last_cost(&self) -> Cost {
         self.last_cost
+    }
+
+    /// Counts a checked free in its coverage cell: the level its descriptor gives, the lowest
+    /// table above it still holding entries.
+    fn count_free(&mut self, span: &TableSpan, path: FreePath) {
+        if !(1..=4).contains(&span.level) {
+            return;
+        }
+        let kept = if span.level == 4 {
+            Ok(0)
+        } else {
+            let mem = self.mem.clone();
+            let mut view = GuestView::new(&mem);
+            view.word("mm_struct", span.mm.wrapping_add(layout::mm::PGD as u64))
+                .and_then(|pgd| coverage::kept_level(&mut view, pgd, span.level, span.start))
+        };
+        match kept {
+            Ok(kept) => {
+                let cell = (path, span.level, kept);
+                *self.summary.coverage.frees.entry(cell).or_default() += 1;
+            }
+            Err(e) => self.error(e.to_string()),
+        }
+    }
+
+    /// Counts a VMA leaving rmap under `path` by its kind, read from the `Vma`.
+    fn count_unlink(&mut self, vma: u64, path: FreePath) {
+        let view = GuestView::new(&self.mem);
+        let flags = view.word("vma", vma.wrapping_add(layout::vma::VM_FLAGS as u64));
+        let file = view.word("vma", vma.wrapping_add(layout::vma::VM_FILE as u64));
+        match flags.and_then(|flags| Ok((flags, file?))) {
+            Ok((flags, file)) => {
+                let cell = (path, VmaKind::of(flags, file));
+                *self.summary.coverage.unlinks.entry(cell).or_default() += 1;
+            }
+            Err(e) => self.error(e.to_string()),
+        }
     }
 
     /// The free of page-table frame `frame`: P5 on the announcement, then P1–P4 on the span the

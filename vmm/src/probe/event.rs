@@ -1,6 +1,7 @@
 //! Probe events as the guest reports them (see `mm_core::abi::UcallCmd::Probe*`).
 
-use mm_core::abi::{Ucall, UcallCmd};
+use mm_core::abi::coverage::unpack_level_path;
+use mm_core::abi::{FreePath, Ucall, UcallCmd};
 
 /// Which rmap structure a VMA left (the guest's `mm_core::hooks::UnlinkKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub enum ProbeEvent {
         end: u64,
         /// What it left.
         kind: UnlinkKind,
+        /// The operation under way.
+        path: FreePath,
     },
     /// A table's parent entry was cleared.
     TableUnhooked(TableSpan),
@@ -81,6 +84,8 @@ pub enum ProbeEvent {
         frame: u64,
         /// What the mmu_gather announced for its last free, if anything since the previous one.
         claim: Option<TableSpan>,
+        /// The operation under way.
+        path: FreePath,
     },
     /// No mm operation is under way on the reporting vCPU: the page tables may be swept.
     Quiescent {
@@ -114,6 +119,7 @@ impl ProbeEvent {
         ProbeEvent::TableFreed {
             frame: span.frame,
             claim: Some(span),
+            path: FreePath::Other,
         }
     }
 
@@ -147,21 +153,26 @@ impl ProbeEvent {
                     2 => UnlinkKind::File,
                     _ => return None,
                 },
+                path: FreePath::from_raw(a[5]),
             },
             UcallCmd::ProbeTableUnhooked => ProbeEvent::TableUnhooked(span()?),
-            UcallCmd::ProbeTableFreeing => ProbeEvent::TableFreed {
-                frame: a[0],
-                claim: match a[2] {
-                    0 => None,
-                    level => Some(TableSpan {
-                        mm: a[1],
-                        level: u8::try_from(level).ok().filter(|l| (1..=4).contains(l))?,
-                        frame: a[3],
-                        start: a[4],
-                        end: a[5],
-                    }),
-                },
-            },
+            UcallCmd::ProbeTableFreeing => {
+                let (level, path) = unpack_level_path(a[2]);
+                ProbeEvent::TableFreed {
+                    frame: a[0],
+                    claim: match level {
+                        0 => None,
+                        level => Some(TableSpan {
+                            mm: a[1],
+                            level: u8::try_from(level).ok().filter(|l| (1..=4).contains(l))?,
+                            frame: a[3],
+                            start: a[4],
+                            end: a[5],
+                        }),
+                    },
+                    path,
+                }
+            }
             UcallCmd::ProbeQuiescent => ProbeEvent::Quiescent { mm: a[0] },
             UcallCmd::ProbeMmInvalid => ProbeEvent::MmInvalid {
                 mm: a[0],
@@ -230,7 +241,8 @@ mod tests {
             ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
             Some(ProbeEvent::TableFreed {
                 frame: 0x9000,
-                claim: Some(claim)
+                claim: Some(claim),
+                path: FreePath::Other,
             })
         );
         call.args[1..].fill(0);
@@ -238,9 +250,18 @@ mod tests {
             ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
             Some(ProbeEvent::TableFreed {
                 frame: 0x9000,
-                claim: None
+                claim: None,
+                path: FreePath::Other,
             })
         );
+        call.args[2] = mm_core::abi::coverage::pack_level_path(1, FreePath::Mremap);
+        assert!(matches!(
+            ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
+            Some(ProbeEvent::TableFreed {
+                path: FreePath::Mremap,
+                ..
+            })
+        ));
         call.args[2] = 7;
         assert_eq!(
             ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),

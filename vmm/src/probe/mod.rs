@@ -22,6 +22,7 @@
 //!
 //! Guest memory is hostile input: every walk is bounded, detects cycles and validates links, and a
 //! corrupt structure becomes a reported error, never a panic or a hang.
+pub mod coverage;
 pub mod engine;
 pub mod event;
 mod guest_mem;

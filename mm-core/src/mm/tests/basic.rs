@@ -6,6 +6,7 @@ use crate::mm::file::{fput, AddressSpace, File};
 use crate::mm::{truncate, FaultError, MmapError, MunmapError, VmFlags};
 use crate::paging::walk::lookup;
 use crate::paging::PteFlags;
+use crate::phys::AllocKind;
 
 const BASE: u64 = USER_BASE.0 + (1 << 30);
 
@@ -392,6 +393,57 @@ fn find_vma_at_the_very_top_of_the_address_space_finds_nothing() {
     map_anon(&k, &mut mm, 1 << 40, 1);
     assert!(mm.find_vma(VirtAddr(u64::MAX)).is_none());
     assert!(mm.find_vma(VirtAddr(0)).is_some());
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
+
+#[test]
+fn shared_anonymous_memory_is_a_file_of_its_own_that_never_merges() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let shared = MapFlags::SHARED
+        .union(MapFlags::ANONYMOUS)
+        .union(MapFlags::FIXED);
+    let mappings_before = k.roots().nr_mappings.get();
+    for at in [BASE, BASE + 2 * PAGE_SIZE] {
+        mm.mmap(&k, VirtAddr(at), 2 * PAGE_SIZE, Prot::RW, shared, None, 0)
+            .expect("mmap");
+    }
+    // Two files, two VMAs: as Linux's shmem_zero_setup, each mapping has its own.
+    assert_eq!(mm.raw().map_count.get(), 2);
+    assert_eq!(k.roots().nr_mappings.get(), mappings_before + 2);
+    let v = mm.find_vma(VirtAddr(BASE)).expect("vma").get();
+    assert!(v.flags().contains(VmFlags::SHARED));
+    assert_eq!(v.vm_pgoff.get(), 0);
+    let file = v.file().expect("a shmem file");
+    touch(&k, &mut mm, BASE, 2);
+    assert_eq!(mm.raw().file_rss.get(), 2);
+    assert_eq!(mm.raw().anon_rss.get(), 0);
+    assert!(file.get().mapping().get().find_get_page(1).is_some());
+    assert_valid(&k, &mm);
+    mm.munmap(&k, VirtAddr(BASE), 4 * PAGE_SIZE)
+        .expect("munmap");
+    assert_eq!(
+        k.roots().nr_mappings.get(),
+        mappings_before,
+        "the files went with their VMAs"
+    );
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
+
+#[test]
+fn a_shared_anonymous_mapping_whose_file_cannot_be_made_fails_with_enomem_and_leaks_nothing() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let shared = MapFlags::SHARED.union(MapFlags::ANONYMOUS);
+    for nth in 1..=2 {
+        k.inject.fail_nth(nth, Some(AllocKind::File));
+        let e = mm.mmap(&k, VirtAddr(BASE), PAGE_SIZE, Prot::RW, shared, None, 0);
+        assert_eq!(e, Err(MmapError::ShmemAlloc), "allocation {nth}");
+        k.inject.fail_nth(0, None);
+    }
+    assert_eq!(mm.raw().map_count.get(), 0);
     mm.destroy(&k);
     assert_eq!(ram.frames_in_use(), 0);
 }

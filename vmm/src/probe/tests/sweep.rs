@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::probe::Check;
+use mm_core::abi::FreePath;
 
 fn checks_of(v: &[Violation]) -> Vec<Check> {
     v.iter().map(|v| v.check).collect()
@@ -17,9 +18,15 @@ fn mm_with_a_page(f: &mut Fake) -> (Mm, u64) {
     f.w(mm.addr + offset_of!(MmStruct, mmap) as u64, vma);
     let pte = f.ensure_table(mm, Level::Pte, va);
     let page = f.anon_page(0x1000);
-    f.w(pte, PageTableEntry::new(PhysAddr(page), PteFlags::TABLE).bits());
+    f.w(
+        pte,
+        PageTableEntry::new(PhysAddr(page), PteFlags::TABLE).bits(),
+    );
     f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 1);
-    f.w(mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64, 3 * 4096);
+    f.w(
+        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
+        3 * 4096,
+    );
     f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 1);
     (mm, pte)
 }
@@ -37,10 +44,15 @@ fn a_table_freed_with_no_announcement_is_p5() {
     let free = ProbeEvent::TableFreed {
         frame: s.frame,
         claim: None,
+        path: FreePath::Other,
     };
     let v = feed(&mut p, &[unhook, flush, free]);
     assert_eq!(checks_of(&v), [Check::P5]);
-    assert!(v[0].detail.contains("behind the mmu_gather's back"), "{}", v[0]);
+    assert!(
+        v[0].detail.contains("behind the mmu_gather's back"),
+        "{}",
+        v[0]
+    );
     // The span checked is the descriptor's, not left empty for want of an announcement.
     assert_eq!((v[0].start, v[0].end), (s.start, s.end));
 }
@@ -77,6 +89,7 @@ fn an_announcement_for_another_frame_is_p5() {
     let free = ProbeEvent::TableFreed {
         frame: s.frame,
         claim: Some(other),
+        path: FreePath::Other,
     };
     let v = feed(&mut p, &[unhook, flush, free]);
     assert_eq!(checks_of(&v), [Check::P5]);
@@ -100,7 +113,10 @@ fn a_table_unhooked_and_never_freed_is_lost_and_told_once() {
     // Cleared and forgotten; the counters dropped as if it were freed.
     f.unhook(mm, Level::Pte, USER_BASE.0);
     f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
-    f.w(mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64, 2 * 4096);
+    f.w(
+        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
+        2 * 4096,
+    );
     f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
     let mut p = f.probe(false);
     let v = quiescent(&mut p);
@@ -116,7 +132,10 @@ fn a_table_waiting_in_a_gather_is_not_lost() {
     let (mm, pte) = mm_with_a_page(&mut f);
     f.unhook(mm, Level::Pte, USER_BASE.0);
     f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
-    f.w(mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64, 2 * 4096);
+    f.w(
+        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
+        2 * 4096,
+    );
     f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
     let mut p = f.probe(false);
     let s = span(mm, Level::Pte, pte, USER_BASE.0);
@@ -134,8 +153,14 @@ fn counters_that_disagree_with_the_tables_are_p6() {
     let v = quiescent(&mut p);
     let details: Vec<&str> = v.iter().map(|v| v.detail.as_str()).collect();
     assert_eq!(details.len(), 2, "{details:?}");
-    assert!(details[0].contains("nr_ptes is 2, its page tables hold 1"), "{details:?}");
-    assert!(details[1].contains("anon_rss is 5, its page tables hold 1"), "{details:?}");
+    assert!(
+        details[0].contains("nr_ptes is 2, its page tables hold 1"),
+        "{details:?}"
+    );
+    assert!(
+        details[1].contains("anon_rss is 5, its page tables hold 1"),
+        "{details:?}"
+    );
     // Free-running walkers may be mid-update: rss is then not compared.
     let mut racy = f.probe(false);
     racy.set_rss_racy(true);
@@ -150,14 +175,23 @@ fn a_table_over_no_vma_is_leaked_and_a_misdescribed_one_is_named() {
     let far = USER_BASE.0 + (2 << 20);
     let leaked = f.ensure_table(mm, Level::Pte, far);
     f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 2);
-    f.w(mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64, 4 * 4096);
+    f.w(
+        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
+        4 * 4096,
+    );
     // And the first table's descriptor says it maps from somewhere else.
     f.describe(pte, mm.addr, 1, far);
     let mut p = f.probe(false);
     let v = quiescent(&mut p);
-    let leak = v.iter().find(|v| v.frame == leaked).expect("the leaked table");
+    let leak = v
+        .iter()
+        .find(|v| v.frame == leaked)
+        .expect("the leaked table");
     assert!(leak.detail.starts_with("leaked"), "{leak}");
-    let odd = v.iter().find(|v| v.frame == pte).expect("the misdescribed table");
+    let odd = v
+        .iter()
+        .find(|v| v.frame == pte)
+        .expect("the misdescribed table");
     assert!(odd.detail.contains("its Page describes"), "{odd}");
     assert_eq!(v.len(), 2, "{v:?}");
 }
@@ -170,13 +204,15 @@ fn a_pgd_freed_while_tables_of_its_mm_are_left_is_p6_and_needs_no_announcement()
     let free = ProbeEvent::TableFreed {
         frame: mm.pgd,
         claim: None,
+        path: FreePath::Other,
     };
     let v = feed(&mut p, &[free]);
     assert!(v.iter().all(|v| v.check == Check::P6), "{v:?}");
     // Its PUD, PMD and PTE table are left behind.
     assert_eq!(v.len(), 3, "{v:?}");
     assert!(
-        v.iter().any(|v| v.frame == pte && v.detail.starts_with("leaked")),
+        v.iter()
+            .any(|v| v.frame == pte && v.detail.starts_with("leaked")),
         "{v:?}"
     );
 }

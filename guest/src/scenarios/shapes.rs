@@ -1,0 +1,215 @@
+//! `shapes`: every path that frees page tables, over every kind of VMA, with the neighbour that
+//! keeps the tables above alive at each level — what the host's coverage matrix asks for.
+//!
+//! Each process maps a target of one PTE table's span (plus a page before it for the paths that
+//! keep a head) and a one-page neighbour, touches both, then takes the target away by one path:
+//! - `munmap`, `mmap(MAP_FIXED)` over it, `mremap` to a far address (a move), `mremap` shrinking it
+//!   to its head page, `brk` lowering the heap to its head page;
+//! - the neighbour (or the head) lies in the next 2 MiB, the next 1 GiB or the next 512 GiB, so
+//!   the lowest table still in use above the freed one is the PMD, the PUD or the PGD table:
+//!   PTE tables are freed under each, PMD tables under the PUD and the PGD, PUD tables under the
+//!   PGD;
+//! - targets are private and shared anonymous memory and private and shared file mappings
+//!   (`brk`: the heap), the neighbour on one side or the other.
+//!
+//! Every process ends with exit_mmap, which frees the rest at every level.
+
+use super::mm::{new_file, run};
+use super::PASS;
+use crate::process::nr;
+use crate::programs::{Script, Touch};
+use alloc::vec;
+
+const PAGE: u64 = 4096;
+const PMD_SIZE: u64 = 2 << 20;
+const PUD_SIZE: u64 = 1 << 30;
+const PGDIR_SIZE: u64 = 1 << 39;
+/// Pages the target spans: one PTE table's worth.
+const TARGET_PAGES: u64 = PMD_SIZE / PAGE;
+/// Where in its far PGD entry a layout's moved target goes.
+const FAR_OFFSET: u64 = 7 * PUD_SIZE;
+
+const PROT_RW: u64 = 3;
+const MAP_SHARED: u64 = 0x1;
+const MAP_PRIVATE: u64 = 0x2;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MREMAP_MAYMOVE: u64 = 1;
+const MREMAP_FIXED: u64 = 2;
+const NO_FD: u64 = u64::MAX;
+
+/// How the target is taken away.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Munmap,
+    MmapFixed,
+    MremapMove,
+    MremapShrink,
+    Brk,
+}
+
+/// The kind of the target mapping.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    AnonPrivate,
+    AnonShared,
+    FilePrivate,
+    FileShared,
+}
+
+impl Kind {
+    /// mmap flags and descriptor.
+    fn map(self) -> (u64, u64) {
+        match self {
+            Kind::AnonPrivate => (MAP_PRIVATE | MAP_ANONYMOUS, NO_FD),
+            Kind::AnonShared => (MAP_SHARED | MAP_ANONYMOUS, NO_FD),
+            Kind::FilePrivate => (MAP_PRIVATE, 0),
+            Kind::FileShared => (MAP_SHARED, 0),
+        }
+    }
+}
+
+/// Where layout `slot` of a process lays its target so that the neighbour shares the table of
+/// `kept` level (2 = PMD, 3 = PUD, 4 = PGD) with it and no table below that. Each layout has
+/// PGD entries of its own (two, for the neighbour one PGD entry away), so the layouts of one
+/// process keep out of each other's tables.
+fn target_base(slot: u64, kept: u8) -> u64 {
+    let entry = (2 + 3 * slot) * PGDIR_SIZE;
+    match kept {
+        2 => entry + 3 * PMD_SIZE,
+        3 => entry + 5 * PUD_SIZE,
+        _ => entry + PGDIR_SIZE,
+    }
+}
+
+/// The span one step away at `kept` level: the neighbour's distance from the target.
+fn step(kept: u8) -> u64 {
+    match kept {
+        2 => PMD_SIZE,
+        3 => PUD_SIZE,
+        _ => PGDIR_SIZE,
+    }
+}
+
+/// `mmap(addr, len, RW, flags | MAP_FIXED, fd, 0)`, expected to land at `addr`.
+fn map(s: Script, addr: u64, len: u64, flags: u64, fd: u64) -> Script {
+    s.syscall(
+        nr::MMAP,
+        [addr, len, PROT_RW, flags | MAP_FIXED, fd, 0],
+        Some(addr),
+    )
+}
+
+fn unmap(s: Script, addr: u64, len: u64) -> Script {
+    s.syscall(nr::MUNMAP, [addr, len, 0, 0, 0, 0], Some(0))
+}
+
+/// Adds to `s` one layout (`slot`): the target of `kind` laid for `kept`, its neighbour after it
+/// (or before), both touched; then `path` takes the target away, and what is left goes too, so
+/// the next layout starts from the script's tables alone (and the guest's validate_mm under
+/// `--thorough` walks few tables). Files are descriptor 0.
+fn layout(s: Script, path: Path, kind: Kind, slot: u64, kept: u8, after: bool) -> Script {
+    const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+    let base = target_base(slot, kept);
+    let (flags, fd) = kind.map();
+    // The paths that keep the target's head page need no neighbour: the head is one.
+    let keeps_head = matches!(path, Path::MremapShrink | Path::Brk);
+    let start = if keeps_head { base - PAGE } else { base };
+    let len = TARGET_PAGES * PAGE + (base - start);
+    let mut s = if matches!(path, Path::Brk) {
+        s.syscall(nr::SET_BRK_BASE, [start, 0, 0, 0, 0, 0], Some(0))
+            .syscall(nr::BRK, [start + len, 0, 0, 0, 0, 0], Some(start + len))
+    } else {
+        map(s, start, len, flags, fd)
+    };
+    let neighbour = match (keeps_head, after) {
+        (true, _) => None,
+        (false, true) => Some(base + step(kept)),
+        (false, false) => Some(base - step(kept)),
+    };
+    if let Some(n) = neighbour {
+        s = map(s, n, PAGE, ANON, NO_FD).touch(n, PAGE, PAGE, Touch::Write);
+    }
+    s = s
+        .touch(start, PAGE, PAGE, Touch::Write)
+        .touch(base, PAGE, PAGE, Touch::Write);
+    let (s, left) = match path {
+        Path::Munmap => (unmap(s, base, len), None),
+        Path::MmapFixed => (map(s, base, len, ANON, NO_FD), Some((base, len))),
+        Path::MremapMove => {
+            // To the layout's own far PGD entry; the page written at `base` shows there now.
+            let far = (2 + 3 * slot + 2) * PGDIR_SIZE + FAR_OFFSET;
+            let args = [base, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, far, 0];
+            let s = s.syscall(nr::MREMAP, args, Some(far)).touch_as(
+                far,
+                PAGE,
+                PAGE,
+                Touch::Verify,
+                far - base,
+            );
+            (s, Some((far, len)))
+        }
+        Path::MremapShrink => {
+            let s = s.syscall(nr::MREMAP, [start, len, PAGE, 0, 0, 0], Some(start));
+            (s, Some((start, PAGE)))
+        }
+        Path::Brk => {
+            let s = s.syscall(nr::BRK, [base, 0, 0, 0, 0, 0], Some(base));
+            (s, Some((start, PAGE)))
+        }
+    };
+    let s = match left {
+        Some((addr, len)) => unmap(s, addr, len),
+        None => s,
+    };
+    match neighbour {
+        Some(n) => unmap(s, n, PAGE),
+        None => s,
+    }
+}
+
+/// One process per path, holding a layout for every kind × neighbour level (`brk`: the heap at
+/// each level in turn), the neighbour after the target for half the kinds and before it for the
+/// other half.
+pub fn shapes() -> u64 {
+    let kinds = [
+        Kind::AnonPrivate,
+        Kind::AnonShared,
+        Kind::FilePrivate,
+        Kind::FileShared,
+    ];
+    for (path, name) in [
+        (Path::Munmap, "shapes: munmap"),
+        (Path::MmapFixed, "shapes: mmap-fixed"),
+        (Path::MremapMove, "shapes: mremap-move"),
+        (Path::MremapShrink, "shapes: mremap-shrink"),
+        (Path::Brk, "shapes: brk"),
+    ] {
+        let kinds = if matches!(path, Path::Brk) {
+            &kinds[..1]
+        } else {
+            &kinds[..]
+        };
+        let mut script = Script::new();
+        let mut slot = 0;
+        for (i, &kind) in kinds.iter().enumerate() {
+            for kept in 2..=4 {
+                script = layout(script, path, kind, slot, kept, i % 2 == 0);
+                slot += 1;
+            }
+        }
+        // And one page of each kind left for exit_mmap to take.
+        for &kind in kinds {
+            let at = (2 + 3 * slot) * PGDIR_SIZE;
+            let (flags, fd) = kind.map();
+            script = map(script, at, PAGE, flags, fd).touch(at, PAGE, PAGE, Touch::Write);
+            slot += 1;
+        }
+        let (mapping, file) = new_file(TARGET_PAGES + 1);
+        run(name, script, vec![file], &[mapping]);
+    }
+    log::info!(
+        "shapes: every path, kind and neighbour level ran; the host probes checked each free"
+    );
+    PASS
+}
