@@ -609,6 +609,23 @@ impl Probe {
             &|frame| unhooked.contains_key(&frame),
             !self.rss_racy,
         );
+        // A table the last sweep found that is no page table of that mm any more, with no
+        // TableFreed in between: it went back to the allocator unchecked.
+        let mut outcome = outcome;
+        for (&frame, was) in &self.swept {
+            if copy.table_desc(frame) != Some(*was) && !outcome.reached.contains_key(&frame) {
+                outcome.findings.push(sweep::Finding {
+                    mm: was.mm,
+                    level: was.level as u8,
+                    frame,
+                    start: was.base,
+                    kind: "freed unreported",
+                    detail: "freed unreported: the last sweep found it as a table of this mm, and \
+                             no free of it was reported since (the allocator's report was skipped)"
+                        .to_string(),
+                });
+            }
+        }
         self.mem_map_buf = copy.into_buffer();
         self.swept = outcome.reached;
         f.errors.extend(outcome.errors);

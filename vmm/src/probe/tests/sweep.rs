@@ -216,3 +216,54 @@ fn a_pgd_freed_while_tables_of_its_mm_are_left_is_p6_and_needs_no_announcement()
         "{v:?}"
     );
 }
+
+#[test]
+fn a_table_freed_with_no_report_is_found_by_the_next_sweep() {
+    let mut f = Fake::new();
+    let (mm, pte) = mm_with_a_page(&mut f);
+    let mut p = f.probe(false);
+    assert!(quiescent(&mut p).is_empty());
+    // The table goes back to the allocator (its Page reset) and nobody tells the host.
+    f.unhook(mm, Level::Pte, USER_BASE.0);
+    f.w(f.page(pte) + offset_of!(Page, flags) as u64, 0);
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
+    f.w(
+        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
+        2 * 4096,
+    );
+    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    let v = quiescent(&mut p);
+    assert_eq!(checks_of(&v), [Check::P6]);
+    assert_eq!(v[0].frame, pte);
+    assert!(v[0].detail.starts_with("freed unreported"), "{}", v[0]);
+    // A reported free is no such thing.
+    let mut q = f.probe(false);
+    f.w(
+        f.page(pte) + offset_of!(Page, flags) as u64,
+        PageFlags::ALLOCATED.0 | PageFlags::PAGETABLE.0,
+    );
+    f.describe(pte, mm.addr, 1, USER_BASE.0);
+    let slot = f.parent_slot(mm, Level::Pte, USER_BASE.0);
+    f.w(
+        slot,
+        PageTableEntry::new(PhysAddr(pte), PteFlags::TABLE).bits(),
+    );
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 1);
+    f.w(
+        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
+        3 * 4096,
+    );
+    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 1);
+    assert!(quiescent(&mut q).is_empty());
+    f.w(slot, 0);
+    let s = span(mm, Level::Pte, pte, USER_BASE.0);
+    assert!(feed(&mut q, &correct_free(s)).is_empty());
+    f.w(f.page(pte) + offset_of!(Page, flags) as u64, 0);
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
+    f.w(
+        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
+        2 * 4096,
+    );
+    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    assert!(quiescent(&mut q).is_empty());
+}
