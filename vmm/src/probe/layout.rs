@@ -61,6 +61,8 @@ pub(crate) mod vma {
     pub(crate) const VM_END: usize = offset_of!(Vma, vm_end);
     /// The next VMA on the mm's list.
     pub(crate) const VM_NEXT: usize = offset_of!(Vma, vm_next);
+    /// Page offset of `vm_start` (in the file, or the linear index for anonymous memory).
+    pub(crate) const VM_PGOFF: usize = offset_of!(Vma, vm_pgoff);
     /// `VmFlags` bits.
     pub(crate) const VM_FLAGS: usize = offset_of!(Vma, vm_flags);
     /// Its `File` (0 = anonymous).

@@ -10,7 +10,10 @@
 //! - every table below a PGD meets a VMA of its mm (`free_pgtables` frees the rest): nothing
 //!   leaked;
 //! - `nr_ptes` and `pgtables_bytes` equal the tables counted, and (unless racing walkers may be
-//!   changing them) `anon_rss` and `file_rss` the leaves that hold a frame.
+//!   changing them) `anon_rss` and `file_rss` the leaves that hold a frame;
+//! - every leaf that holds a frame lies in a VMA, is no more writable than it, and maps a page
+//!   rmap can find from that VMA: its `Page` names the VMA's anon_vma (or its file's mapping)
+//!   and the page offset the VMA gives the address.
 //!
 //! The sweep is only sound where no mm operation is half done: the guest's `Quiescent` points.
 //! [`leftovers`] is the part that holds at any PGD free: no other table names that mm any more.
@@ -18,8 +21,9 @@
 use std::collections::HashMap;
 
 use mm_core::addr::{PAGE_SIZE, TASK_SIZE, USER_BASE};
+use mm_core::mm::VmFlags;
 use mm_core::paging::{Level, PageTableEntry, PteFlags};
-use mm_core::phys::{PageFlags, TableDesc};
+use mm_core::phys::{PageFlags, TableDesc, PAGE_MAPPING_ANON};
 
 use super::guest_mem::{AddrSet, GuestView, WalkError};
 use super::layout::{self, page, word};
@@ -60,12 +64,20 @@ impl MemMapCopy {
 
     /// The flags of `frame`'s `Page` (empty outside the mem_map).
     pub(crate) fn flags(&self, frame: u64) -> PageFlags {
+        self.page(frame).0
+    }
+
+    /// The flags, mapping and index of `frame`'s `Page` (all empty outside the mem_map).
+    pub(crate) fn page(&self, frame: u64) -> (PageFlags, u64, u64) {
         let pfn = frame / PAGE_SIZE;
-        PageFlags(if pfn < self.len {
-            self.field(pfn, page::FLAGS)
-        } else {
-            0
-        })
+        if pfn >= self.len {
+            return (PageFlags(0), 0, 0);
+        }
+        (
+            PageFlags(self.field(pfn, page::FLAGS)),
+            self.field(pfn, page::MAPPING),
+            self.field(pfn, page::INDEX),
+        )
     }
 
     /// The descriptor of `frame` if its `Page` says allocated page table.
@@ -238,7 +250,7 @@ fn sweep_mm(
         return Ok(());
     }
     out.reached.insert(pgd, desc);
-    let vmas = vma_ranges(view, mm, head[word(layout::mm::MMAP)])?;
+    let vmas = vmas_of(view, mm, head[word(layout::mm::MMAP)])?;
     let mut counted = Counted::default();
     let first = (USER_BASE.0 >> Level::Pgd.entry_shift()) as usize & 511;
     let last = ((TASK_SIZE.0 - 1) >> Level::Pgd.entry_shift()) as usize & 511;
@@ -268,12 +280,23 @@ fn sweep_mm(
             let e = PageTableEntry::from_bits(value);
             let va = base.wrapping_add(i as u64 * level.entry_span());
             let Some(lower) = level.lower() else {
-                if e.holds_frame() {
-                    if copy.flags(e.frame().0).contains(PageFlags::ANON) {
-                        counted.anon += 1;
-                    } else {
-                        counted.file += 1;
-                    }
+                if !e.holds_frame() {
+                    continue;
+                }
+                let page = copy.page(e.frame().0);
+                if page.0.contains(PageFlags::ANON) {
+                    counted.anon += 1;
+                } else {
+                    counted.file += 1;
+                }
+                let wrong = match meeting(&vmas, va, va + PAGE_SIZE) {
+                    None => Some(format!("a PTE maps {va:#x}, where the mm has no VMA")),
+                    Some(v) if rss => v.wrong_leaf(va, e, page),
+                    Some(_) => None,
+                };
+                if let Some(detail) = wrong {
+                    out.findings
+                        .push(finding(level as u8, table, base, "wrong leaf", detail));
                 }
                 continue;
             };
@@ -356,8 +379,50 @@ fn sweep_mm(
     Ok(())
 }
 
-/// The ranges of `mm`'s VMAs, from its list (`mmap`, then `vm_next`), sorted by start.
-fn vma_ranges(view: &mut GuestView<'_>, mm: u64, first: u64) -> Result<Vec<(u64, u64)>, WalkError> {
+/// What the sweep needs of one VMA.
+#[derive(Clone, Copy, Debug)]
+struct VmaView {
+    start: u64,
+    end: u64,
+    flags: u64,
+    pgoff: u64,
+    /// `AnonVma` address, 0 for none.
+    anon: u64,
+    /// The file's `AddressSpace`, 0 for anonymous memory.
+    mapping: u64,
+}
+
+impl VmaView {
+    /// Why a leaf at `va` mapping a frame with `page` (flags, mapping, index) and entry `e` is
+    /// not what rmap and this VMA expect, if it is not.
+    fn wrong_leaf(
+        &self,
+        va: u64,
+        e: PageTableEntry,
+        page: (PageFlags, u64, u64),
+    ) -> Option<String> {
+        let (flags, mapping, index) = page;
+        let linear = ((va - self.start) >> 12) + self.pgoff;
+        if e.flags().contains(PteFlags::WRITABLE) && !VmFlags(self.flags).contains(VmFlags::WRITE) {
+            return Some(format!("the PTE for {va:#x} is writable, its VMA is not"));
+        }
+        let owner = if flags.contains(PageFlags::ANON) {
+            self.anon | PAGE_MAPPING_ANON
+        } else {
+            self.mapping
+        };
+        (owner == 0 || mapping != owner || index != linear).then(|| {
+            format!(
+                "the page at {va:#x} ({:#x}) names mapping {mapping:#x} index {index}; its VMA's \
+                 rmap needs {owner:#x} index {linear}: rmap cannot find it",
+                e.frame().0
+            )
+        })
+    }
+}
+
+/// `mm`'s VMAs, from its list (`mmap`, then `vm_next`), sorted by start.
+fn vmas_of(view: &mut GuestView<'_>, mm: u64, first: u64) -> Result<Vec<VmaView>, WalkError> {
     let mut out = Vec::new();
     let mut seen = AddrSet::default();
     let mut vma = first;
@@ -369,7 +434,9 @@ fn vma_ranges(view: &mut GuestView<'_>, mm: u64, first: u64) -> Result<Vec<(u64,
                 addr: vma,
             });
         }
-        let w = view.words::<{ layout::vma::VM_NEXT / 8 + 1 }>("vma", vma)?;
+        const WORDS: usize = layout::vma::ANON_VMA / 8 + 1;
+        const _: () = assert!(layout::vma::VM_NEXT < WORDS * 8 && layout::vma::VM_FILE < WORDS * 8);
+        let w = view.words::<WORDS>("vma", vma)?;
         if w[word(layout::vma::VM_MM)] != mm {
             return Err(WalkError::BrokenLink {
                 what: "vma",
@@ -379,18 +446,35 @@ fn vma_ranges(view: &mut GuestView<'_>, mm: u64, first: u64) -> Result<Vec<(u64,
                 expected: mm,
             });
         }
-        out.push((w[word(layout::vma::VM_START)], w[word(layout::vma::VM_END)]));
+        let file = w[word(layout::vma::VM_FILE)];
+        let mapping = match file {
+            0 => 0,
+            f => view.word("file", f.wrapping_add(layout::file::F_MAPPING as u64))?,
+        };
+        out.push(VmaView {
+            start: w[word(layout::vma::VM_START)],
+            end: w[word(layout::vma::VM_END)],
+            flags: w[word(layout::vma::VM_FLAGS)],
+            pgoff: w[word(layout::vma::VM_PGOFF)],
+            anon: w[word(layout::vma::ANON_VMA)],
+            mapping,
+        });
         vma = w[word(layout::vma::VM_NEXT)];
     }
-    out.sort_unstable();
+    out.sort_unstable_by_key(|v| v.start);
     Ok(out)
 }
 
-/// Whether a range of `vmas` (sorted, non-overlapping) meets `[start, end)`; `end` 0 is the top.
-fn meets(vmas: &[(u64, u64)], start: u64, end: u64) -> bool {
+/// The VMA of `vmas` (sorted, non-overlapping) first meeting `[start, end)`; `end` 0 is the top.
+fn meeting(vmas: &[VmaView], start: u64, end: u64) -> Option<&VmaView> {
     let end = if end == 0 { u64::MAX } else { end };
-    let i = vmas.partition_point(|&(_, e)| e <= start);
-    vmas.get(i).is_some_and(|&(s, _)| s < end)
+    let i = vmas.partition_point(|v| v.end <= start);
+    vmas.get(i).filter(|v| v.start < end)
+}
+
+/// Whether a VMA of `vmas` meets `[start, end)`.
+fn meets(vmas: &[VmaView], start: u64, end: u64) -> bool {
+    meeting(vmas, start, end).is_some()
 }
 
 #[cfg(test)]
@@ -399,7 +483,15 @@ mod tests {
 
     #[test]
     fn a_vma_meets_a_span_only_if_their_ranges_overlap() {
-        let vmas = [(0x1000, 0x3000), (0x10_0000, 0x20_0000)];
+        let v = |start, end| VmaView {
+            start,
+            end,
+            flags: 0,
+            pgoff: 0,
+            anon: 0,
+            mapping: 0,
+        };
+        let vmas = [v(0x1000, 0x3000), v(0x10_0000, 0x20_0000)];
         assert!(meets(&vmas, 0x2000, 0x5000));
         assert!(!meets(&vmas, 0x3000, 0x10_0000));
         assert!(meets(&vmas, 0x1f_f000, 0));

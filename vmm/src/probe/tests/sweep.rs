@@ -17,6 +17,8 @@ fn mm_with_a_page(f: &mut Fake) -> (Mm, u64) {
     let vma = f.vma(mm, va, va + 0x4000);
     f.w(mm.addr + offset_of!(MmStruct, mmap) as u64, vma);
     let pte = f.ensure_table(mm, Level::Pte, va);
+    // The page's rmap: the VMA's anon_vma and its linear index (0), as a fault leaves them.
+    f.w(vma + offset_of!(Vma, anon_vma) as u64, 0x1000);
     let page = f.anon_page(0x1000);
     f.w(
         pte,
@@ -266,4 +268,17 @@ fn a_table_freed_with_no_report_is_found_by_the_next_sweep() {
     );
     f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
     assert!(quiescent(&mut q).is_empty());
+}
+
+#[test]
+fn a_page_rmap_cannot_find_from_its_vma_is_p6() {
+    let mut f = Fake::new();
+    let (_, pte) = mm_with_a_page(&mut f);
+    let e = PageTableEntry::from_bits(f.r(pte));
+    // The page says it is at page offset 7 of its anon_vma; its VMA maps it at offset 0.
+    f.w(f.page(e.frame().0) + offset_of!(Page, index) as u64, 7);
+    let mut p = f.probe(false);
+    let v = quiescent(&mut p);
+    assert_eq!(checks_of(&v), [Check::P6]);
+    assert!(v[0].detail.contains("rmap cannot find it"), "{}", v[0]);
 }
