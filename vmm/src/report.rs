@@ -93,6 +93,11 @@ pub fn to_json(
             "check_per_free_ns": report.timing.check_per_free().map(|d| d.as_nanos() as u64),
             "check_median_ns": report.timing.check_median().map(|d| d.as_nanos() as u64),
             "check_max_ns": report.timing.check_max().map(|d| d.as_nanos() as u64),
+            "sweeps": report.timing.sweeps,
+            "sweep_mean_ns": report.timing.sweep_mean().map(|d| d.as_nanos() as u64),
+            "check_with_sweeps_per_free_ns":
+                report.timing.check_with_sweeps_per_free().map(|d| d.as_nanos() as u64),
+            "probe_events": report.timing.probe_events,
             "phases": report.timing.phases.iter().map(|p| json!({
                 "workload": p.workload.name(),
                 "units": p.units,

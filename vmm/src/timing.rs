@@ -29,6 +29,12 @@ pub struct ExitTiming {
     pub check_time: Duration,
     /// Each check's time, in order.
     checks: Vec<Duration>,
+    /// Sweeps of every mm's page tables (P6 at the guest's quiescent points).
+    pub sweeps: u64,
+    /// Host time spent in those sweeps.
+    pub sweep_time: Duration,
+    /// Probe events of every kind handled (checked frees and sweeps included).
+    pub probe_events: u64,
     /// The guest's benchmark phases, in order.
     pub phases: Vec<Phase>,
     /// Marks that did not pair up (an end with no start, another workload's end, an unknown
@@ -50,6 +56,30 @@ impl ExitTiming {
         self.checked_frees += 1;
         self.check_time += took;
         self.checks.push(took);
+    }
+
+    /// A sweep took `took`.
+    pub fn swept(&mut self, took: Duration) {
+        self.sweeps += 1;
+        self.sweep_time += took;
+    }
+
+    /// A probe event of any kind was handled.
+    pub fn probe_event(&mut self) {
+        self.probe_events += 1;
+    }
+
+    /// Mean host time of one sweep.
+    pub fn sweep_mean(&self) -> Option<Duration> {
+        let n = u32::try_from(self.sweeps).ok().filter(|&n| n > 0)?;
+        Some(self.sweep_time / n)
+    }
+
+    /// Check and sweep time together per checked free: what each free costs with the sweeps
+    /// that run between frees charged to it.
+    pub fn check_with_sweeps_per_free(&self) -> Option<Duration> {
+        let frees = u32::try_from(self.checked_frees).ok().filter(|&n| n > 0)?;
+        Some((self.check_time + self.sweep_time) / frees)
     }
 
     /// A benchmark mark arrived at `at`: a start opens a phase, the matching end closes it.

@@ -28,12 +28,30 @@ pub struct ProbeRow {
     pub check_max: Duration,
     /// Page-table frees checked.
     pub frees: u64,
+    /// Sweeps of every mm's page tables (P6) during the run.
+    pub sweeps: u64,
+    /// Mean host time of one sweep.
+    pub sweep_mean: Duration,
+    /// Host time of all sweeps.
+    pub sweep_total: Duration,
 }
 
 impl ProbeRow {
     /// Cost of a checked event (a bare round trip plus the check) over a bare round trip.
     pub fn ratio(&self) -> f64 {
         (self.round_trip + self.check).as_secs_f64() / self.round_trip.as_secs_f64()
+    }
+
+    /// The typical check with the run's sweeps charged to the frees: median check plus sweep
+    /// time per checked free.
+    pub fn check_with_sweeps(&self) -> Duration {
+        let frees = u32::try_from(self.frees.max(1)).unwrap_or(u32::MAX);
+        self.check + self.sweep_total / frees
+    }
+
+    /// [`ProbeRow::ratio`] with the sweeps charged: what the issue's goal is about.
+    pub fn ratio_with_sweeps(&self) -> f64 {
+        (self.round_trip + self.check_with_sweeps()).as_secs_f64() / self.round_trip.as_secs_f64()
     }
 }
 
@@ -61,26 +79,53 @@ impl fmt::Display for ProbeBench {
         )?;
         writeln!(
             f,
-            "  {:>7}  {:>12}  {:>9}  {:>9}  {:>9}  {:>16}  {:>6}",
-            "VMAs", "bare exit µs", "check µs", "mean µs", "max µs", "checked event µs", "ratio"
+            "sweeps: P6 over every mm at the guest's quiescent points; 'with sweeps' charges their"
+        )?;
+        writeln!(f, "time to the frees (median check + sweep time / frees):")?;
+        writeln!(
+            f,
+            "  {:>7}  {:>12}  {:>9}  {:>9}  {:>9}  {:>16}  {:>6}  {:>6}  {:>9}  {:>13}  {:>6}",
+            "VMAs",
+            "bare exit µs",
+            "check µs",
+            "mean µs",
+            "max µs",
+            "checked event µs",
+            "ratio",
+            "sweeps",
+            "sweep µs",
+            "w/ sweeps µs",
+            "ratio"
         )?;
         for r in &self.rows {
             writeln!(
                 f,
-                "  {:>7}  {:>12.2}  {:>9.2}  {:>9.2}  {:>9.1}  {:>16.2}  {:>5.2}x",
+                "  {:>7}  {:>12.2}  {:>9.2}  {:>9.2}  {:>9.1}  {:>16.2}  {:>5.2}x  {:>6}  {:>9.1}  {:>13.2}  {:>5.2}x",
                 r.vmas,
                 us(r.round_trip),
                 us(r.check),
                 us(r.check_mean),
                 us(r.check_max),
                 us(r.round_trip + r.check),
-                r.ratio()
+                r.ratio(),
+                r.sweeps,
+                us(r.sweep_mean),
+                us(r.round_trip + r.check_with_sweeps()),
+                r.ratio_with_sweeps()
             )?;
         }
         match self.rows.iter().find(|r| r.vmas == 1_000) {
             Some(r) => {
-                let verdict = if r.ratio() <= PROBE_GOAL_RATIO { "met" } else { "MISSED" };
-                write!(f, "goal: checked event <= {PROBE_GOAL_RATIO}x bare exit at 1,000 VMAs: {verdict}")
+                let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+                write!(
+                    f,
+                    "goal: checked event <= {PROBE_GOAL_RATIO}x bare exit at 1,000 VMAs: {} ({:.2}x), \
+                     with sweeps: {} ({:.2}x)",
+                    verdict(r.ratio() <= PROBE_GOAL_RATIO),
+                    r.ratio(),
+                    verdict(r.ratio_with_sweeps() <= PROBE_GOAL_RATIO),
+                    r.ratio_with_sweeps()
+                )
             }
             None => write!(f, "goal: checked event <= {PROBE_GOAL_RATIO}x bare exit at 1,000 VMAs: not run (--quick)"),
         }
@@ -116,6 +161,8 @@ pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
             });
         };
         let frees = t["checked_frees"].as_u64().unwrap_or(0);
+        let sweeps = t["sweeps"].as_u64().unwrap_or(0);
+        let sweep_mean = ns("sweep_mean_ns").unwrap_or_default();
         rows.push(ProbeRow {
             vmas,
             round_trip,
@@ -123,6 +170,9 @@ pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
             check_mean,
             check_max,
             frees,
+            sweeps,
+            sweep_mean,
+            sweep_total: sweep_mean * u32::try_from(sweeps).unwrap_or(u32::MAX),
         });
     }
     Ok(ProbeBench { rows })

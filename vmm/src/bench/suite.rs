@@ -160,6 +160,10 @@ impl Suite {
                 "check_max_us": us(r.check_max),
                 "checked_frees": r.frees,
                 "ratio": r.ratio(),
+                "sweeps": r.sweeps,
+                "sweep_mean_us": us(r.sweep_mean),
+                "check_with_sweeps_us": us(r.check_with_sweeps()),
+                "ratio_with_sweeps": r.ratio_with_sweeps(),
             })).collect::<Vec<_>>(),
             "mm_workloads": {
                 "quick": self.mm.quick,

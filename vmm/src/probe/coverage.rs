@@ -196,29 +196,47 @@ pub(crate) fn kept_level(
     let (mut table, mut at, mut kept) = (pgd, Level::Pgd, 0u8);
     loop {
         view.step("page table", table)?;
-        let entries = view.table(table)?;
         let range = if at == Level::Pgd {
             first..=last
         } else {
             0..=511
         };
-        if entries[range]
-            .iter()
-            .any(|&e| !is_poison(e) && PageTableEntry::from_bits(e).is_present())
-        {
+        if holds_an_entry(view, table, range)? {
             kept = at as u8;
         }
         let Some(lower) = at.lower() else { break };
         if (lower as u8) <= level {
             break;
         }
-        let e = PageTableEntry::from_bits(entries[((start >> at.entry_shift()) & 511) as usize]);
+        let slot = table + ((start >> at.entry_shift()) & 511) * 8;
+        let e = PageTableEntry::from_bits(view.word("page table", slot)?);
         if !e.is_present() || is_poison(e.bits()) {
             break;
         }
         (table, at) = (e.frame().0, lower);
     }
     Ok(kept)
+}
+
+/// Whether any entry of `table` in `range` is present, read a cache line at a time and stopping
+/// at the first (most tables in use have one near their start).
+fn holds_an_entry(
+    view: &GuestView<'_>,
+    table: u64,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<bool, WalkError> {
+    let present = |e: u64| !is_poison(e) && PageTableEntry::from_bits(e).is_present();
+    for line in (range.start() / 8)..=(range.end() / 8) {
+        let words = view.words::<8>("page table", table + line as u64 * 64)?;
+        let hit = words
+            .iter()
+            .enumerate()
+            .any(|(i, &e)| range.contains(&(line * 8 + i)) && present(e));
+        if hit {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

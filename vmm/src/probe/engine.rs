@@ -37,7 +37,7 @@ use super::index::VmaIndex;
 use super::layout::{self, page, word};
 use super::pgtable::{self, ParentEntry, StaleTable};
 use super::rmap::{RmapWalk, VmaFilter};
-use super::sweep::{self, MemMapCopy};
+use super::sweep::{self, LivePages, MemMapCopy};
 use mm_core::abi::FreePath;
 
 /// The four checks.
@@ -170,6 +170,10 @@ pub struct Summary {
 /// Distinct walk errors kept in the summary; later ones are counted in one last line.
 const MAX_ERRORS: usize = 256;
 
+/// Every this-many-th sweep (and every one with `--thorough`) reads the whole mem_map; the others
+/// are light (see [`Probe::sweep`]).
+const FULL_SWEEP_EVERY: u64 = 8;
+
 /// TLB flushes remembered per mm for P3 (the newest ones; see [`Probe::flushed_since`]).
 const FLUSH_LOG: usize = 4096;
 
@@ -227,7 +231,7 @@ pub struct Probe {
     /// Where the last sweep found each table (frame → descriptor), until the table is freed.
     swept: HashMap<u64, TableDesc>,
     /// The mem_map copy's buffer, kept between sweeps.
-    mem_map_buf: Vec<u8>,
+    mem_map_buf: Vec<u64>,
     /// Walkers may change rss concurrently (free-running races): the sweep leaves rss alone.
     rss_racy: bool,
     /// P6 findings already reported, by kind and frame: a lost table stays lost, and is told once.
@@ -259,6 +263,11 @@ struct Findings {
     p5: Vec<String>,
     p6: Vec<sweep::Finding>,
     errors: Vec<WalkError>,
+}
+
+/// The kernel's page-table root, once the roots are known (0 before).
+fn kernel_pgd_of(roots: &Option<Roots>) -> u64 {
+    roots.map_or(0, |r| r.kernel_pgd)
 }
 
 /// What a table of `level` (1..=4) spans.
@@ -588,45 +597,85 @@ impl Probe {
     }
 
     /// P6 at a quiescent point: sweeps every mm (module `sweep`) and remembers where each table
-    /// hangs, for P5.
+    /// hangs, for P5 and the next sweep. `--thorough` and every [`FULL_SWEEP_EVERY`]th sweep read
+    /// the whole mem_map, to find every frame marked page table; the others are light: they walk
+    /// the mms known (from the last sweep and the VMA index) and compare with what the last sweep
+    /// reached.
     fn sweep(&mut self, rip: &mut dyn FnMut() -> u64) -> Vec<Violation> {
         let Some(r) = self.roots else {
             return Vec::new();
         };
         self.summary.checks[Check::P6.index()] += 1;
         self.summary.sweeps += 1;
+        let full = self.thorough || self.summary.sweeps % FULL_SWEEP_EVERY == 1;
         let mem = self.mem.clone();
         let mut view = GuestView::new(&mem);
+        let live_view = GuestView::new(&mem);
+        let live = LivePages::new(&live_view, r.mem_map, r.mem_map_len);
         let mut f = Findings::default();
-        let Some(copy) = self.read_mem_map(&mut view, &mut f) else {
-            return self.violations(&TableSpan::default(), f, rip);
-        };
-        let unhooked = &self.unhooked;
-        let outcome = sweep::sweep(
-            &mut view,
-            &copy,
-            r.kernel_pgd,
-            &|frame| unhooked.contains_key(&frame),
-            !self.rss_racy,
-        );
-        // A table the last sweep found that is no page table of that mm any more, with no
-        // TableFreed in between: it went back to the allocator unchecked.
-        let mut outcome = outcome;
-        for (&frame, was) in &self.swept {
-            if copy.table_desc(frame) != Some(*was) && !outcome.reached.contains_key(&frame) {
-                outcome.findings.push(sweep::Finding {
-                    mm: was.mm,
-                    level: was.level as u8,
-                    frame,
-                    start: was.base,
-                    kind: "freed unreported",
-                    detail: "freed unreported: the last sweep found it as a table of this mm, and \
-                             no free of it was reported since (the allocator's report was skipped)"
-                        .to_string(),
-                });
+        let copy = if full {
+            match self.read_mem_map(&mut view, &mut f) {
+                Some(copy) => Some(copy),
+                None => return self.violations(&TableSpan::default(), f, rip),
             }
+        } else {
+            None
+        };
+        let pgds = match &copy {
+            Some(copy) => sweep::pgds_of(copy, r.kernel_pgd),
+            None => self.known_pgds(&view, &live, r.kernel_pgd),
+        };
+        let pages: &dyn sweep::Pages = match &copy {
+            Some(copy) => copy,
+            None => &live,
+        };
+        let index = &self.index;
+        let meeting = |mm, start, end| index.meeting(mm, start, end);
+        let proposer: Option<&dyn Fn(u64, u64, u64) -> Vec<u64>> =
+            self.index.active.then_some(&meeting);
+        let mut outcome = sweep::sweep(&mut view, pages, &pgds, proposer, !self.rss_racy);
+        let unhooked = &self.unhooked;
+        let in_flight = |frame| unhooked.contains_key(&frame);
+        if let Some(copy) = &copy {
+            outcome
+                .findings
+                .extend(sweep::lost(copy, &outcome.reached, &in_flight));
         }
-        self.mem_map_buf = copy.into_buffer();
+        // A table the last sweep found that this one did not reach, with no TableFreed since: if
+        // it is still a page table of that mm and no gather holds it, it is lost (the full sweep
+        // above says so already); if it is not, it went back to the allocator unchecked.
+        for (&frame, was) in &self.swept {
+            if outcome.reached.contains_key(&frame) || in_flight(frame) {
+                continue;
+            }
+            let (kind, detail) = if pages.table_desc(frame) == Some(*was) {
+                if copy.is_some() {
+                    continue;
+                }
+                (
+                    "lost",
+                    "lost: its Page says page table, but no PGD reaches it and no mmu_gather \
+                     holds it (unhooked and never freed)",
+                )
+            } else {
+                (
+                    "freed unreported",
+                    "freed unreported: the last sweep found it as a table of this mm, and no \
+                     free of it was reported since (the allocator's report was skipped)",
+                )
+            };
+            outcome.findings.push(sweep::Finding {
+                mm: was.mm,
+                level: was.level as u8,
+                frame,
+                start: was.base,
+                kind,
+                detail: detail.to_string(),
+            });
+        }
+        if let Some(copy) = copy {
+            self.mem_map_buf = copy.into_buffer();
+        }
         self.swept = outcome.reached;
         f.errors.extend(outcome.errors);
         let mut out = self.violations(&TableSpan::default(), f, rip);
@@ -656,6 +705,34 @@ impl Probe {
             out.push(v);
         }
         out
+    }
+
+    /// The PGDs of the mms a light sweep walks: those the last sweep found and those the VMA
+    /// index knows, each read from its `MmStruct` and kept if its `Page` says PGD of that mm.
+    fn known_pgds(
+        &self,
+        view: &GuestView<'_>,
+        pages: &dyn sweep::Pages,
+        kernel_pgd: u64,
+    ) -> Vec<(u64, TableDesc)> {
+        let mut mms: Vec<u64> = self
+            .swept
+            .values()
+            .filter(|d| d.level == 4)
+            .map(|d| d.mm)
+            .chain(self.index.mms())
+            .collect();
+        mms.sort_unstable();
+        mms.dedup();
+        mms.into_iter()
+            .filter_map(|mm| {
+                let pgd = view
+                    .word("mm_struct", mm.wrapping_add(layout::mm::PGD as u64))
+                    .ok()?;
+                let desc = pages.table_desc(pgd)?;
+                (pgd != kernel_pgd && desc.mm == mm && desc.level == 4).then_some((pgd, desc))
+            })
+            .collect()
     }
 
     /// Runs P1–P4 for `span` and poisons its frame.
@@ -845,6 +922,29 @@ impl Probe {
                         || flags.contains(PageFlags::PAGECACHE);
                 }
                 Ok(None) => {}
+                Err(e) => f.errors.push(e),
+            }
+        }
+        // What a freed table still maps goes with it: leaf pages mapped through nothing, lower
+        // tables no walk reaches (free_pgd_range frees only emptied tables).
+        if !data_page && span.frame != kernel_pgd_of(&self.roots) {
+            match view.table(span.frame) {
+                Ok(entries) => {
+                    let live: Vec<(usize, u64)> = entries
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .filter(|&(_, e)| !pgtable::is_poison(e) && pgtable::holds_something(e))
+                        .filter(|&(i, _)| span.level != 4 || pgtable::is_user_pgd_index(i))
+                        .collect();
+                    if let Some(&(i, e)) = live.first() {
+                        f.p4.push(format!(
+                            "freed while it still maps: {} live entr{} (entry {i} holds {e:#x})",
+                            live.len(),
+                            if live.len() == 1 { "y" } else { "ies" }
+                        ));
+                    }
+                }
                 Err(e) => f.errors.push(e),
             }
         }

@@ -208,6 +208,28 @@ impl<'a> GuestView<'a> {
             .map_err(|_| WalkError::BadAddress { what, addr })
     }
 
+    /// The words at `addr` into `buf` (`addr` 8-aligned), eight bytes at a time: what a large
+    /// read (the whole mem_map) needs to be fast.
+    pub(crate) fn read_words(
+        &self,
+        what: &'static str,
+        addr: u64,
+        buf: &mut [u64],
+    ) -> Result<(), WalkError> {
+        let len = buf.len() as u64 * 8;
+        self.check(what, addr, len)?;
+        for (start, slice) in &self.regions {
+            let Some(off) = addr.checked_sub(*start) else {
+                continue;
+            };
+            if let Ok(sub) = slice.subslice(off as usize, len as usize) {
+                sub.copy_to(buf);
+                return Ok(());
+            }
+        }
+        Err(WalkError::BadAddress { what, addr })
+    }
+
     /// The 512 entries of the page table at `frame`.
     pub(crate) fn table(&self, frame: u64) -> Result<[u64; 512], WalkError> {
         let mut raw = [0u8; 4096];

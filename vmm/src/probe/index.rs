@@ -32,6 +32,11 @@ impl VmaIndex {
         *longest = (*longest).max(end.saturating_sub(start));
     }
 
+    /// Every mm with a VMA indexed.
+    pub(crate) fn mms(&self) -> impl Iterator<Item = u64> + '_ {
+        self.by_mm.keys().copied()
+    }
+
     /// `vma` is freed.
     pub(crate) fn freed(&mut self, vma: u64) {
         if let Some((mm, start)) = self.at.remove(&vma) {

@@ -121,6 +121,16 @@ pub(crate) fn parent_entry(
     }
 }
 
+/// Whether an entry maps something: present, or a `PROT_NONE` leaf holding a frame.
+pub(crate) fn holds_something(entry: u64) -> bool {
+    PageTableEntry::from_bits(entry).holds_frame()
+}
+
+/// Whether index `i` of a PGD maps user space (the rest is the kernel's, copied into every PGD).
+pub(crate) fn is_user_pgd_index(i: usize) -> bool {
+    (index(Level::Pgd, USER_BASE.0)..=index(Level::Pgd, TASK_SIZE.0 - 1)).contains(&i)
+}
+
 /// Whether a present (or `PROT_NONE` leaf) entry points to `frame`.
 pub(crate) fn points_to(value: u64, frame: u64) -> bool {
     let e = PageTableEntry::from_bits(value);

@@ -17,6 +17,11 @@
 //!
 //! The sweep is only sound where no mm operation is half done: the guest's `Quiescent` points.
 //! [`leftovers`] is the part that holds at any PGD free: no other table names that mm any more.
+//!
+//! A full sweep reads the whole mem_map ([`MemMapCopy`]): it finds the mms from their PGDs and
+//! every frame marked page table, reached or not. A light sweep ([`LivePages`]) reads only the
+//! `Page`s of what it reaches, from the mms it is given: its cost follows the tables, not RAM;
+//! the caller finds what was lost by comparing with what the last sweep reached.
 
 use std::collections::HashMap;
 
@@ -31,7 +36,7 @@ use super::pgtable::is_poison;
 
 /// The guest's mem_map, read in one go.
 pub(crate) struct MemMapCopy {
-    bytes: Vec<u8>,
+    words: Vec<u64>,
     len: u64,
 }
 
@@ -41,30 +46,18 @@ impl MemMapCopy {
         view: &mut GuestView<'_>,
         mem_map: u64,
         len: u64,
-        mut buf: Vec<u8>,
+        mut buf: Vec<u64>,
     ) -> Result<MemMapCopy, WalkError> {
         let len = len.min(view.ram_frames());
         view.step("mem_map", mem_map)?;
-        buf.resize(len as usize * page::SIZE, 0);
-        view.bytes("mem_map", mem_map, &mut buf)?;
-        Ok(MemMapCopy { bytes: buf, len })
+        buf.resize(len as usize * PAGE_WORDS, 0);
+        view.read_words("mem_map", mem_map, &mut buf)?;
+        Ok(MemMapCopy { words: buf, len })
     }
 
     /// Gives the buffer back for the next read.
-    pub(crate) fn into_buffer(self) -> Vec<u8> {
-        self.bytes
-    }
-
-    fn field(&self, pfn: u64, off: usize) -> u64 {
-        let at = pfn as usize * page::SIZE + off;
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&self.bytes[at..at + 8]);
-        u64::from_le_bytes(w)
-    }
-
-    /// The flags of `frame`'s `Page` (empty outside the mem_map).
-    pub(crate) fn flags(&self, frame: u64) -> PageFlags {
-        self.page(frame).0
+    pub(crate) fn into_buffer(self) -> Vec<u64> {
+        self.words
     }
 
     /// The flags, mapping and index of `frame`'s `Page` (all empty outside the mem_map).
@@ -73,27 +66,77 @@ impl MemMapCopy {
         if pfn >= self.len {
             return (PageFlags(0), 0, 0);
         }
+        let p = &self.words[pfn as usize * PAGE_WORDS..][..PAGE_WORDS];
         (
-            PageFlags(self.field(pfn, page::FLAGS)),
-            self.field(pfn, page::MAPPING),
-            self.field(pfn, page::INDEX),
-        )
-    }
-
-    /// The descriptor of `frame` if its `Page` says allocated page table.
-    pub(crate) fn table_desc(&self, frame: u64) -> Option<TableDesc> {
-        let pfn = frame / PAGE_SIZE;
-        (pfn < self.len).then_some(())?;
-        desc_of(
-            PageFlags(self.field(pfn, page::FLAGS)),
-            self.field(pfn, page::MAPPING),
-            self.field(pfn, page::INDEX),
+            PageFlags(p[word(page::FLAGS)]),
+            p[word(page::MAPPING)],
+            p[word(page::INDEX)],
         )
     }
 
     /// Every frame marked page table, with its descriptor.
     pub(crate) fn tables(&self) -> impl Iterator<Item = (u64, TableDesc)> + '_ {
         (0..self.len).filter_map(|pfn| Some((pfn * PAGE_SIZE, self.table_desc(pfn * PAGE_SIZE)?)))
+    }
+}
+
+/// Words in one `Page`.
+const PAGE_WORDS: usize = page::SIZE / 8;
+
+/// Where the sweep reads `Page`s from.
+pub(crate) trait Pages {
+    /// The flags, mapping and index of `frame`'s `Page` (all empty outside the mem_map).
+    fn page(&self, frame: u64) -> (PageFlags, u64, u64);
+
+    /// The flags of `frame`'s `Page`.
+    fn flags(&self, frame: u64) -> PageFlags {
+        self.page(frame).0
+    }
+
+    /// The descriptor of `frame` if its `Page` says allocated page table.
+    fn table_desc(&self, frame: u64) -> Option<TableDesc> {
+        let (flags, mapping, index) = self.page(frame);
+        desc_of(flags, mapping, index)
+    }
+}
+
+impl Pages for MemMapCopy {
+    fn page(&self, frame: u64) -> (PageFlags, u64, u64) {
+        MemMapCopy::page(self, frame)
+    }
+}
+
+/// `Page`s read from guest memory one at a time, as the sweep reaches them.
+pub(crate) struct LivePages<'a> {
+    view: &'a GuestView<'a>,
+    mem_map: u64,
+    len: u64,
+}
+
+impl<'a> LivePages<'a> {
+    /// The `len` `Page`s at `mem_map`, through `view`.
+    pub(crate) fn new(view: &'a GuestView<'a>, mem_map: u64, len: u64) -> Self {
+        Self { view, mem_map, len }
+    }
+}
+
+impl Pages for LivePages<'_> {
+    fn page(&self, frame: u64) -> (PageFlags, u64, u64) {
+        let pfn = frame / PAGE_SIZE;
+        let addr = pfn
+            .checked_mul(page::SIZE as u64)
+            .and_then(|o| self.mem_map.checked_add(o));
+        match addr.filter(|_| pfn < self.len) {
+            Some(addr) => match self.view.words::<{ page::SIZE / 8 }>("Page", addr) {
+                Ok(w) => (
+                    PageFlags(w[word(page::FLAGS)]),
+                    w[word(page::MAPPING)],
+                    w[word(page::INDEX)],
+                ),
+                Err(_) => (PageFlags(0), 0, 0),
+            },
+            None => (PageFlags(0), 0, 0),
+        }
     }
 }
 
@@ -160,31 +203,46 @@ pub(crate) struct Outcome {
     pub mms: u64,
 }
 
-/// Sweeps every mm the mem_map names. `in_flight(frame)`: the frame was unhooked and is not freed
-/// yet; `rss`: compare the rss counters too.
+/// Sweeps the mms whose PGDs are `pgds` (frame and descriptor), reading `Page`s from `pages`.
+/// `index(mm, start, end)` proposes the VMAs meeting a range (each is read and verified in guest
+/// memory), so the cost follows the tables, not the VMAs; without one, each mm's VMA list is
+/// walked. `rss`: compare the rss counters and the pages' rmap too.
 pub(crate) fn sweep(
     view: &mut GuestView<'_>,
-    copy: &MemMapCopy,
-    kernel_pgd: u64,
-    in_flight: &dyn Fn(u64) -> bool,
+    pages: &dyn Pages,
+    pgds: &[(u64, TableDesc)],
+    index: Option<&dyn Fn(u64, u64, u64) -> Vec<u64>>,
     rss: bool,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let marked: Vec<(u64, TableDesc)> = copy.tables().collect();
-    for &(pgd, desc) in marked.iter().filter(|(_, d)| d.level == Level::Pgd as u64) {
-        if pgd == kernel_pgd {
-            continue;
-        }
+    for &(pgd, desc) in pgds {
         out.mms += 1;
-        if let Err(e) = sweep_mm(view, copy, pgd, desc, rss, &mut out) {
+        if let Err(e) = sweep_mm(view, pages, pgd, desc, index, rss, &mut out) {
             out.errors.push(e);
         }
     }
-    for (frame, desc) in marked {
-        if desc.level == Level::Pgd as u64 || out.reached.contains_key(&frame) || in_flight(frame) {
-            continue;
-        }
-        out.findings.push(Finding {
+    out
+}
+
+/// The PGDs a full copy of the mem_map names, the kernel's own aside.
+pub(crate) fn pgds_of(copy: &MemMapCopy, kernel_pgd: u64) -> Vec<(u64, TableDesc)> {
+    copy.tables()
+        .filter(|&(f, d)| d.level == Level::Pgd as u64 && f != kernel_pgd)
+        .collect()
+}
+
+/// The frames `copy` marks page table below a PGD that the sweep did not reach and no mmu_gather
+/// holds (`in_flight`): lost.
+pub(crate) fn lost(
+    copy: &MemMapCopy,
+    reached: &HashMap<u64, TableDesc>,
+    in_flight: &dyn Fn(u64) -> bool,
+) -> Vec<Finding> {
+    copy.tables()
+        .filter(|&(frame, d)| {
+            d.level != Level::Pgd as u64 && !reached.contains_key(&frame) && !in_flight(frame)
+        })
+        .map(|(frame, desc)| Finding {
             mm: desc.mm,
             level: desc.level as u8,
             frame,
@@ -193,9 +251,8 @@ pub(crate) fn sweep(
             detail: "lost: its Page says page table, but no PGD reaches it and no mmu_gather \
                      holds it (unhooked and never freed)"
                 .to_string(),
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// The tables of `mm` other than its PGD `pgd` still marked page table: at the PGD's free, every
@@ -225,9 +282,10 @@ struct Counted {
 
 fn sweep_mm(
     view: &mut GuestView<'_>,
-    copy: &MemMapCopy,
+    copy: &dyn Pages,
     pgd: u64,
     desc: TableDesc,
+    index: Option<&dyn Fn(u64, u64, u64) -> Vec<u64>>,
     rss: bool,
     out: &mut Outcome,
 ) -> Result<(), WalkError> {
@@ -250,7 +308,13 @@ fn sweep_mm(
         return Ok(());
     }
     out.reached.insert(pgd, desc);
-    let vmas = vmas_of(view, mm, head[word(layout::mm::MMAP)])?;
+    let mut vmas = match index {
+        Some(index) => VmaLookup::Index {
+            index,
+            cache: HashMap::new(),
+        },
+        None => VmaLookup::List(vmas_of(view, mm, head[word(layout::mm::MMAP)])?),
+    };
     let mut counted = Counted::default();
     let first = (USER_BASE.0 >> Level::Pgd.entry_shift()) as usize & 511;
     let last = ((TASK_SIZE.0 - 1) >> Level::Pgd.entry_shift()) as usize & 511;
@@ -258,6 +322,12 @@ fn sweep_mm(
     while let Some((table, level, base)) = stack.pop() {
         view.step("page table", table)?;
         let entries = view.table(table)?;
+        // The VMAs a PTE table's leaves may lie in, looked up once per table.
+        let near = if level == Level::Pte {
+            vmas.meeting(view, mm, base, base.wrapping_add(level.table_span()))?
+        } else {
+            Vec::new()
+        };
         let range = if level == Level::Pgd {
             first..=last
         } else {
@@ -289,7 +359,7 @@ fn sweep_mm(
                 } else {
                     counted.file += 1;
                 }
-                let wrong = match meeting(&vmas, va, va + PAGE_SIZE) {
+                let wrong = match first_meeting(&near, va, va + PAGE_SIZE) {
                     None => Some(format!("a PTE maps {va:#x}, where the mm has no VMA")),
                     Some(v) if rss => v.wrong_leaf(va, e, page),
                     Some(_) => None,
@@ -346,7 +416,7 @@ fn sweep_mm(
                 counted.ptes += 1;
             }
             let end = va.wrapping_add(lower.table_span());
-            if !meets(&vmas, va, end) {
+            if vmas.meeting(view, mm, va, end)?.is_empty() {
                 let detail = format!(
                     "leaked: maps [{va:#x}, {end:#x}), where the mm has no VMA (free_pgtables \
                      should have freed it)"
@@ -427,55 +497,111 @@ fn vmas_of(view: &mut GuestView<'_>, mm: u64, first: u64) -> Result<Vec<VmaView>
     let mut seen = AddrSet::default();
     let mut vma = first;
     while vma != 0 {
-        view.step("vma", vma)?;
         if !seen.insert(vma) {
             return Err(WalkError::Cycle {
                 what: "vma",
                 addr: vma,
             });
         }
-        const WORDS: usize = layout::vma::ANON_VMA / 8 + 1;
-        const _: () = assert!(layout::vma::VM_NEXT < WORDS * 8 && layout::vma::VM_FILE < WORDS * 8);
-        let w = view.words::<WORDS>("vma", vma)?;
-        if w[word(layout::vma::VM_MM)] != mm {
+        let Some(v) = read_vma(view, vma, mm)? else {
+            let found = view.word("vma", vma.wrapping_add(layout::vma::VM_MM as u64))?;
             return Err(WalkError::BrokenLink {
                 what: "vma",
                 addr: vma,
                 link: "vm_mm",
-                found: w[word(layout::vma::VM_MM)],
+                found,
                 expected: mm,
             });
-        }
-        let file = w[word(layout::vma::VM_FILE)];
-        let mapping = match file {
-            0 => 0,
-            f => view.word("file", f.wrapping_add(layout::file::F_MAPPING as u64))?,
         };
-        out.push(VmaView {
-            start: w[word(layout::vma::VM_START)],
-            end: w[word(layout::vma::VM_END)],
-            flags: w[word(layout::vma::VM_FLAGS)],
-            pgoff: w[word(layout::vma::VM_PGOFF)],
-            anon: w[word(layout::vma::ANON_VMA)],
-            mapping,
-        });
-        vma = w[word(layout::vma::VM_NEXT)];
+        out.push(v);
+        vma = view.word("vma", vma.wrapping_add(layout::vma::VM_NEXT as u64))?;
     }
     out.sort_unstable_by_key(|v| v.start);
     Ok(out)
 }
 
 /// The VMA of `vmas` (sorted, non-overlapping) first meeting `[start, end)`; `end` 0 is the top.
-fn meeting(vmas: &[VmaView], start: u64, end: u64) -> Option<&VmaView> {
+fn first_meeting(vmas: &[VmaView], start: u64, end: u64) -> Option<&VmaView> {
     let end = if end == 0 { u64::MAX } else { end };
     let i = vmas.partition_point(|v| v.end <= start);
     vmas.get(i).filter(|v| v.start < end)
 }
 
 /// Whether a VMA of `vmas` meets `[start, end)`.
+#[cfg(test)]
 fn meets(vmas: &[VmaView], start: u64, end: u64) -> bool {
-    meeting(vmas, start, end).is_some()
+    first_meeting(vmas, start, end).is_some()
 }
+
+/// Where one mm's sweep finds its VMAs.
+enum VmaLookup<'a> {
+    /// The VMA index proposes, guest memory confirms (each VMA read once).
+    Index {
+        index: &'a dyn Fn(u64, u64, u64) -> Vec<u64>,
+        cache: HashMap<u64, Option<VmaView>>,
+    },
+    /// The mm's whole list, read up front.
+    List(Vec<VmaView>),
+}
+
+impl VmaLookup<'_> {
+    /// The VMAs of `mm` meeting `[start, end)`, sorted by start.
+    fn meeting(
+        &mut self,
+        view: &mut GuestView<'_>,
+        mm: u64,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<VmaView>, WalkError> {
+        let top = if end == 0 { u64::MAX } else { end };
+        let meets = |v: &VmaView| v.start < top && start < v.end;
+        match self {
+            VmaLookup::List(list) => Ok(list.iter().filter(|v| meets(v)).copied().collect()),
+            VmaLookup::Index { index, cache } => {
+                let mut out = Vec::new();
+                for vma in index(mm, start, end) {
+                    let v = match cache.get(&vma) {
+                        Some(v) => *v,
+                        None => {
+                            let v = read_vma(view, vma, mm)?;
+                            cache.insert(vma, v);
+                            v
+                        }
+                    };
+                    out.extend(v.filter(|v| meets(v)));
+                }
+                out.sort_unstable_by_key(|v| v.start);
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The VMA at `vma` as the sweep needs it; `None` if it is no VMA of `mm` (the index is the
+/// guest's word, the `Vma` is checked).
+fn read_vma(view: &mut GuestView<'_>, vma: u64, mm: u64) -> Result<Option<VmaView>, WalkError> {
+    view.step("vma", vma)?;
+    let w = view.words::<VMA_WORDS>("vma", vma)?;
+    if w[word(layout::vma::VM_MM)] != mm {
+        return Ok(None);
+    }
+    let mapping = match w[word(layout::vma::VM_FILE)] {
+        0 => 0,
+        f => view.word("file", f.wrapping_add(layout::file::F_MAPPING as u64))?,
+    };
+    Ok(Some(VmaView {
+        start: w[word(layout::vma::VM_START)],
+        end: w[word(layout::vma::VM_END)],
+        flags: w[word(layout::vma::VM_FLAGS)],
+        pgoff: w[word(layout::vma::VM_PGOFF)],
+        anon: w[word(layout::vma::ANON_VMA)],
+        mapping,
+    }))
+}
+
+/// Words of a `Vma` the sweep reads (through `anon_vma`).
+const VMA_WORDS: usize = layout::vma::ANON_VMA / 8 + 1;
+const _: () = assert!(layout::vma::VM_NEXT < VMA_WORDS * 8 && layout::vma::VM_FILE < VMA_WORDS * 8);
 
 #[cfg(test)]
 mod tests {

@@ -240,8 +240,13 @@ impl Vcpu {
                     let mut rip = || self.fd.get_regs().map_or(0, |r| r.rip);
                     let started = Instant::now();
                     let violations = lock(&shared.probe).handle(self.index, &event, &mut rip);
+                    let took = started.elapsed();
+                    lock(&shared.timing).probe_event();
+                    if let ProbeEvent::Quiescent { .. } = &event {
+                        lock(&shared.timing).swept(took);
+                    }
                     if let ProbeEvent::TableFreed { frame, .. } = &event {
-                        lock(&shared.timing).checked_free(started.elapsed());
+                        lock(&shared.timing).checked_free(took);
                         if let Some(q) = &shared.quarantine {
                             let revoked = shared
                                 .gate

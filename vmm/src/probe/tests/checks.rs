@@ -278,7 +278,13 @@ fn a_walk_through_a_poisoned_table_is_reported_as_use_after_free() {
     let pmd_span = span(mm, Level::Pmd, pmd, va);
     let mut p = f.probe(false);
     let v = feed(&mut p, &correct_free(pmd_span));
-    assert_eq!(checks_of(&v), [Check::P2]);
+    assert_eq!(checks_of(&v), [Check::P2, Check::P4]);
+    assert!(
+        v[1].detail
+            .contains("freed while it still maps: 1 live entry"),
+        "{}",
+        v[1]
+    );
     // A later free under it walks through the poison.
     let pte_span = span(mm, Level::Pte, pte, va + (9 << 21));
     let v = feed(&mut p, &correct_free(pte_span));
