@@ -48,7 +48,7 @@ pub fn find(name: &str) -> Option<fn() -> u64> {
         "tour" => tour,
         "probe-bench" => probe_bench,
         "mm-workloads" => super::workloads::workloads,
-        "shapes" => super::shapes::shapes,
+        "shapes" => || super::shapes::shapes(super::shapes::Breadth::Full),
         "random-mm" => || super::random::random_mm(super::seed(), super::scale_or(200)),
         "race-munmap" => super::race::race_munmap,
         "race-exit" => super::race::race_exit,
@@ -394,7 +394,7 @@ fn tour() -> u64 {
         exit_mmap,
         truncate,
         rmap,
-        super::shapes::shapes,
+        || super::shapes::shapes(super::shapes::Breadth::Cells),
     ] {
         scenario();
     }

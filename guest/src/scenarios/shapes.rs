@@ -168,15 +168,25 @@ fn layout(s: Script, path: Path, kind: Kind, slot: u64, kept: u8, after: bool) -
     }
 }
 
+/// How many layouts a `shapes` run lays per path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Breadth {
+    /// Every kind at every neighbour level (the `shapes` scenario).
+    Full,
+    /// Every neighbour level for one kind, the other kinds at one level each: every cell of the
+    /// coverage matrix at a third of the cost (what `tour` runs).
+    Cells,
+}
+
 /// One process per path, holding a layout for every kind × neighbour level (`brk`: the heap at
-/// each level in turn), the neighbour after the target for half the kinds and before it for the
-/// other half.
-pub fn shapes() -> u64 {
+/// each level in turn; [`Breadth::Cells`]: fewer, see there), the neighbour after the target for
+/// half the layouts and before it for the other half.
+pub fn shapes(breadth: Breadth) -> u64 {
     let kinds = [
         Kind::AnonPrivate,
-        Kind::AnonShared,
-        Kind::FilePrivate,
         Kind::FileShared,
+        Kind::FilePrivate,
+        Kind::AnonShared,
     ];
     for (path, name) in [
         (Path::Munmap, "shapes: munmap"),
@@ -194,7 +204,10 @@ pub fn shapes() -> u64 {
         let mut slot = 0;
         for (i, &kind) in kinds.iter().enumerate() {
             for kept in 2..=4 {
-                script = layout(script, path, kind, slot, kept, i % 2 == 0);
+                if breadth == Breadth::Cells && i > 0 && kept != 2 + (i as u8 % 3) {
+                    continue;
+                }
+                script = layout(script, path, kind, slot, kept, slot % 2 == 0);
                 slot += 1;
             }
         }
