@@ -210,7 +210,11 @@ pub fn handle_fault(addr: u64, error_code: u64) -> bool {
     let handled =
         p.mm.handle_mm_fault(kernel(), VirtAddr(addr), access)
             .is_ok();
-    crate::probes::quiescent(p.mm.raw().addr());
+    // A fault from ring 3 interrupted no mm operation; one the kernel took touching user memory
+    // might have.
+    if error_code & PF_USER != 0 {
+        crate::probes::quiescent(p.mm.raw().addr());
+    }
     if !handled && error_code & PF_USER == 0 {
         log::warn!("kernel access to user address {addr:#x} failed");
     }
