@@ -94,7 +94,8 @@ fn a_wrong_order_fails_with_p1_violations_and_a_reproduction_that_reproduces() {
             "--variant",
             "skip-anon-unlink",
             "--seed",
-            "0"
+            "0",
+            "--validate-at-exit"
         ]
     );
     let rerun = Command::new(words[0])

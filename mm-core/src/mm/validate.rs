@@ -249,15 +249,7 @@ impl Mm {
                 }
             }
         }
-        for (name, recorded, counted) in counters {
-            if recorded != counted {
-                out.push(Violation::Counter {
-                    name,
-                    recorded,
-                    counted,
-                });
-            }
-        }
+        counter_violations(counters, &mut out);
         out
     }
 
@@ -316,15 +308,7 @@ impl Mm {
                 tables * PAGE_SIZE,
             ),
         ];
-        for (name, recorded, counted) in counters {
-            if recorded != counted {
-                out.push(Violation::Counter {
-                    name,
-                    recorded,
-                    counted,
-                });
-            }
-        }
+        counter_violations(counters, out);
     }
 
     /// Checks every leaf against its VMA and rmap; returns the (anon, file) pages counted.
@@ -377,5 +361,21 @@ impl Mm {
             },
         );
         (anon, file)
+    }
+}
+
+/// A [`Violation::Counter`] for each (name, recorded, counted) that disagree.
+fn counter_violations(
+    counters: impl IntoIterator<Item = (&'static str, u64, u64)>,
+    out: &mut Vec<Violation>,
+) {
+    for (name, recorded, counted) in counters {
+        if recorded != counted {
+            out.push(Violation::Counter {
+                name,
+                recorded,
+                counted,
+            });
+        }
     }
 }

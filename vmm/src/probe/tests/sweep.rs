@@ -24,13 +24,18 @@ fn mm_with_a_page(f: &mut Fake) -> (Mm, u64) {
         pte,
         PageTableEntry::new(PhysAddr(page), PteFlags::TABLE).bits(),
     );
-    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 1);
+    counters(&f, mm, 1, 3, 1);
+    (mm, pte)
+}
+
+/// Sets `mm`'s `nr_ptes`, its `pgtables_bytes` (as `tables` tables) and its `anon_rss`.
+fn counters(f: &Fake, mm: Mm, ptes: u64, tables: u64, anon_rss: u64) {
+    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, ptes);
     f.w(
         mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
-        3 * 4096,
+        tables * 4096,
     );
-    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 1);
-    (mm, pte)
+    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, anon_rss);
 }
 
 fn quiescent(p: &mut Probe) -> Vec<Violation> {
@@ -114,12 +119,7 @@ fn a_table_unhooked_and_never_freed_is_lost_and_told_once() {
     let (mm, pte) = mm_with_a_page(&mut f);
     // Cleared and forgotten; the counters dropped as if it were freed.
     f.unhook(mm, Level::Pte, USER_BASE.0);
-    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
-    f.w(
-        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
-        2 * 4096,
-    );
-    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    counters(&f, mm, 0, 2, 0);
     let mut p = f.probe(false);
     let v = quiescent(&mut p);
     assert_eq!(checks_of(&v), [Check::P6]);
@@ -133,12 +133,7 @@ fn a_table_waiting_in_a_gather_is_not_lost() {
     let mut f = Fake::new();
     let (mm, pte) = mm_with_a_page(&mut f);
     f.unhook(mm, Level::Pte, USER_BASE.0);
-    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
-    f.w(
-        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
-        2 * 4096,
-    );
-    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    counters(&f, mm, 0, 2, 0);
     let mut p = f.probe(false);
     let s = span(mm, Level::Pte, pte, USER_BASE.0);
     assert!(feed(&mut p, &[ProbeEvent::TableUnhooked(s)]).is_empty());
@@ -232,12 +227,7 @@ fn a_table_freed_with_no_report_is_found_by_the_next_sweep() {
     // The table goes back to the allocator (its Page reset) and nobody tells the host.
     f.unhook(mm, Level::Pte, USER_BASE.0);
     f.w(f.page(pte) + offset_of!(Page, flags) as u64, 0);
-    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
-    f.w(
-        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
-        2 * 4096,
-    );
-    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    counters(&f, mm, 0, 2, 0);
     let v = quiescent(&mut p);
     assert_eq!(checks_of(&v), [Check::P6]);
     assert_eq!(v[0].frame, pte);
@@ -254,24 +244,14 @@ fn a_table_freed_with_no_report_is_found_by_the_next_sweep() {
         slot,
         PageTableEntry::new(PhysAddr(pte), PteFlags::TABLE).bits(),
     );
-    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 1);
-    f.w(
-        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
-        3 * 4096,
-    );
-    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 1);
+    counters(&f, mm, 1, 3, 1);
     assert!(quiescent(&mut q).is_empty());
     f.w(slot, 0);
     f.w(pte, 0);
     let s = span(mm, Level::Pte, pte, USER_BASE.0);
     assert!(feed(&mut q, &correct_free(s)).is_empty());
     f.w(f.page(pte) + offset_of!(Page, flags) as u64, 0);
-    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
-    f.w(
-        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
-        2 * 4096,
-    );
-    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    counters(&f, mm, 0, 2, 0);
     assert!(quiescent(&mut q).is_empty());
 }
 
@@ -298,12 +278,7 @@ fn a_light_sweep_finds_a_table_lost_since_the_last_sweep() {
         "the first sweep reads the whole mem_map"
     );
     f.unhook(mm, Level::Pte, USER_BASE.0);
-    f.w(mm.addr + offset_of!(MmStruct, nr_ptes) as u64, 0);
-    f.w(
-        mm.addr + offset_of!(MmStruct, pgtables_bytes) as u64,
-        2 * 4096,
-    );
-    f.w(mm.addr + offset_of!(MmStruct, anon_rss) as u64, 0);
+    counters(&f, mm, 0, 2, 0);
     let v = quiescent(&mut p);
     assert_eq!(checks_of(&v), [Check::P6]);
     assert_eq!(v[0].frame, pte);
