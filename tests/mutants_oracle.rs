@@ -12,10 +12,11 @@
 //! and fails at the first one that exits non-zero or outlives its deadline, printing the check or
 //! failure line that caught it (a mutant is "caught" when this test fails). See docs/mutants.md.
 //!
-//! It is vmm's test `mutants_oracle` (vmm/Cargo.toml), so cargo builds the `vmm` it runs
-//! (`CARGO_BIN_EXE_vmm`) from the tree under test. Compiled elsewhere, with no such binary, it
-//! builds the vmm itself: `nice -n 19 cargo build -j 1 -p vmm` into `target/mutants-oracle` (its
-//! own target directory: the outer `cargo test` holds the lock on `target/`).
+//! It is compiled as a test of mm-core (the package cargo-mutants mutates, whose tests it runs)
+//! through the shim `mm-core/tests/mutants_oracle.rs`. There `CARGO_BIN_EXE_vmm` is not set, so
+//! the test builds the vmm itself from the tree under test: `nice -n 19 cargo build -j 1 -p vmm`
+//! (dev profile) into `target/mutants-oracle` (its own target directory: the outer `cargo test`
+//! holds the lock on `target/`). Registered as a `[[test]]` of vmm it would use cargo's binary.
 //!
 //! Environment: `MM_MUTANTS_ORACLE=1` runs it; `MM_MUTANTS_PROFILE` (`dev`, the default, or
 //! `release`) picks the nested build's profile (the guest is always built with its release
