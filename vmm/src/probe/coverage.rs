@@ -14,12 +14,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use mm_core::abi::FreePath;
-use mm_core::addr::{TASK_SIZE, USER_BASE};
 use mm_core::mm::VmFlags;
 use mm_core::paging::{Level, PageTableEntry};
 
 use super::guest_mem::{GuestView, WalkError};
-use super::pgtable::is_poison;
+use super::pgtable::{is_poison, user_entries};
 
 /// The kind of a VMA, as rmap and the ordering rule tell them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -191,16 +190,10 @@ pub(crate) fn kept_level(
     level: u8,
     start: u64,
 ) -> Result<u8, WalkError> {
-    let first = (USER_BASE.0 >> Level::Pgd.entry_shift()) as usize & 511;
-    let last = ((TASK_SIZE.0 - 1) >> Level::Pgd.entry_shift()) as usize & 511;
     let (mut table, mut at, mut kept) = (pgd, Level::Pgd, 0u8);
     loop {
         view.step("page table", table)?;
-        let range = if at == Level::Pgd {
-            first..=last
-        } else {
-            0..=511
-        };
+        let range = user_entries(at);
         if holds_an_entry(view, table, range)? {
             kept = at as u8;
         }

@@ -128,7 +128,15 @@ pub(crate) fn holds_something(entry: u64) -> bool {
 
 /// Whether index `i` of a PGD maps user space (the rest is the kernel's, copied into every PGD).
 pub(crate) fn is_user_pgd_index(i: usize) -> bool {
-    (index(Level::Pgd, USER_BASE.0)..=index(Level::Pgd, TASK_SIZE.0 - 1)).contains(&i)
+    user_entries(Level::Pgd).contains(&i)
+}
+
+/// The entries of a table at `level` that map user space: a PGD's user half, all of any other.
+pub(crate) fn user_entries(level: Level) -> std::ops::RangeInclusive<usize> {
+    match level {
+        Level::Pgd => index(Level::Pgd, USER_BASE.0)..=index(Level::Pgd, TASK_SIZE.0 - 1),
+        _ => 0..=511,
+    }
 }
 
 /// Whether a present (or `PROT_NONE` leaf) entry points to `frame`.
@@ -167,8 +175,6 @@ pub(crate) fn references(
 ) -> Result<Scan, WalkError> {
     let mut scan = Scan::default();
     let mut visited = AddrSet::default();
-    let first = index(Level::Pgd, USER_BASE.0);
-    let last = index(Level::Pgd, TASK_SIZE.0 - 1);
     let mut stack = vec![(pgd, Level::Pgd)];
     while let Some((table, level)) = stack.pop() {
         view.step("page table", table)?;
@@ -186,11 +192,7 @@ pub(crate) fn references(
         }
         let entries = view.table(table)?;
         scan.tables += 1;
-        let range = if level == Level::Pgd {
-            first..=last
-        } else {
-            0..=511
-        };
+        let range = user_entries(level);
         for i in range {
             let value = entries[i];
             if i != 0 && is_poison(value) {

@@ -32,7 +32,7 @@ use mm_core::phys::{PageFlags, TableDesc, PAGE_MAPPING_ANON};
 
 use super::guest_mem::{AddrSet, GuestView, WalkError};
 use super::layout::{self, page, word};
-use super::pgtable::is_poison;
+use super::pgtable::{is_poison, user_entries};
 
 /// The guest's mem_map, read in one go.
 pub(crate) struct MemMapCopy {
@@ -316,8 +316,6 @@ fn sweep_mm(
         None => VmaLookup::List(vmas_of(view, mm, head[word(layout::mm::MMAP)])?),
     };
     let mut counted = Counted::default();
-    let first = (USER_BASE.0 >> Level::Pgd.entry_shift()) as usize & 511;
-    let last = ((TASK_SIZE.0 - 1) >> Level::Pgd.entry_shift()) as usize & 511;
     let mut stack = vec![(pgd, Level::Pgd, 0u64)];
     while let Some((table, level, base)) = stack.pop() {
         view.step("page table", table)?;
@@ -328,11 +326,7 @@ fn sweep_mm(
         } else {
             Vec::new()
         };
-        let range = if level == Level::Pgd {
-            first..=last
-        } else {
-            0..=511
-        };
+        let range = user_entries(level);
         for i in range {
             let value = entries[i];
             if value == 0 {

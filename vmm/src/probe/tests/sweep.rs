@@ -24,7 +24,7 @@ fn mm_with_a_page(f: &mut Fake) -> (Mm, u64) {
         pte,
         PageTableEntry::new(PhysAddr(page), PteFlags::TABLE).bits(),
     );
-    counters(&f, mm, 1, 3, 1);
+    counters(f, mm, 1, 3, 1);
     (mm, pte)
 }
 
