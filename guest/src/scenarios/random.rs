@@ -1,7 +1,8 @@
 //! `random-mm`: a seeded random workload for campaigns. The kernel draws a sequence of mmap
-//! (anonymous and file), munmap, mprotect, touches and reclaim walks over a window that straddles a
-//! PMD-table boundary, keeping a page-by-page model so the ring-3 script only touches pages it may;
-//! every page-table free the sequence causes is checked by the host probes.
+//! (anonymous, shared and private file), munmap, mprotect, mremap moves of touched memory, touches
+//! and reclaim walks over a window that straddles a PMD-table boundary, keeping a page-by-page
+//! model so the ring-3 script only touches pages it may; every page-table free the sequence causes
+//! is checked by the host probes.
 
 use super::mm::{new_file, run, Steps};
 use super::PASS;
@@ -25,12 +26,22 @@ const MAX_RUN: u64 = 96;
 const PROT_NONE: u64 = 0;
 const PROT_READ: u64 = 1;
 const PROT_RW: u64 = 3;
+const MAP_SHARED: u64 = mm_core::mm::MapFlags::SHARED.0;
+const MAP_PRIVATE: u64 = mm_core::mm::MapFlags::PRIVATE.0;
+const MAP_FIXED: u64 = mm_core::mm::MapFlags::FIXED.0;
+const MREMAP_MAYMOVE: u64 = mm_core::mm::MremapFlags::MAYMOVE.0;
+const MREMAP_FIXED: u64 = mm_core::mm::MremapFlags::FIXED.0;
 
 /// What the model knows about one page of the window.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Unmapped,
-    Mapped { prot: u64 },
+    Mapped {
+        prot: u64,
+    },
+    /// An mremap may or may not have moved it (the script cannot tell the model): never touched,
+    /// until an munmap makes it known again.
+    Unknown,
 }
 
 /// xorshift64*: small, seedable, good enough to pick operations.
@@ -63,7 +74,7 @@ pub fn random_mm(seed: u64, ops: u64) -> u64 {
         let pages = 1 + rng.below(MAX_RUN.min(WINDOW_PAGES - first));
         let at = WINDOW + first * PAGE;
         let range = first as usize..(first + pages) as usize;
-        script = match rng.below(11) {
+        script = match rng.below(13) {
             // A whole PTE table's span at once: the frees the probes are about.
             10 => {
                 let table = rng.below(WINDOW_PAGES / TABLE_PAGES) * TABLE_PAGES;
@@ -80,12 +91,45 @@ pub fn random_mm(seed: u64, ops: u64) -> u64 {
                 range.clone().for_each(|p| model[p] = Slot::Mapped { prot });
                 script.map_anon(at, pages, prot)
             }
-            3 => {
+            3 | 11 => {
                 let pages = pages.min(FILE_PAGES);
                 let pgoff = rng.below(FILE_PAGES - pages + 1);
                 (first as usize..(first + pages) as usize)
                     .for_each(|p| model[p] = Slot::Mapped { prot: PROT_RW });
-                script.map_file(at, pages, 0, pgoff)
+                let share = if rng.below(2) == 0 {
+                    MAP_SHARED
+                } else {
+                    MAP_PRIVATE
+                };
+                let args = [
+                    at,
+                    pages * PAGE,
+                    PROT_RW,
+                    share | MAP_FIXED,
+                    0,
+                    pgoff * PAGE,
+                ];
+                script.syscall(nr::MMAP, args, Some(at))
+            }
+            // Move a run elsewhere in the window (it may span VMAs or holes and fail: either way
+            // both ranges become unknown to the model).
+            12 => {
+                // From a run of pages mapped alike (likelier one VMA, which mremap needs).
+                let like = model[first as usize];
+                let pages = (first..first + pages)
+                    .take_while(|&p| like != Slot::Unmapped && model[p as usize] == like)
+                    .count()
+                    .max(1) as u64;
+                let range = first as usize..(first + pages) as usize;
+                let to = rng.below(WINDOW_PAGES - pages + 1);
+                let moved = to as usize..(to + pages) as usize;
+                range
+                    .clone()
+                    .chain(moved)
+                    .for_each(|p| model[p] = Slot::Unknown);
+                let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+                let args = [at, pages * PAGE, pages * PAGE, flags, WINDOW + to * PAGE, 0];
+                script.syscall(nr::MREMAP, args, None)
             }
             4 => {
                 range.clone().for_each(|p| model[p] = Slot::Unmapped);
@@ -95,7 +139,11 @@ pub fn random_mm(seed: u64, ops: u64) -> u64 {
                 let prot = [PROT_NONE, PROT_READ, PROT_RW][rng.below(3) as usize];
                 // mprotect fails (ENOMEM) on a range with holes and changes nothing then.
                 let whole = range.clone().all(|p| model[p] != Slot::Unmapped);
-                if whole {
+                let known = range.clone().all(|p| model[p] != Slot::Unknown);
+                if !known {
+                    // It may have succeeded: nothing in the range is known any more.
+                    range.clone().for_each(|p| model[p] = Slot::Unknown);
+                } else if whole {
                     range.clone().for_each(|p| model[p] = Slot::Mapped { prot });
                 }
                 script.syscall(nr::MPROTECT, [at, pages * PAGE, prot, 0, 0, 0], None)
