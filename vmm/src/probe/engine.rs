@@ -170,9 +170,9 @@ pub struct Summary {
 /// Distinct walk errors kept in the summary; later ones are counted in one last line.
 const MAX_ERRORS: usize = 256;
 
-/// Every this-many-th sweep (and every one with `--thorough`) reads the whole mem_map; the others
-/// are light (see [`Probe::sweep`]).
-const FULL_SWEEP_EVERY: u64 = 8;
+/// Every this-many-th sweep (and every one with `--thorough`) reads the whole mem_map (~1 ms for
+/// 256 MiB of RAM here); the others are light (see [`Probe::sweep`]).
+const FULL_SWEEP_EVERY: u64 = 64;
 
 /// TLB flushes remembered per mm for P3 (the newest ones; see [`Probe::flushed_since`]).
 const FLUSH_LOG: usize = 4096;
@@ -597,10 +597,11 @@ impl Probe {
     }
 
     /// P6 at a quiescent point: sweeps every mm (module `sweep`) and remembers where each table
-    /// hangs, for P5 and the next sweep. `--thorough` and every [`FULL_SWEEP_EVERY`]th sweep read
-    /// the whole mem_map, to find every frame marked page table; the others are light: they walk
-    /// the mms known (from the last sweep and the VMA index) and compare with what the last sweep
-    /// reached.
+    /// hangs, for P5 and the next sweep. The first sweep, every [`FULL_SWEEP_EVERY`]th and every
+    /// one with `--thorough` read the whole mem_map, to find every frame marked page table; the
+    /// others are light: they walk the mms known (from the last sweep and the VMA index) and
+    /// compare with what the last sweep reached. (A table lost between two light sweeps is found
+    /// at its mm's PGD free at the latest.)
     fn sweep(&mut self, rip: &mut dyn FnMut() -> u64) -> Vec<Violation> {
         let Some(r) = self.roots else {
             return Vec::new();

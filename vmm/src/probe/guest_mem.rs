@@ -232,14 +232,8 @@ impl<'a> GuestView<'a> {
 
     /// The 512 entries of the page table at `frame`.
     pub(crate) fn table(&self, frame: u64) -> Result<[u64; 512], WalkError> {
-        let mut raw = [0u8; 4096];
-        self.bytes("page table", frame, &mut raw)?;
         let mut entries = [0u64; 512];
-        for (e, b) in entries.iter_mut().zip(raw.chunks_exact(8)) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
-            *e = u64::from_le_bytes(w);
-        }
+        self.read_words("page table", frame, &mut entries)?;
         Ok(entries)
     }
 
