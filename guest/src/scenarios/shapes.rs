@@ -5,10 +5,10 @@
 //! keep a head) and a one-page neighbour, touches both, then takes the target away by one path:
 //! - `munmap`, `mmap(MAP_FIXED)` over it, `mremap` to a far address (a move), `mremap` shrinking it
 //!   to its head page, `brk` lowering the heap to its head page;
-//! - the neighbour (or the head) lies in the next 2 MiB, the next 1 GiB or the next 512 GiB, so
-//!   the lowest table still in use above the freed one is the PMD, the PUD or the PGD table:
-//!   PTE tables are freed under each, PMD tables under the PUD and the PGD, PUD tables under the
-//!   PGD;
+//! - the neighbour (or the head) shares the PTE table at one end of a two-table target, or lies
+//!   in the next 2 MiB, the next 1 GiB or the next 512 GiB, so the lowest table still in use above
+//!   the freed one is the PMD, the PUD or the PGD table: PTE tables are freed under each, PMD
+//!   tables under the PUD and the PGD, PUD tables under the PGD;
 //! - targets are private and shared anonymous memory and private and shared file mappings
 //!   (`brk`: the heap), the neighbour on one side or the other.
 //!
@@ -70,19 +70,19 @@ impl Kind {
 }
 
 /// Where layout `slot` of a process lays its target so that the neighbour shares the table of
-/// `kept` level (2 = PMD, 3 = PUD, 4 = PGD) with it and no table below that. Each layout has
-/// PGD entries of its own (two, for the neighbour one PGD entry away), so the layouts of one
-/// process keep out of each other's tables.
+/// `kept` level (1 = the PTE table at one end of the target, 2 = PMD, 3 = PUD, 4 = PGD) with it and
+/// no table below that. Each layout has PGD entries of its own (two, for the neighbour one PGD
+/// entry away), so the layouts of one process keep out of each other's tables.
 fn target_base(slot: u64, kept: u8) -> u64 {
     let entry = (2 + 3 * slot) * PGDIR_SIZE;
     match kept {
-        2 => entry + 3 * PMD_SIZE,
+        1 | 2 => entry + 3 * PMD_SIZE,
         3 => entry + 5 * PUD_SIZE,
         _ => entry + PGDIR_SIZE,
     }
 }
 
-/// The span one step away at `kept` level: the neighbour's distance from the target.
+/// The span one step away at `kept` level (2..=4): the neighbour's distance from the target.
 fn step(kept: u8) -> u64 {
     match kept {
         2 => PMD_SIZE,
@@ -108,44 +108,53 @@ fn unmap(s: Script, addr: u64, len: u64) -> Script {
 /// (or before), both touched; then `path` takes the target away, and what is left goes too, so
 /// the next layout starts from the script's tables alone (and the guest's validate_mm under
 /// `--thorough` walks few tables). Files are descriptor 0.
+///
+/// At `kept` 1 the target spans two PTE tables and the neighbour (or the kept head) shares the
+/// one at its start or its end: `free_pgd_range` must free the other and keep that one, the
+/// floor and ceiling rounding the other levels never exercise.
 fn layout(s: Script, path: Path, kind: Kind, slot: u64, kept: u8, after: bool) -> Script {
     const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+    const TWO: u64 = 2 * PMD_SIZE;
     let base = target_base(slot, kept);
     let (flags, fd) = kind.map();
     // The paths that keep the target's head page need no neighbour: the head is one.
     let keeps_head = matches!(path, Path::MremapShrink | Path::Brk);
-    let start = if keeps_head { base - PAGE } else { base };
-    let len = TARGET_PAGES * PAGE + (base - start);
+    let (start, len, neighbour) = match (keeps_head, kept, after) {
+        (true, 1, _) => (base, TWO, None),
+        (true, _, _) => (base - PAGE, PMD_SIZE + PAGE, None),
+        (false, 1, true) => (base, TWO - PAGE, Some(base + TWO - PAGE)),
+        (false, 1, false) => (base + PAGE, TWO - PAGE, Some(base)),
+        (false, _, true) => (base, PMD_SIZE, Some(base + step(kept))),
+        (false, _, false) => (base, PMD_SIZE, Some(base - step(kept))),
+    };
     let mut s = if matches!(path, Path::Brk) {
         s.syscall(nr::SET_BRK_BASE, [start, 0, 0, 0, 0, 0], Some(0))
             .syscall(nr::BRK, [start + len, 0, 0, 0, 0, 0], Some(start + len))
     } else {
         map(s, start, len, flags, fd)
     };
-    let neighbour = match (keeps_head, after) {
-        (true, _) => None,
-        (false, true) => Some(base + step(kept)),
-        (false, false) => Some(base - step(kept)),
-    };
     if let Some(n) = neighbour {
         s = map(s, n, PAGE, ANON, NO_FD).touch(n, PAGE, PAGE, Touch::Write);
     }
-    s = s
-        .touch(start, PAGE, PAGE, Touch::Write)
-        .touch(base, PAGE, PAGE, Touch::Write);
+    // A page in every PTE table the target spans.
+    let mut page = start;
+    while page < start + len {
+        s = s.touch(page, PAGE, PAGE, Touch::Write);
+        page = (page + PMD_SIZE) & !(PMD_SIZE - 1);
+    }
     let (s, left) = match path {
-        Path::Munmap => (unmap(s, base, len), None),
-        Path::MmapFixed => (map(s, base, len, ANON, NO_FD), Some((base, len))),
+        Path::Munmap => (unmap(s, start, len), None),
+        Path::MmapFixed => (map(s, start, len, ANON, NO_FD), Some((start, len))),
         Path::MremapMove => {
-            // To the layout's own far PGD entry; the page written at `base` shows there now.
+            // To the layout's own far PGD entry; the page written at `start` shows there now.
             let far = (2 + 3 * slot + 2) * PGDIR_SIZE + FAR_OFFSET;
-            let args = [base, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, far, 0];
+            let args = [start, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, far, 0];
             let s = s.syscall(nr::MREMAP, args, Some(far)).touch_as(
                 far,
                 PAGE,
                 PAGE,
                 Touch::Verify,
-                far - base,
+                far - start,
             );
             (s, Some((far, len)))
         }
@@ -154,7 +163,7 @@ fn layout(s: Script, path: Path, kind: Kind, slot: u64, kept: u8, after: bool) -
             (s, Some((start, PAGE)))
         }
         Path::Brk => {
-            let s = s.syscall(nr::BRK, [base, 0, 0, 0, 0, 0], Some(base));
+            let s = s.syscall(nr::BRK, [start + PAGE, 0, 0, 0, 0, 0], Some(start + PAGE));
             (s, Some((start, PAGE)))
         }
     };
@@ -203,8 +212,8 @@ pub fn shapes(breadth: Breadth) -> u64 {
         let mut script = Script::new();
         let mut slot = 0;
         for (i, &kind) in kinds.iter().enumerate() {
-            for kept in 2..=4 {
-                if breadth == Breadth::Cells && i > 0 && kept != 2 + (i as u8 % 3) {
+            for kept in 1..=4 {
+                if breadth == Breadth::Cells && i > 0 && kept != 1 + (i as u8 % 4) {
                     continue;
                 }
                 script = layout(script, path, kind, slot, kept, slot % 2 == 0);
@@ -218,7 +227,7 @@ pub fn shapes(breadth: Breadth) -> u64 {
             script = map(script, at, PAGE, flags, fd).touch(at, PAGE, PAGE, Touch::Write);
             slot += 1;
         }
-        let (mapping, file) = new_file(TARGET_PAGES + 1);
+        let (mapping, file) = new_file(2 * TARGET_PAGES);
         run(name, script, vec![file], &[mapping]);
     }
     log::info!(
