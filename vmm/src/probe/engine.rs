@@ -487,7 +487,8 @@ impl Probe {
             f.errors.push(WalkError::Insane {
                 what: "freed table",
                 addr: frame,
-                detail: "reported freed as a page table, but neither its Page nor the mmu_gather                          describes one"
+                detail: "reported freed as a page table, but neither its Page nor the mmu_gather \
+                         describes one"
                     .to_string(),
             });
             let span = TableSpan {
@@ -560,7 +561,8 @@ impl Probe {
         if let (Some(was), Some(d)) = (swept, desc) {
             if was != d {
                 f.p5.push(format!(
-                    "the last sweep found it as a level-{} table of mm {:#x} from {:#x}, its Page                      now says level {} of mm {:#x} from {:#x}",
+                    "the last sweep found it as a level-{} table of mm {:#x} from {:#x}, its Page \
+                     now says level {} of mm {:#x} from {:#x}",
                     was.level, was.mm, was.base, d.level, d.mm, d.base
                 ));
             }
