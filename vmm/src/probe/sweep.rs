@@ -466,7 +466,8 @@ impl VmaView {
         page: (PageFlags, u64, u64),
     ) -> Option<String> {
         let (flags, mapping, index) = page;
-        let linear = ((va - self.start) >> 12) + self.pgoff;
+        // The guest wrote `start` and `pgoff`: wrap rather than trust them.
+        let linear = (va.wrapping_sub(self.start) >> 12).wrapping_add(self.pgoff);
         if e.flags().contains(PteFlags::WRITABLE) && !VmFlags(self.flags).contains(VmFlags::WRITE) {
             return Some(format!("the PTE for {va:#x} is writable, its VMA is not"));
         }
