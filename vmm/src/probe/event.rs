@@ -203,17 +203,22 @@ impl ProbeEvent {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_table_event_decodes_and_a_bad_level_is_refused() {
-        let mut call = Ucall::new(UcallCmd::ProbeTableUnhooked, 0);
-        call.args = [0x5000, 1, 0x9000, 1 << 39, (1 << 39) + (2 << 20), 0];
-        let expected = TableSpan {
+    /// The PTE table of mm 0x5000 at frame 0x9000 mapping the first 2 MiB of PGD entry 1.
+    fn span() -> TableSpan {
+        TableSpan {
             mm: 0x5000,
             level: 1,
             frame: 0x9000,
             start: 1 << 39,
             end: (1 << 39) + (2 << 20),
-        };
+        }
+    }
+
+    #[test]
+    fn a_table_event_decodes_and_a_bad_level_is_refused() {
+        let mut call = Ucall::new(UcallCmd::ProbeTableUnhooked, 0);
+        call.args = [0x5000, 1, 0x9000, 1 << 39, (1 << 39) + (2 << 20), 0];
+        let expected = span();
         assert_eq!(
             ProbeEvent::from_call(UcallCmd::ProbeTableUnhooked, &call),
             Some(ProbeEvent::TableUnhooked(expected))
@@ -230,13 +235,7 @@ mod tests {
     fn a_table_free_decodes_with_its_claim_or_without_one() {
         let mut call = Ucall::new(UcallCmd::ProbeTableFreeing, 0);
         call.args = [0x9000, 0x5000, 1, 0x9000, 1 << 39, (1 << 39) + (2 << 20)];
-        let claim = TableSpan {
-            mm: 0x5000,
-            level: 1,
-            frame: 0x9000,
-            start: 1 << 39,
-            end: (1 << 39) + (2 << 20),
-        };
+        let claim = span();
         assert_eq!(
             ProbeEvent::from_call(UcallCmd::ProbeTableFreeing, &call),
             Some(ProbeEvent::TableFreed {
