@@ -66,11 +66,11 @@ impl Write for Line {
 struct Console;
 
 impl Log for Console {
-    fn enabled(&self, metadata: &Metadata) -> bool {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.level() <= log::max_level()
     }
 
-    fn log(&self, record: &Record) {
+    fn log(&self, record: &Record<'_>) {
         if !self.enabled(record.metadata()) {
             return;
         }

@@ -137,7 +137,7 @@ pub fn halt_forever() -> ! {
 }
 
 #[panic_handler]
-fn panic(info: &PanicInfo) -> ! {
+fn panic(info: &PanicInfo<'_>) -> ! {
     let (file, line) = info
         .location()
         .map_or(("<unknown>", 0), |l| (l.file(), l.line()));

@@ -74,7 +74,7 @@ pub fn abort(cpu: usize, message: &str, file: &str, line: u32) -> ! {
 }
 
 /// Like [`abort`], with a formatted message.
-pub fn abort_fmt(cpu: usize, message: fmt::Arguments, file: &str, line: u32) -> ! {
+pub fn abort_fmt(cpu: usize, message: fmt::Arguments<'_>, file: &str, line: u32) -> ! {
     call(cpu, UcallCmd::Abort, |c| {
         let mut text = Text(c);
         let _ = text.write_fmt(message);

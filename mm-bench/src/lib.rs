@@ -15,8 +15,6 @@
 //! - [`linux`]: the workloads through libc (mmap, munmap, memfd + ftruncate).
 //! - [`mmcore`]: the same workloads through mm-core's API on `SimRam`.
 //! - [`report`]: median / min / max, the rows, the scaling series and their tables.
-#![warn(missing_docs)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod linux;
 pub mod mmcore;

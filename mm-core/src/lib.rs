@@ -72,8 +72,6 @@
 //! assert_eq!(ram.frames_in_use(), 0);
 //! ```
 #![no_std]
-#![warn(missing_docs)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
 

@@ -23,7 +23,6 @@
 //! assert_eq!(maps::compare(&out.maps, &after), Ok(()));
 //! ```
 #![cfg_attr(not(test), no_std)]
-#![warn(missing_docs)]
 #![deny(unsafe_code)]
 
 extern crate alloc;

@@ -320,7 +320,7 @@ fn install_kick_handler() -> Result<(), RunError> {
 }
 
 /// Boots the guest and runs it to an outcome.
-pub fn run(config: RunConfig) -> Result<RunReport, RunError> {
+pub fn run(config: RunConfig<'_>) -> Result<RunReport, RunError> {
     install_kick_handler()?;
     let vm = Vm::new(&config.vm)?;
     let vcpus = (0..config.vm.vcpus)

@@ -144,7 +144,7 @@ pub struct Vm {
 
 impl Vm {
     /// Opens KVM and builds a VM from `config`: RAM, irqchip, kernel, GDT, page tables, boot info.
-    pub fn new(config: &VmConfig) -> Result<Vm, VmError> {
+    pub fn new(config: &VmConfig<'_>) -> Result<Vm, VmError> {
         // Bad input is reported before KVM is touched, so it reads the same on any host.
         let stacks_room = config.vcpus as u64 * STACK_SIZE + MIN_FREE_RAM;
         let kernel_limit = config.ram_size.saturating_sub(stacks_room);
@@ -221,7 +221,7 @@ impl Vm {
 /// the frame allocator's range (`free_end`).
 fn place_scenario_io(
     mem: &GuestMemoryMmap,
-    config: &VmConfig,
+    config: &VmConfig<'_>,
     boot_info: &mut BootInfo,
 ) -> Result<(), VmError> {
     if config.input.is_empty() && config.output_len == 0 {
