@@ -15,7 +15,7 @@ use crate::tlb::GuestTlb;
 use crate::{frame, ucall};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use mm_core::abi::UcallCmd;
+use mm_core::abi::{Call, ProbeEvent};
 use mm_core::lockdep::LOCKDEP;
 use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page, PageFlags};
 use mm_core::Variant;
@@ -110,15 +110,15 @@ pub fn init(ram_size: u64, variant: Variant) {
     LOCKDEP.set_context_fn(crate::percpu::this_cpu);
     LOCKDEP.set_enabled(true);
     let roots = kernel().roots() as *const _ as u64;
-    let (magic, version) = (
-        mm_core::mm::layout::LAYOUT_MAGIC,
-        mm_core::mm::layout::LAYOUT_VERSION,
-    );
-    ucall::probe(
-        0,
-        UcallCmd::ProbeRoots,
-        [roots, map, pages, kernel_pgd().0, magic, version],
-    );
+    let event = ProbeEvent::Roots {
+        roots,
+        mem_map: map,
+        mem_map_len: pages,
+        kernel_pgd: kernel_pgd().0,
+        layout_magic: mm_core::mm::layout::LAYOUT_MAGIC,
+        layout_version: mm_core::mm::layout::LAYOUT_VERSION,
+    };
+    ucall::call(0, Call::Probe(event));
 }
 
 /// The memory manager's context.

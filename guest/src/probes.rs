@@ -10,8 +10,7 @@
 use crate::{percpu, race, ucall};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use mm_core::abi::coverage::pack_level_path;
-use mm_core::abi::{BootInfo, FreePath, UcallCmd, MAX_VCPUS};
+use mm_core::abi::{BootInfo, Call, FreePath, PoisonReport, ProbeEvent, TableSpan, MAX_VCPUS};
 use mm_core::hooks::{
     FlushEvent, MmHooks, PoisonHit, TableEvent, VmaRangeEvent, VmaUnlinkEvent, WalkerPoint,
 };
@@ -68,25 +67,23 @@ fn current_path(cpu: usize) -> FreePath {
     FreePath::from_raw(PATHS[cpu].load(Ordering::Relaxed))
 }
 
-/// The mmu_gather's announcement of the table it is about to free, per vCPU: mm, level, frame,
-/// start, end (level 0: none).
-struct Claims(UnsafeCell<[[u64; 5]; MAX_VCPUS]>);
+/// The mmu_gather's announcement of the table it is about to free, per vCPU.
+struct Claims(UnsafeCell<[Option<TableSpan>; MAX_VCPUS]>);
 // SAFETY: vCPU `i` touches only entry `i`, with interrupts off (the trap and hook paths).
 unsafe impl Sync for Claims {}
-static CLAIMS: Claims = Claims(UnsafeCell::new([[0; 5]; MAX_VCPUS]));
+static CLAIMS: Claims = Claims(UnsafeCell::new([None; MAX_VCPUS]));
 
 /// Reports the free of page-table frame `frame` (its `Page` still intact) with this vCPU's
 /// pending claim, which it consumes; the host runs the checks before this returns.
 pub fn table_freed(frame: mm_core::PhysAddr) {
     let cpu = percpu::this_cpu();
     // SAFETY: this vCPU's own entry (`Claims`).
-    let claim = unsafe { core::mem::take(&mut (*CLAIMS.0.get())[cpu]) };
-    let [mm, level, claimed, start, end] = claim;
-    let level = pack_level_path(level, current_path(cpu));
-    event(
-        UcallCmd::ProbeTableFreeing,
-        [frame.0, mm, level, claimed, start, end],
-    );
+    let claim = unsafe { (*CLAIMS.0.get())[cpu].take() };
+    event(ProbeEvent::TableFreed {
+        frame: frame.0,
+        claim,
+        path: current_path(cpu),
+    });
 }
 
 /// A point where no mm operation is under way on this vCPU (a system call, a fault or a process
@@ -97,7 +94,7 @@ pub fn quiescent(mm: u64) {
         return;
     }
     QUIESCENT_SEEN.store(0, Ordering::Relaxed);
-    event(UcallCmd::ProbeQuiescent, [mm, 0, 0, 0, 0, 0]);
+    event(ProbeEvent::Quiescent { mm });
 }
 
 /// Reports that `validate_mm` found `count` broken invariants in `mm`; `first` describes one.
@@ -105,12 +102,8 @@ pub fn mm_invalid(mm: u64, count: u64, first: &str) {
     if !enabled() {
         return;
     }
-    ucall::with_text(
-        percpu::this_cpu(),
-        UcallCmd::ProbeMmInvalid,
-        [mm, count, 0, 0, 0, 0],
-        first,
-    );
+    let event = ProbeEvent::MmInvalid { mm, count };
+    ucall::call_with_text(percpu::this_cpu(), Call::Probe(event), first);
 }
 
 /// Turns the reports to the host on or off; turn them off only while no process runs, so the host
@@ -124,51 +117,58 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Reports `cmd` to the host, which checks it before this returns, unless the probes are off; a
+/// Reports `event` to the host, which checks it before this returns, unless the probes are off; a
 /// racing vCPU then takes the interrupts that arrived while the host held it (see `race::point`).
-fn event(cmd: UcallCmd, args: [u64; 6]) {
+fn event(event: ProbeEvent) {
     if !enabled() {
         return;
     }
     let cpu = percpu::this_cpu();
-    ucall::probe(cpu, cmd, args);
+    ucall::call(cpu, Call::Probe(event));
     race::interrupts(cpu);
-}
-
-fn table_args(ev: &TableEvent) -> [u64; 6] {
-    [ev.mm, ev.level as u64, ev.frame.0, ev.start.0, ev.end.0, 0]
 }
 
 impl MmHooks for HostProbes {
     fn vma_range(&self, _k: &Kernel<'_>, ev: &VmaRangeEvent) {
-        let args = [ev.mm, ev.vma, ev.start.0, ev.end.0, 0, 0];
-        event(UcallCmd::ProbeVmaRange, args);
+        event(ProbeEvent::VmaRange {
+            mm: ev.mm,
+            vma: ev.vma,
+            start: ev.start.0,
+            end: ev.end.0,
+        });
     }
 
     fn vma_freed(&self, _k: &Kernel<'_>, mm: u64, vma: u64) {
-        event(UcallCmd::ProbeVmaFreed, [mm, vma, 0, 0, 0, 0]);
+        event(ProbeEvent::VmaFreed { mm, vma });
     }
 
     fn vma_unlinked(&self, _k: &Kernel<'_>, ev: &VmaUnlinkEvent) {
-        let path = current_path(percpu::this_cpu()) as u64;
-        let args = [ev.mm, ev.vma, ev.start.0, ev.end.0, ev.kind as u64, path];
-        event(UcallCmd::ProbeVmaUnlinked, args);
+        event(ProbeEvent::VmaUnlinked {
+            mm: ev.mm,
+            vma: ev.vma,
+            start: ev.start.0,
+            end: ev.end.0,
+            kind: ev.kind,
+            path: current_path(percpu::this_cpu()),
+        });
     }
 
     fn table_unhooked(&self, _k: &Kernel<'_>, ev: &TableEvent) {
-        event(UcallCmd::ProbeTableUnhooked, table_args(ev));
+        event(ProbeEvent::TableUnhooked(TableSpan::from(ev)));
     }
 
     fn table_freeing(&self, _k: &Kernel<'_>, ev: &TableEvent) {
         let cpu = percpu::this_cpu();
-        let claim = [ev.mm, ev.level as u64, ev.frame.0, ev.start.0, ev.end.0];
         // SAFETY: this vCPU's own entry (`Claims`).
-        unsafe { (*CLAIMS.0.get())[cpu] = claim };
+        unsafe { (*CLAIMS.0.get())[cpu] = Some(TableSpan::from(ev)) };
     }
 
     fn tlb_flushed(&self, _k: &Kernel<'_>, ev: &FlushEvent) {
-        let args = [ev.mm, ev.start.0, ev.end.0, 0, 0, 0];
-        event(UcallCmd::ProbeTlbFlushed, args);
+        event(ProbeEvent::TlbFlushed {
+            mm: ev.mm,
+            start: ev.start.0,
+            end: ev.end.0,
+        });
     }
 
     fn walker_point(&self, _k: &Kernel<'_>, point: WalkerPoint) {
@@ -183,18 +183,17 @@ impl MmHooks for HostProbes {
         let rip: u64;
         // SAFETY: reads the address of the next instruction; no memory is touched.
         unsafe { core::arch::asm!("lea {}, [rip]", out(reg) rip, options(nomem, nostack)) };
-        let args = [
-            hit.table.0,
-            hit.index as u64,
-            hit.value,
-            hit.va.0,
+        let report = PoisonReport {
+            table: hit.table.0,
+            index: hit.index as u64,
+            value: hit.value,
+            va: hit.va.0,
             rip,
-            u64::from(hit.location.line()),
-        ];
-        ucall::with_text(
+            line: u64::from(hit.location.line()),
+        };
+        ucall::call_with_text(
             percpu::this_cpu(),
-            UcallCmd::PoisonHit,
-            args,
+            Call::PoisonHit(report),
             hit.location.file(),
         );
     }

@@ -287,7 +287,12 @@ pub fn syscall(frame: &TrapFrame) -> Option<u64> {
             &mapped_pages(p, a0, a1),
         )),
         nr::BENCH_MARK => {
-            crate::ucall::bench_mark(crate::percpu::this_cpu(), [a0, a1, a2]);
+            let mark = mm_core::abi::Call::BenchMark {
+                workload: a0,
+                phase: a1,
+                units: a2,
+            };
+            crate::ucall::call(crate::percpu::this_cpu(), mark);
             Ok(0)
         }
         _ => return None,

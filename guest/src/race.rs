@@ -9,7 +9,7 @@
 
 use crate::{apic, ucall};
 use core::sync::atomic::{AtomicBool, Ordering};
-use mm_core::abi::{SchedPointKind, UcallCmd, MAX_VCPUS};
+use mm_core::abi::{Call, RaceCall, SchedPointKind, MAX_VCPUS};
 
 static RACING: [AtomicBool; MAX_VCPUS] = [const { AtomicBool::new(false) }; MAX_VCPUS];
 
@@ -20,12 +20,12 @@ fn racing(cpu: usize) -> bool {
 /// vCPU `cpu` joins a race of `racers` vCPUs; the host starts scheduling once all have joined.
 pub fn enter(cpu: usize, racers: u64) {
     RACING[cpu].store(true, Ordering::Relaxed);
-    ucall::probe(cpu, UcallCmd::RaceEnter, [racers, 0, 0, 0, 0, 0]);
+    ucall::call(cpu, Call::Race(RaceCall::Enter { racers }));
 }
 
 /// vCPU `cpu` leaves the race; the host runs the others without it.
 pub fn leave(cpu: usize) {
-    ucall::probe(cpu, UcallCmd::RaceLeave, [0; 6]);
+    ucall::call(cpu, Call::Race(RaceCall::Leave));
     RACING[cpu].store(false, Ordering::Relaxed);
 }
 
@@ -36,7 +36,7 @@ pub fn leave(cpu: usize) {
 /// [`irq_point`], where the host may hold it again).
 pub fn point(cpu: usize, kind: u64) {
     if racing(cpu) {
-        ucall::probe(cpu, UcallCmd::SchedPoint, [kind, 0, 0, 0, 0, 0]);
+        ucall::call(cpu, Call::Race(RaceCall::Point { kind }));
         apic::interrupt_window();
     }
 }
@@ -52,7 +52,7 @@ pub fn interrupts(cpu: usize) {
 pub fn irq_point(cpu: usize) {
     if racing(cpu) {
         let kind = SchedPointKind::AfterInterrupt as u64;
-        ucall::probe(cpu, UcallCmd::SchedPoint, [kind, 0, 0, 0, 0, 0]);
+        ucall::call(cpu, Call::Race(RaceCall::Point { kind }));
     }
 }
 
@@ -60,7 +60,7 @@ pub fn irq_point(cpu: usize) {
 /// taken after it: the holder may be waiting for this vCPU to answer its TLB shootdown.
 pub fn contended(cpu: usize, class: &str) {
     if racing(cpu) {
-        ucall::with_text(cpu, UcallCmd::LockContended, [0; 6], class);
+        ucall::call_with_text(cpu, Call::Race(RaceCall::Contended), class);
     }
     apic::interrupt_window();
 }

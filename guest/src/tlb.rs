@@ -23,7 +23,7 @@
 use crate::mm::{kernel_pgd, read_cr3, write_cr3};
 use crate::{apic, percpu, race};
 use core::sync::atomic::{fence, AtomicU64, Ordering};
-use mm_core::abi::{UcallCmd, MAX_VCPUS};
+use mm_core::abi::{Call, PoisonReport, MAX_VCPUS};
 use mm_core::paging::{NativeTlb, TlbFlush};
 use mm_core::{PhysAddr, VirtAddr};
 
@@ -114,8 +114,14 @@ pub fn read_user(va: u64) -> Option<u64> {
     let entry = unsafe { core::ptr::read_volatile((table as *const u64).add(index)) };
     let entry = mm_core::paging::PageTableEntry::from_bits(entry);
     if entry.is_poison() {
-        let args = [table, index as u64, entry.bits(), va, 0, 0];
-        crate::ucall::with_text(cpu, UcallCmd::PoisonHit, args, "a cached page walk");
+        let hit = PoisonReport {
+            table,
+            index: index as u64,
+            value: entry.bits(),
+            va,
+            ..PoisonReport::default()
+        };
+        crate::ucall::call_with_text(cpu, Call::PoisonHit(hit), "a cached page walk");
         return None;
     }
     if !entry.is_present() {

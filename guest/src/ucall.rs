@@ -6,7 +6,7 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
-use mm_core::abi::{Ucall, UcallCmd, MAX_VCPUS, UCALL_PORT, UCALL_TEXT_MAX};
+use mm_core::abi::{Call, Ucall, UcallCmd, MAX_VCPUS, UCALL_PORT, UCALL_TEXT_MAX};
 
 struct Buffers([UnsafeCell<Ucall>; MAX_VCPUS]);
 
@@ -16,17 +16,17 @@ unsafe impl Sync for Buffers {}
 static BUFFERS: Buffers =
     Buffers([const { UnsafeCell::new(Ucall::new(UcallCmd::Sync, 0)) }; MAX_VCPUS]);
 
-/// Fills this vCPU's buffer with `fill` and hands it to the host.
-fn call(cpu: usize, cmd: UcallCmd, fill: impl FnOnce(&mut Ucall)) {
+/// Writes `text` into this vCPU's buffer with `fill` (which returns the call that carries it) and
+/// hands the call to the host.
+fn send(cpu: usize, fill: impl FnOnce(&mut Ucall) -> Call) {
     let slot = &BUFFERS.0[cpu % MAX_VCPUS];
     // SAFETY: each vCPU uses only its own slot and makes one call at a time, so this is the only
     // reference to it until the call returns.
     let buf = unsafe { &mut *slot.get() };
-    buf.cmd = cmd as u64;
     buf.cpu = cpu as u64;
-    buf.args = [0; 6];
     buf.text_len = 0;
-    fill(buf);
+    let call = fill(buf);
+    call.write_to(buf);
     // The kernel is linked and loaded below 4 GiB with physical = virtual, so the address fits the
     // 32-bit port write.
     let addr = slot.get() as u64 as u32;
@@ -37,34 +37,27 @@ fn call(cpu: usize, cmd: UcallCmd, fill: impl FnOnce(&mut Ucall)) {
     };
 }
 
+/// Makes `call`; for probe and race calls the host checks or schedules before this returns.
+pub fn call(cpu: usize, call: Call) {
+    send(cpu, |_| call);
+}
+
+/// Makes `call` with a short `text` (a lock class, a source file, a finding).
+pub fn call_with_text(cpu: usize, call: Call, text: &str) {
+    send(cpu, |c| {
+        c.push_text(text);
+        call
+    });
+}
+
 /// Reports that vCPU `cpu` reached `stage`.
 pub fn sync(cpu: usize, stage: u64) {
-    call(cpu, UcallCmd::Sync, |c| c.args[0] = stage);
-}
-
-/// Reports a probe event; the host checks guest memory before this returns.
-pub fn probe(cpu: usize, cmd: UcallCmd, args: [u64; 6]) {
-    call(cpu, cmd, |c| c.args = args);
-}
-
-/// Reports `cmd` with `args` and a short `text` (a lock class, a source file).
-pub fn with_text(cpu: usize, cmd: UcallCmd, args: [u64; 6], text: &str) {
-    call(cpu, cmd, |c| {
-        c.args = args;
-        c.push_text(text);
-    });
-}
-
-/// Marks the start or end of a benchmark phase (`mm_core::abi::bench`); the host timestamps it.
-pub fn bench_mark(cpu: usize, args: [u64; 3]) {
-    call(cpu, UcallCmd::BenchMark, |c| {
-        c.args = [args[0], args[1], args[2], 0, 0, 0]
-    });
+    call(cpu, Call::Sync { stage });
 }
 
 /// Ends the run with `verdict` (0 = success); the host stops the VM.
 pub fn done(cpu: usize, verdict: u64) -> ! {
-    call(cpu, UcallCmd::Done, |c| c.args[0] = verdict);
+    call(cpu, Call::Done { verdict });
     crate::halt_forever()
 }
 
@@ -75,28 +68,31 @@ pub fn abort(cpu: usize, message: &str, file: &str, line: u32) -> ! {
 
 /// Like [`abort`], with a formatted message.
 pub fn abort_fmt(cpu: usize, message: fmt::Arguments<'_>, file: &str, line: u32) -> ! {
-    call(cpu, UcallCmd::Abort, |c| {
+    send(cpu, |c| {
         let mut text = Text(c);
         let _ = text.write_fmt(message);
         let message_len = text.0.text_len;
         text.0.push_text(file);
-        c.args = [
-            u64::from(line),
+        Call::Abort {
+            line: u64::from(line),
             message_len,
-            c.text_len - message_len,
-            0,
-            0,
-            0,
-        ];
+            file_len: c.text_len - message_len,
+        }
     });
     crate::halt_forever()
 }
 
 /// Reports a CPU exception the kernel cannot handle.
 pub fn exception(cpu: usize, vector: u64, error_code: u64, cr2: u64, rip: u64) -> ! {
-    call(cpu, UcallCmd::Exception, |c| {
-        c.args = [vector, error_code, cr2, rip, 0, 0]
-    });
+    call(
+        cpu,
+        Call::Exception {
+            vector,
+            error_code,
+            cr2,
+            rip,
+        },
+    );
     crate::halt_forever()
 }
 

@@ -10,7 +10,7 @@ use crate::percpu::{OFF_RESUME_RSP, OFF_TSS};
 use crate::trap::TrapFrame;
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
-use mm_core::abi::MAX_VCPUS;
+use mm_core::abi::{Call, PoisonReport, MAX_VCPUS};
 use mm_core::paging::{PageTableEntry, PteFlags};
 
 /// How a user program ended.
@@ -234,10 +234,14 @@ pub fn fixup_user_read(frame: &mut TrapFrame, cr2: u64) -> bool {
         return false;
     }
     if frame.error_code & PF_RESERVED != 0 {
-        crate::ucall::with_text(
+        let hit = PoisonReport {
+            va: cr2,
+            rip: frame.rip,
+            ..PoisonReport::default()
+        };
+        crate::ucall::call_with_text(
             crate::percpu::this_cpu(),
-            mm_core::abi::UcallCmd::PoisonHit,
-            [0, 0, 0, cr2, frame.rip, 0],
+            Call::PoisonHit(hit),
             "a hardware page walk (reserved-bit page fault)",
         );
     }

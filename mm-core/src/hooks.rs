@@ -20,6 +20,17 @@ pub enum UnlinkKind {
     File = 2,
 }
 
+impl UnlinkKind {
+    /// The kind a raw value names, if any.
+    pub fn from_raw(raw: u64) -> Option<UnlinkKind> {
+        match raw {
+            1 => Some(UnlinkKind::Anon),
+            2 => Some(UnlinkKind::File),
+            _ => None,
+        }
+    }
+}
+
 /// A VMA left an rmap structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmaUnlinkEvent {

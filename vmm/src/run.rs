@@ -207,17 +207,20 @@ impl fmt::Display for Failure {
                 )
             }
             // A table of 0: the CPU's own page walk met the poison (a reserved-bit fault).
-            Failure::UseAfterFree { cpu, hit } if hit.table == 0 => write!(
+            Failure::UseAfterFree { cpu, hit } if hit.report.table == 0 => write!(
                 f,
                 "use-after-free: vCPU {cpu}'s page walk for {:#x} went through a freed page table \
                  ({}), RIP {:#x}",
-                hit.va, hit.file, hit.rip
+                hit.report.va, hit.file, hit.report.rip
             ),
-            Failure::UseAfterFree { cpu, hit } => write!(
+            Failure::UseAfterFree {
+                cpu,
+                hit: PoisonHit { report: r, file },
+            } => write!(
                 f,
                 "use-after-free: the walker on vCPU {cpu} read entry {} of page table {:#x} after \
                  it was freed (poison {:#x}) walking {:#x}, RIP {:#x}, at {}:{}",
-                hit.index, hit.table, hit.value, hit.va, hit.rip, hit.file, hit.line
+                r.index, r.table, r.value, r.va, r.rip, file, r.line
             ),
             Failure::Race(e) => write!(f, "race: {e}"),
             Failure::QuarantineHit {
@@ -500,8 +503,8 @@ fn decide(cpu: usize, end: VcpuEnd, in_scenario: &[bool]) -> Decision {
         VcpuEnd::Call(GuestCall::PoisonHit(hit)) => Failure::UseAfterFree { cpu, hit },
         VcpuEnd::Call(
             GuestCall::Sync { .. }
-            | GuestCall::Probe(_)
-            | GuestCall::Race(_)
+            | GuestCall::Probe { .. }
+            | GuestCall::Race { .. }
             | GuestCall::BenchMark { .. },
         ) => {
             unreachable!("Sync, probe events, race calls and benchmark marks never end a vCPU")

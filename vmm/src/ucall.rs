@@ -1,7 +1,6 @@
 //! The host side of the guest→host call channel (layout in `mm_core::abi::Ucall`).
 
-use crate::probe::ProbeEvent;
-use mm_core::abi::{Ucall, UcallCmd};
+use mm_core::abi::{Call, PoisonReport, ProbeEvent, RaceCall, Ucall, UcallCmd};
 use mm_core::mm::layout::{LAYOUT_MAGIC, LAYOUT_VERSION};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -14,7 +13,7 @@ struct RawUcall(Ucall);
 // size), so every bit pattern is a valid value.
 unsafe impl ByteValued for RawUcall {}
 
-/// A call the guest made, decoded and checked.
+/// A call the guest made, decoded (by `mm_core::abi::Call`) and checked, with its text taken apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GuestCall {
     /// The vCPU reached a stage.
@@ -37,9 +36,19 @@ pub enum GuestCall {
         line: u64,
     },
     /// The guest's memory manager reported a probe event.
-    Probe(ProbeEvent),
+    Probe {
+        /// The event.
+        event: ProbeEvent,
+        /// The call's text (`MmInvalid`'s finding; empty for other events).
+        text: String,
+    },
     /// A racing vCPU reached a scheduling point (see `sched`).
-    Race(RaceCall),
+    Race {
+        /// What it tells the scheduler.
+        call: RaceCall,
+        /// The lock class, for `Contended`.
+        class: String,
+    },
     /// A walker read a freed page table: a use-after-free the ordering rule should prevent.
     PoisonHit(PoisonHit),
     /// A benchmark phase starts or ends (`mm_core::abi::bench`).
@@ -64,45 +73,13 @@ pub enum GuestCall {
     },
 }
 
-/// What a racing vCPU tells the scheduler.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RaceCall {
-    /// It joins a race of `racers` vCPUs.
-    Enter {
-        /// How many vCPUs race.
-        racers: u64,
-    },
-    /// It leaves the race.
-    Leave,
-    /// It reached a scheduling point of this kind (`WalkerPoint` / `SchedPointKind` value).
-    Point {
-        /// The kind.
-        kind: u64,
-    },
-    /// It found a lock of this class busy.
-    Contended {
-        /// The lock class.
-        class: String,
-    },
-}
-
 /// A walker met the poison of a freed page table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoisonHit {
-    /// The freed table (guest-physical).
-    pub table: u64,
-    /// The entry read.
-    pub index: u64,
-    /// What it held.
-    pub value: u64,
-    /// The virtual address being walked.
-    pub va: u64,
-    /// The walker's RIP.
-    pub rip: u64,
-    /// Where in mm-core the entry was read.
+    /// Where and what it read.
+    pub report: PoisonReport,
+    /// Which walker: mm-core's source file, or the guest's name for a hardware or cached walk.
     pub file: String,
-    /// Line of `file`.
-    pub line: u64,
 }
 
 /// Why a call could not be decoded.
@@ -117,8 +94,8 @@ pub enum CallError {
     /// The command is not one the ABI defines.
     #[error("unknown ucall command {0:#x}")]
     UnknownCommand(u64),
-    /// A probe event with arguments out of range.
-    #[error("malformed probe event (command {0:#x})")]
+    /// A call with arguments out of range (a table level outside 1..=4, an unknown unlink kind).
+    #[error("malformed call (command {0:#x}): an argument is out of range")]
     BadProbeEvent(u64),
     /// The guest's mm-core structures are not laid out the way this VMM reads them.
     #[error(
@@ -142,65 +119,79 @@ pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallEr
     let RawUcall(call) = mem
         .read_obj(GuestAddress(addr))
         .map_err(|_| CallError::BadAddress(addr))?;
-    if call.cmd == UcallCmd::ProbeRoots as u64 {
-        let (magic, version) = (call.args[4], call.args[5]);
+    let cmd = UcallCmd::from_raw(call.cmd).ok_or(CallError::UnknownCommand(call.cmd))?;
+    let decoded = Call::decode(cmd, call.args).ok_or(CallError::BadProbeEvent(call.cmd))?;
+    if let Call::Probe(ProbeEvent::Roots {
+        layout_magic: magic,
+        layout_version: version,
+        ..
+    }) = decoded
+    {
         if magic != LAYOUT_MAGIC || version != LAYOUT_VERSION {
             return Err(CallError::LayoutMismatch { magic, version });
         }
     }
     let text = call.text();
-    Ok(
-        match UcallCmd::from_raw(call.cmd).ok_or(CallError::UnknownCommand(call.cmd))? {
-            UcallCmd::Sync => GuestCall::Sync {
-                stage: call.args[0],
-            },
-            UcallCmd::Done => GuestCall::Done {
-                verdict: call.args[0],
-            },
-            UcallCmd::Abort => {
-                // Lengths come from the guest: clamp them to the text it actually sent.
-                let message_len = (call.args[1] as usize).min(text.len());
-                let file_len = (call.args[2] as usize).min(text.len() - message_len);
-                GuestCall::Abort {
-                    message: String::from_utf8_lossy(&text[..message_len]).into_owned(),
-                    file: String::from_utf8_lossy(&text[message_len..message_len + file_len])
-                        .into_owned(),
-                    line: call.args[0],
-                }
+    let owned = || String::from_utf8_lossy(text).into_owned();
+    Ok(match decoded {
+        Call::Sync { stage } => GuestCall::Sync { stage },
+        Call::Done { verdict } => GuestCall::Done { verdict },
+        Call::Abort {
+            line,
+            message_len,
+            file_len,
+        } => {
+            // Lengths come from the guest: clamp them to the text it actually sent.
+            let message_len =
+                usize::try_from(message_len).map_or(text.len(), |n| n.min(text.len()));
+            let rest = text.len() - message_len;
+            let file_len = usize::try_from(file_len).map_or(rest, |n| n.min(rest));
+            GuestCall::Abort {
+                message: String::from_utf8_lossy(&text[..message_len]).into_owned(),
+                file: String::from_utf8_lossy(&text[message_len..message_len + file_len])
+                    .into_owned(),
+                line,
             }
-            UcallCmd::BenchMark => GuestCall::BenchMark {
-                workload: call.args[0],
-                phase: call.args[1],
-                units: call.args[2],
-            },
-            UcallCmd::Exception => GuestCall::Exception {
-                vector: call.args[0],
-                error_code: call.args[1],
-                cr2: call.args[2],
-                rip: call.args[3],
-            },
-            UcallCmd::RaceEnter => GuestCall::Race(RaceCall::Enter {
-                racers: call.args[0],
-            }),
-            UcallCmd::RaceLeave => GuestCall::Race(RaceCall::Leave),
-            UcallCmd::SchedPoint => GuestCall::Race(RaceCall::Point { kind: call.args[0] }),
-            UcallCmd::LockContended => GuestCall::Race(RaceCall::Contended {
-                class: String::from_utf8_lossy(text).into_owned(),
-            }),
-            UcallCmd::PoisonHit => GuestCall::PoisonHit(PoisonHit {
-                table: call.args[0],
-                index: call.args[1],
-                value: call.args[2],
-                va: call.args[3],
-                rip: call.args[4],
-                line: call.args[5],
-                file: String::from_utf8_lossy(text).into_owned(),
-            }),
-            probe => GuestCall::Probe(
-                ProbeEvent::from_call(probe, &call).ok_or(CallError::BadProbeEvent(call.cmd))?,
-            ),
+        }
+        Call::BenchMark {
+            workload,
+            phase,
+            units,
+        } => GuestCall::BenchMark {
+            workload,
+            phase,
+            units,
         },
-    )
+        Call::Exception {
+            vector,
+            error_code,
+            cr2,
+            rip,
+        } => GuestCall::Exception {
+            vector,
+            error_code,
+            cr2,
+            rip,
+        },
+        Call::Race(call) => GuestCall::Race {
+            call,
+            class: match call {
+                RaceCall::Contended => owned(),
+                _ => String::new(),
+            },
+        },
+        Call::PoisonHit(report) => GuestCall::PoisonHit(PoisonHit {
+            report,
+            file: owned(),
+        }),
+        Call::Probe(event) => GuestCall::Probe {
+            event,
+            text: match event {
+                ProbeEvent::MmInvalid { .. } => owned(),
+                _ => String::new(),
+            },
+        },
+    })
 }
 
 /// Writes `call` at `addr` the way the guest would; for tests of the host side.
@@ -278,7 +269,7 @@ mod tests {
         write_call(&mem, GuestAddress(0x100), call).unwrap();
         assert!(matches!(
             read_call(&mem, &0x100u32.to_le_bytes()),
-            Ok(GuestCall::Probe(_))
+            Ok(GuestCall::Probe { .. })
         ));
         call.args[5] = LAYOUT_VERSION + 1;
         write_call(&mem, GuestAddress(0x100), call).unwrap();

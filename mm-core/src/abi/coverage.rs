@@ -62,12 +62,12 @@ impl FreePath {
 }
 
 /// How `ProbeTableFreeing` packs the announcement's level and the path into one argument.
-pub const fn pack_level_path(level: u64, path: FreePath) -> u64 {
+pub(crate) const fn pack_level_path(level: u64, path: FreePath) -> u64 {
     (level & 0xff) | (path as u64) << 8
 }
 
 /// The (level, path) [`pack_level_path`] packed.
-pub fn unpack_level_path(word: u64) -> (u64, FreePath) {
+pub(crate) fn unpack_level_path(word: u64) -> (u64, FreePath) {
     (word & 0xff, FreePath::from_raw(word >> 8))
 }
 

@@ -6,6 +6,7 @@
 
 mod bench;
 mod boot;
+mod call;
 pub mod coverage;
 pub mod replay;
 mod scenarios;
@@ -13,6 +14,7 @@ mod ucall;
 
 pub use bench::{Workload, MARK_END, MARK_START};
 pub use boot::{BootInfo, BOOT_INFO_MAGIC, SCENARIO_NAME_MAX};
+pub use call::{Call, PoisonReport, ProbeEvent, RaceCall, TableSpan};
 pub use coverage::FreePath;
 pub use scenarios::{find_scenario, Expect, ScenarioInfo, DEFAULT_SCENARIO, SCENARIOS};
 pub use ucall::{SchedPointKind, Ucall, UcallCmd, PING_PORT, UCALL_PORT, UCALL_TEXT_MAX};

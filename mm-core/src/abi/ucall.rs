@@ -47,7 +47,7 @@ pub enum UcallCmd {
     /// every frame whose `Page` says page table, whatever path freed it, with the `Page` still
     /// intact: `args[0]` is the frame; `args[1..6]` what the mmu_gather announced for the free it
     /// did last (mm, level, frame, start, end; level 0: none since its previous free), the level
-    /// packed with the `FreePath` under way (`coverage::pack_level_path`). The vCPU waits while
+    /// packed with the `FreePath` under way (see `abi::Call`, which defines the encoding). The vCPU waits while
     /// the host checks the ordering rule against the table's own descriptor.
     ProbeTableFreeing = 0x103,
     /// A TLB flush of `[start, end)` in an mm completed: `args` are mm, start and end.

@@ -31,13 +31,13 @@ use vm_memory::GuestMemoryMmap;
 use mm_core::phys::TableDesc;
 
 use super::coverage::{self, Coverage, VmaKind};
-use super::event::{ProbeEvent, TableSpan, UnlinkKind};
 use super::guest_mem::{GuestView, WalkError};
 use super::index::VmaIndex;
 use super::layout::{self, page, word};
 use super::pgtable::{self, ParentEntry, StaleTable};
 use super::rmap::{RmapWalk, VmaFilter};
 use super::sweep::{self, LivePages, MemMapCopy};
+use super::{ProbeEvent, TableSpan, UnlinkKind};
 use mm_core::abi::FreePath;
 
 /// The four checks.
@@ -302,12 +302,14 @@ impl Probe {
         self.rss_racy = racy;
     }
 
-    /// Takes one event from vCPU `cpu`; `rip` reads the guest RIP (only called for a violation).
-    /// Returns the violations this event revealed.
+    /// Takes one event from vCPU `cpu` with the text of its call (`MmInvalid`'s finding); `rip`
+    /// reads the guest RIP (only called for a violation). Returns the violations this event
+    /// revealed.
     pub fn handle(
         &mut self,
         _cpu: usize,
         event: &ProbeEvent,
+        text: &str,
         rip: &mut dyn FnMut() -> u64,
     ) -> Vec<Violation> {
         self.summary.events += 1;
@@ -318,6 +320,7 @@ impl Probe {
                 mem_map,
                 mem_map_len,
                 kernel_pgd,
+                ..
             } => {
                 self.roots = Some(Roots {
                     roots,
@@ -363,11 +366,7 @@ impl Probe {
                 self.violations(&span, findings, rip)
             }
             ProbeEvent::Quiescent { .. } => self.sweep(rip),
-            ProbeEvent::MmInvalid {
-                mm,
-                count,
-                ref first,
-            } => {
+            ProbeEvent::MmInvalid { mm, count } => {
                 self.summary.checks[Check::P7.index()] += 1;
                 let violation = Violation {
                     check: Check::P7,
@@ -380,15 +379,12 @@ impl Probe {
                     rip: rip(),
                     detail: format!(
                         "the guest's validate_mm found {count} broken invariant(s), first: {}",
-                        first.escape_debug()
+                        text.escape_debug()
                     ),
                 };
                 self.summary.violations.push(violation.clone());
                 vec![violation]
             }
-            // Events added to the protocol later are counted and otherwise ignored.
-            #[allow(unreachable_patterns)]
-            _ => Vec::new(),
         }
     }
 

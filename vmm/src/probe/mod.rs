@@ -1,7 +1,8 @@
 //! Host probes: at every page-table free the vCPU stops and the VMM walks the guest's own
 //! structures through vm-memory to check the ordering rule of "mm: unlink_file_vma, remove_vma".
 //!
-//! - [`event`]: the probe events the guest reports.
+//! The events come from the guest as `mm_core::abi::ProbeEvent`s, defined there once for both sides.
+//!
 //! - [`engine`]: [`Probe`], which keeps the state the checks need across events and runs them.
 //! - `guest_mem`: checked, budgeted reads of guest memory (the only way the walkers touch it).
 //! - `layout`: field offsets of the guest structures, from mm-core's own types.
@@ -24,7 +25,6 @@
 //! corrupt structure becomes a reported error, never a panic or a hang.
 pub mod coverage;
 pub mod engine;
-pub mod event;
 mod guest_mem;
 mod index;
 mod layout;
@@ -35,4 +35,5 @@ mod sweep;
 mod tests;
 
 pub use engine::{Check, Cost, Probe, Summary, Violation, VmaInfo};
-pub use event::{ProbeEvent, TableSpan, UnlinkKind};
+pub use mm_core::abi::{ProbeEvent, TableSpan};
+pub use mm_core::hooks::UnlinkKind;

@@ -23,9 +23,9 @@ use mm_core::interval_tree::IntervalNode;
 use mm_core::phys::{PageFlags, PAGE_MAPPING_ANON};
 
 use super::engine::VmaInfo;
-use super::event::UnlinkKind;
 use super::guest_mem::{AddrHashState, AddrSet, GuestView, WalkError};
 use super::layout::{self, anon_vma, file, mapping, node, page, roots, tree_root, vma, word};
+use super::UnlinkKind;
 
 /// Deepest a red-black tree of 2^32 nodes can be, with slack: deeper means a corrupt tree.
 const MAX_TREE_DEPTH: usize = 128;

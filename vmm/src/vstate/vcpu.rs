@@ -11,9 +11,10 @@ use crate::probe::{Probe, ProbeEvent, Violation};
 use crate::quarantine::Quarantine;
 use crate::sched::{SchedError, Scheduler};
 use crate::timing::ExitTiming;
-use crate::ucall::{GuestCall, RaceCall};
+use crate::ucall::GuestCall;
 use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::VcpuFd;
+use mm_core::abi::RaceCall;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -234,12 +235,13 @@ impl Vcpu {
                         stage,
                     });
                 }
-                ExitAction::Call(GuestCall::Probe(event)) => {
+                ExitAction::Call(GuestCall::Probe { event, text }) => {
                     // The vCPU stays stopped while the host walks its memory: the check sees the
                     // guest exactly at the event.
                     let mut rip = || self.fd.get_regs().map_or(0, |r| r.rip);
                     let started = Instant::now();
-                    let violations = lock(&shared.probe).handle(self.index, &event, &mut rip);
+                    let violations =
+                        lock(&shared.probe).handle(self.index, &event, &text, &mut rip);
                     let took = started.elapsed();
                     lock(&shared.timing).probe_event();
                     if let ProbeEvent::Quiescent { .. } = &event {
@@ -270,7 +272,7 @@ impl Vcpu {
                         return VcpuEnd::Sched(e);
                     }
                 }
-                ExitAction::Call(GuestCall::Race(call)) => {
+                ExitAction::Call(GuestCall::Race { call, class }) => {
                     let (sched, cpu, stop) = (&shared.sched, self.index, &*shared.stop);
                     let turn = match call {
                         RaceCall::Enter { racers } => sched.enter(cpu, racers, stop),
@@ -279,7 +281,7 @@ impl Vcpu {
                             Ok(())
                         }
                         RaceCall::Point { kind } => sched.point(cpu, kind, None, stop),
-                        RaceCall::Contended { class } => sched.point(cpu, 0, Some(class), stop),
+                        RaceCall::Contended => sched.point(cpu, 0, Some(class), stop),
                     };
                     if let Err(e) = turn {
                         return VcpuEnd::Sched(e);

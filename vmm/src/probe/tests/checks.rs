@@ -176,7 +176,7 @@ fn no_flush_between_unhook_and_free_is_p3() {
     ];
     for (name, mut events, caught) in cases {
         let mut p = f.probe(false);
-        events.push(ProbeEvent::announced_free(s));
+        events.push(announced_free(s));
         let v = feed(&mut p, &events);
         let want: &[Check] = if caught { &[Check::P3] } else { &[] };
         assert_eq!(checks_of(&v), want, "{name}");
@@ -197,19 +197,19 @@ fn a_free_without_a_seen_unhook_needs_a_flush_since_the_previous_free() {
     };
     let mut p = f.probe(false);
     // Never unhooked, never flushed: P3 (unknown unhook, no flush since the run began).
-    let v = feed(&mut p, &[ProbeEvent::announced_free(s)]);
+    let v = feed(&mut p, &[announced_free(s)]);
     assert_eq!(checks_of(&v), [Check::P3]);
     assert!(v[0].detail.contains("since the run began"), "{}", v[0]);
     // The guest hands the frame out again (zeroing it): a flush since the previous free suffices.
     for i in 1..512 {
         f.w(s.frame + i * 8, 0);
     }
-    assert!(feed(&mut p, &[flush, ProbeEvent::announced_free(s)]).is_empty());
+    assert!(feed(&mut p, &[flush, announced_free(s)]).is_empty());
     for i in 1..512 {
         f.w(s.frame + i * 8, 0);
     }
     // A flush before the previous free does not count for this one.
-    let v = feed(&mut p, &[ProbeEvent::announced_free(s)]);
+    let v = feed(&mut p, &[announced_free(s)]);
     assert_eq!(checks_of(&v), [Check::P3]);
     assert!(v[0].detail.contains("since its previous free"), "{}", v[0]);
 }
@@ -220,7 +220,7 @@ fn a_second_free_without_an_unhook_is_a_p4_double_free() {
     let (_, _, s) = unhooked_pte_table(&mut f);
     let mut p = f.probe(false);
     assert!(feed(&mut p, &correct_free(s)).is_empty());
-    let v = feed(&mut p, &[ProbeEvent::announced_free(s)]);
+    let v = feed(&mut p, &[announced_free(s)]);
     let p4: Vec<_> = v.iter().filter(|v| v.check == Check::P4).collect();
     assert_eq!(p4.len(), 1, "{v:?}");
     assert!(p4[0].detail.contains("double free"), "{}", p4[0]);

@@ -145,6 +145,8 @@ fn absurd_counts_are_reported() {
         mem_map: MEM_MAP,
         mem_map_len: u64::MAX,
         kernel_pgd: 0x2000,
+        layout_magic: LAYOUT_MAGIC,
+        layout_version: LAYOUT_VERSION,
     };
     feed(&mut p, &[roots]);
     feed(&mut p, &correct_free(s));
@@ -293,7 +295,7 @@ proptest! {
         for s in &spans {
             // Unhooked in memory or not, flushed or not: whatever the checks say, they return.
             feed(&mut p, &correct_free(*s));
-            feed(&mut p, &[ProbeEvent::announced_free(*s)]);
+            feed(&mut p, &[announced_free(*s)]);
         }
         prop_assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
         prop_assert_eq!(p.summary().events, before + 4 * spans.len() as u64);

@@ -10,9 +10,11 @@ mod sweep;
 
 use core::mem::{offset_of, size_of};
 
+use mm_core::abi::FreePath;
 use mm_core::addr::USER_BASE;
 use mm_core::interval_tree::IntervalNode;
 use mm_core::kernel::KernelRoots;
+use mm_core::mm::layout::{LAYOUT_MAGIC, LAYOUT_VERSION};
 use mm_core::mm::{AddressSpace, AnonVma, File, MmStruct, Vma};
 use mm_core::paging::{Level, PageTableEntry, PteFlags};
 use mm_core::phys::{Page, PageFlags, PAGE_MAPPING_ANON};
@@ -20,9 +22,9 @@ use mm_core::PhysAddr;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::engine::Probe;
-use super::event::{ProbeEvent, TableSpan};
 use super::layout::{node, tree_root};
 use super::Violation;
+use super::{ProbeEvent, TableSpan};
 
 /// Guest RAM of the fake guest.
 const RAM: u64 = 64 << 20;
@@ -283,7 +285,7 @@ impl Fake {
                 start,
                 end,
             };
-            assert!(p.handle(0, &ev, &mut || RIP).is_empty());
+            assert!(p.handle(0, &ev, "", &mut || RIP).is_empty());
         }
         p
     }
@@ -296,8 +298,10 @@ impl Fake {
             mem_map: MEM_MAP,
             mem_map_len: RAM / 4096,
             kernel_pgd: 0x2000,
+            layout_magic: LAYOUT_MAGIC,
+            layout_version: LAYOUT_VERSION,
         };
-        assert!(p.handle(0, &roots, &mut || RIP).is_empty());
+        assert!(p.handle(0, &roots, "", &mut || RIP).is_empty());
         p
     }
 }
@@ -318,8 +322,18 @@ fn span(mm: Mm, level: Level, frame: u64, va: u64) -> TableSpan {
 fn feed(p: &mut Probe, events: &[ProbeEvent]) -> Vec<Violation> {
     events
         .iter()
-        .flat_map(|e| p.handle(0, e, &mut || RIP))
+        .flat_map(|e| p.handle(0, e, "", &mut || RIP))
         .collect()
+}
+
+/// The free of `span`'s table as a correct guest reports it: the allocator's report, carrying the
+/// mmu_gather's announcement of exactly that span.
+fn announced_free(span: TableSpan) -> ProbeEvent {
+    ProbeEvent::TableFreed {
+        frame: span.frame,
+        claim: Some(span),
+        path: FreePath::Other,
+    }
 }
 
 /// The protocol of a correct free: unhook, flush the span, free.
@@ -331,7 +345,7 @@ fn correct_free(s: TableSpan) -> [ProbeEvent; 3] {
             start: s.start,
             end: s.end,
         },
-        ProbeEvent::announced_free(s),
+        announced_free(s),
     ]
 }
 

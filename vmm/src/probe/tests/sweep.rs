@@ -78,7 +78,7 @@ fn an_announced_span_narrower_than_the_tables_own_is_p5_and_p1_still_checks_the_
     };
     let mut p = f.probe_indexed(false);
     let [unhook, flush, _] = correct_free(s);
-    let v = feed(&mut p, &[unhook, flush, ProbeEvent::announced_free(narrow)]);
+    let v = feed(&mut p, &[unhook, flush, announced_free(narrow)]);
     assert_eq!(checks_of(&v), [Check::P1, Check::P5]);
     assert!(v[1].detail.contains("the mmu_gather announced"), "{}", v[1]);
 }
