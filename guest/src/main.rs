@@ -4,51 +4,25 @@
 //! the top of its own stack (the VMM sets all three). vCPU 0 initialises the kernel, reports
 //! `Sync(READY)` and runs the scenario the boot info names; the others check in and wait.
 //!
-//! Modules:
-//! - [`console`]: the COM1 console and the `log` backend.
-//! - [`ucall`]: the guest side of the guest→host call channel.
-//! - [`apic`]: the local APIC (x2APIC), for TLB-shootdown IPIs.
-//! - [`tlb`]: TLB shootdown across vCPUs, the `TlbFlush` mm-core runs with.
-//! - [`idt`]: the interrupt descriptor table.
-//! - [`trap`]: trap entry and dispatch (exceptions and system calls).
-//! - [`gdt`], [`percpu`]: each vCPU's GDT, TSS and per-CPU data (reached through GS).
-//! - [`syscall`]: the system calls ring-3 programs make.
-//! - [`user`]: entering ring 3 and coming back; the user segment.
-//! - [`programs`]: the ring-3 programs, among them the script interpreter workloads run on.
-//! - [`mm`]: mm-core over real RAM and the real MMU.
-//! - [`process`]: address spaces running scripts; their system calls and page faults.
-//! - [`probes`]: mm-core's ordering events, reported to the host's probes.
-//! - [`frame`]: the physical frame allocator over the RAM the boot info names.
-//! - [`heap`]: the kernel heap behind `alloc`.
-//! - [`smp`]: vCPU check-in and the start barrier.
-//! - [`race`]: racing vCPUs, the guest side of the host's race scheduler.
+//! Layers, each importing only those below it (scenarios on top, the kernel never imports one):
+//! - [`cpu`]: GDT, IDT, APIC, per-CPU data, trap entry, ring-3 entry, vCPU check-in.
+//! - [`host`]: the call channel to the VMM, the console, the probe hooks, race points.
+//! - [`kernel`]: frames, heap, mm-core's context, TLB shootdown, processes, system calls.
 //! - [`scenarios`]: the registry of scenarios the boot info chooses from.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
-mod apic;
-mod console;
-mod frame;
-mod gdt;
-mod heap;
-mod idt;
-mod mm;
-mod percpu;
-mod probes;
-mod process;
-mod programs;
-mod race;
+mod cpu;
+mod host;
+mod kernel;
 mod scenarios;
-mod smp;
-mod syscall;
-mod tlb;
-mod trap;
-mod ucall;
-mod user;
 
 use core::panic::PanicInfo;
+use cpu::{apic, idt, percpu, smp, user};
+use host::{console, probes, ucall};
+use kernel::{frame, heap, mm};
 use mm_core::abi::{BootInfo, Ucall};
 
 /// Entry point of every vCPU.

@@ -86,7 +86,9 @@ pub mod lockdep;
 pub mod mm;
 pub mod paging;
 pub mod phys;
+pub mod rng;
 pub mod sync;
+pub mod uapi;
 pub mod variant;
 
 pub use addr::{Pfn, PhysAddr, VirtAddr};

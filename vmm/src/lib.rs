@@ -17,6 +17,7 @@
 //! - [`probe`]: the host probes that check the guest's page-table frees against its rmap structures.
 //! - [`quarantine`]: revoking the guest's access to freshly freed page-table frames.
 //! - [`sched`]: the race scheduler: host-controlled interleaving of racing vCPUs.
+//! - [`calls`]: what the VMM does with each guest call (probe checks, quarantine, races), without KVM.
 //! - [`run`]: one run, from VM creation to outcome, with the watchdog.
 //! - [`timing`]: exit timing for the probe benchmark.
 //! - [`replay`]: `vmm replay` in the guest: the op stream in, the final address space out.
@@ -28,6 +29,7 @@
 
 pub mod arch;
 pub mod bench;
+pub mod calls;
 pub mod campaign;
 pub mod cli;
 pub mod devices;

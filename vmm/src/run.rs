@@ -1,6 +1,7 @@
 //! One run of the guest: build the VM, start a thread per vCPU, collect their events until the
 //! guest reports an outcome or the watchdog fires, then stop every vCPU.
 
+use crate::calls::VcpuEvent;
 use crate::devices::serial::Serial;
 use crate::probe::{Probe, Summary};
 use crate::quarantine::Quarantine;
@@ -8,7 +9,7 @@ use crate::sched::{Mode, SchedError, Schedule, Scheduler};
 use crate::timing::ExitTiming;
 use crate::ucall::{GuestCall, PoisonHit};
 use crate::vstate::pause::PauseGate;
-use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuEvent, VcpuShared};
+use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuShared};
 use crate::vstate::vm::{Vm, VmConfig, VmError};
 use mm_core::abi::{BootInfo, Ucall, QUARANTINE_TABLES};
 use std::fmt;

@@ -15,6 +15,7 @@
 //! picked again until another racer has run; when the racers only ever stop at busy locks, round
 //! after round, that is a deadlock and the run fails with it.
 
+use mm_core::rng::Rng;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,7 +161,7 @@ struct State {
     started: bool,
     running: Option<usize>,
     last: Option<usize>,
-    rng: u64,
+    rng: Rng,
     picks: Vec<u8>,
     replay: Option<(Vec<u8>, usize)>,
     error: Option<SchedError>,
@@ -191,7 +192,7 @@ impl Scheduler {
                 started: false,
                 running: None,
                 last: None,
-                rng: rng.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+                rng: Rng::new(rng),
                 picks: Vec::new(),
                 replay,
                 error: None,
@@ -255,9 +256,9 @@ impl Scheduler {
         if self.free {
             let delay = {
                 let mut s = self.lock();
-                (next_below(&mut s.rng, 8) == 0).then(|| {
+                (s.rng.below(8) == 0).then(|| {
                     let max = MAX_FREE_DELAY.as_micros() as u64;
-                    Duration::from_micros(1 + next_below(&mut s.rng, max))
+                    Duration::from_micros(1 + s.rng.below(max))
                 })
             };
             if let Some(delay) = delay {
@@ -389,8 +390,8 @@ impl Scheduler {
         let pool = if fallback { &eligible } else { &unparked };
         let stay = s.last.filter(|l| pool.contains(l));
         let cpu = match stay {
-            Some(last) if next_below(&mut s.rng, 4) != 0 => last,
-            _ => pool[next_below(&mut s.rng, pool.len() as u64) as usize],
+            Some(last) if s.rng.below(4) != 0 => last,
+            _ => pool[s.rng.below(pool.len() as u64) as usize],
         };
         if !fallback {
             s.racers[cpu].parked = 0;
@@ -399,24 +400,16 @@ impl Scheduler {
         // the others run, briefly or long enough for a whole munmap or exit. Never for good: with
         // three racers or more, one that never blocks would starve it (and whoever waits on it).
         if s.racers[cpu].point == POINT_RMAP_PTE && eligible.len() > 1 {
-            match next_below(&mut s.rng, 8) {
+            match s.rng.below(8) {
                 0 => s.racers[cpu].parked = LONG_PARK,
-                1 | 2 => s.racers[cpu].parked = 1 + next_below(&mut s.rng, 64),
+                1 | 2 => s.racers[cpu].parked = 1 + s.rng.below(64),
                 _ => return Ok(cpu),
             }
             let others: Vec<usize> = eligible.iter().copied().filter(|&i| i != cpu).collect();
-            return Ok(others[next_below(&mut s.rng, others.len() as u64) as usize]);
+            return Ok(others[s.rng.below(others.len() as u64) as usize]);
         }
         Ok(cpu)
     }
-}
-
-/// xorshift64*, as the guest's scenarios use.
-fn next_below(state: &mut u64, n: u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
 }
 
 #[cfg(test)]

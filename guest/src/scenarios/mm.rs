@@ -6,30 +6,22 @@
 //! VMAs exactly where the page-table boundaries it exercises are.
 
 use super::PASS;
-use crate::process::{self, nr, Finished};
-use crate::programs::{Script, Touch};
-use crate::user::Exit;
-use crate::{frame, mm};
+use crate::cpu::user::Exit;
+use crate::kernel::process::{self, Finished};
+use crate::kernel::programs::{Script, Touch};
+use crate::kernel::syscall::nr;
+use crate::kernel::{frame, mm};
 use alloc::vec;
 use alloc::vec::Vec;
+use mm_core::addr::{PAGE_SIZE as PAGE, PMD_SIZE, PUD_SIZE};
 use mm_core::lockdep::{Violation as LockViolation, LOCKDEP};
 use mm_core::mm::{iput, AddressSpace, File, FilePtr, MappingPtr};
 use mm_core::phys::AllocKind;
+use mm_core::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_RW};
 
-const PAGE: u64 = 4096;
-/// Bytes one PTE table maps.
-const PMD_SIZE: u64 = 2 << 20;
-/// Bytes one PMD table maps.
-const PUD_SIZE: u64 = 1 << 30;
 /// A user address with room around it for every layout below (PGD index 2).
 const BASE: u64 = 1 << 40;
 
-const PROT_READ: u64 = 1;
-const PROT_RW: u64 = 3;
-const MAP_SHARED: u64 = 0x1;
-const MAP_PRIVATE: u64 = 0x2;
-const MAP_FIXED: u64 = 0x10;
-const MAP_ANONYMOUS: u64 = 0x20;
 /// `fd` argument of an anonymous mapping.
 const NO_FD: u64 = u64::MAX;
 

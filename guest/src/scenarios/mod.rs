@@ -8,8 +8,10 @@ mod replay;
 mod shapes;
 mod workloads;
 
-use crate::user::{enter_user, Exit};
-use crate::{frame, idt, programs, trap, ucall};
+use crate::cpu::user::{enter_user, Exit};
+use crate::cpu::{idt, trap};
+use crate::host::ucall;
+use crate::kernel::{frame, programs};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm_core::abi::BootInfo;
@@ -162,7 +164,7 @@ fn user_mode() -> u64 {
         }
         other => panic!("reading kernel memory from ring 3 gave {other:?}"),
     }
-    let (user_start, _) = crate::user::segment();
+    let (user_start, _) = crate::cpu::user::segment();
     assert_eq!(
         enter_user(0, programs::read(), 0, user_start),
         Exit::Code(unsafe_read(user_start))

@@ -17,18 +17,21 @@
 use super::mm::{new_file, run_then, Steps};
 use super::random::Rng;
 use super::PASS;
-use crate::process::nr;
-use crate::programs::Script;
-use crate::{apic, mm, race, tlb};
+use crate::cpu::apic;
+use crate::host::race;
+use crate::kernel::process::{self, Walkers};
+use crate::kernel::programs::Script;
+use crate::kernel::syscall::nr;
+use crate::kernel::{mm, tlb};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm_core::abi::{BootInfo, SchedPointKind};
+use mm_core::addr::PAGE_SIZE as PAGE;
 use mm_core::mm::{rmap, truncate, MappingPtr};
 use mm_core::PhysAddr;
 
-const PAGE: u64 = 4096;
 /// The window: 2 MiB on each side of a 1 GiB boundary, so PTE and PMD tables are freed.
 const WINDOW: u64 = (1 << 40) + (1 << 30) - (2 << 20);
 /// Pages in the window.
@@ -109,7 +112,9 @@ fn race_scenario(name: &str, unmaps: bool) -> u64 {
     }
     // SAFETY: no walker reads the cell before `start` publishes it.
     unsafe { (*SHARED.0.get()).mapping = Some(mapping) };
+    process::set_walkers(Some(&WALKERS));
     run_then(name, script, vec![file], &[mapping], || end_race(racers));
+    process::set_walkers(None);
     PASS
 }
 
@@ -139,16 +144,22 @@ fn layout(rng: &mut Rng) -> Script {
     script
 }
 
+/// The walkers of this module, as the kernel's `race_start` sees them.
+static WALKERS: Walkers = Walkers {
+    start,
+    running: racing,
+};
+
 /// Whether walkers may be running on other vCPUs (a race started and has not ended): the kernel
 /// then checks nothing that their unlocked reads of counters could make look wrong.
-pub fn racing() -> bool {
+fn racing() -> bool {
     STATE.load(Ordering::Acquire) == GO
 }
 
 /// `race_start`: takes a reference on each page of `mapped` (addresses and frames of the process
 /// whose root is `pgd`), hands them to the walkers and joins the race. Returns how many pages the
 /// walkers got.
-pub fn start(pgd: u64, mapped: &[(u64, u64)]) -> u64 {
+fn start(pgd: u64, mapped: &[(u64, u64)]) -> u64 {
     let k = mm::kernel();
     let mut frames: Vec<u64> = mapped.iter().map(|&(_, frame)| frame).collect();
     frames.sort_unstable();

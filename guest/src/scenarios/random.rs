@@ -6,12 +6,16 @@
 
 use super::mm::{new_file, run, Steps};
 use super::PASS;
-use crate::process::nr;
-use crate::programs::{Script, Touch};
+use crate::kernel::programs::{Script, Touch};
+use crate::kernel::syscall::nr;
 use alloc::vec;
 use alloc::vec::Vec;
+use mm_core::addr::PAGE_SIZE as PAGE;
+pub(super) use mm_core::rng::Rng;
+use mm_core::uapi::{
+    MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_NONE, PROT_READ, PROT_RW,
+};
 
-const PAGE: u64 = 4096;
 /// Pages in the window: 8 MiB, four PTE tables.
 const WINDOW_PAGES: u64 = 2048;
 /// The window: 4 MiB on each side of a 1 GiB boundary, so PMD tables are freed too.
@@ -23,15 +27,6 @@ const TABLE_PAGES: u64 = 512;
 /// Longest range one operation covers.
 const MAX_RUN: u64 = 96;
 
-const PROT_NONE: u64 = 0;
-const PROT_READ: u64 = 1;
-const PROT_RW: u64 = 3;
-const MAP_SHARED: u64 = mm_core::mm::MapFlags::SHARED.0;
-const MAP_PRIVATE: u64 = mm_core::mm::MapFlags::PRIVATE.0;
-const MAP_FIXED: u64 = mm_core::mm::MapFlags::FIXED.0;
-const MREMAP_MAYMOVE: u64 = mm_core::mm::MremapFlags::MAYMOVE.0;
-const MREMAP_FIXED: u64 = mm_core::mm::MremapFlags::FIXED.0;
-
 /// What the model knows about one page of the window.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -42,26 +37,6 @@ enum Slot {
     /// An mremap may or may not have moved it (the script cannot tell the model): never touched,
     /// until an munmap makes it known again.
     Unknown,
-}
-
-/// xorshift64*: small, seedable, good enough to pick operations.
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub(super) fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub(super) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// Runs `ops` random operations drawn from `seed`.

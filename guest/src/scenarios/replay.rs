@@ -9,8 +9,8 @@
 //! replay`) it replays a small built-in sample and checks the result itself.
 
 use super::PASS;
-use crate::frame;
-use crate::mm::{kernel, kernel_pgd, write_cr3};
+use crate::kernel::frame;
+use crate::kernel::mm::{kernel, kernel_pgd, write_cr3};
 use mm_core::abi::BootInfo;
 use mm_core::mm::Mm;
 use mm_replay::replay::{Options, ReplayError, Replayed, Replayer};

@@ -16,25 +16,19 @@
 
 use super::mm::{new_file, run};
 use super::PASS;
-use crate::process::nr;
-use crate::programs::{Script, Touch};
+use crate::kernel::programs::{Script, Touch};
+use crate::kernel::syscall::nr;
 use alloc::vec;
-use mm_core::addr::{PAGE_SIZE, PGDIR_SIZE, PMD_SIZE, PUD_SIZE};
-use mm_core::mm::{MapFlags, MremapFlags, Prot};
+use mm_core::addr::{PAGE_SIZE as PAGE, PGDIR_SIZE, PMD_SIZE, PUD_SIZE};
+use mm_core::uapi::{
+    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_RW,
+};
 
-const PAGE: u64 = PAGE_SIZE;
 /// Pages the target spans: one PTE table's worth.
 const TARGET_PAGES: u64 = PMD_SIZE / PAGE;
 /// Where in its far PGD entry a layout's moved target goes.
 const FAR_OFFSET: u64 = 7 * PUD_SIZE;
 
-const PROT_RW: u64 = Prot::RW.0;
-const MAP_SHARED: u64 = MapFlags::SHARED.0;
-const MAP_PRIVATE: u64 = MapFlags::PRIVATE.0;
-const MAP_FIXED: u64 = MapFlags::FIXED.0;
-const MAP_ANONYMOUS: u64 = MapFlags::ANONYMOUS.0;
-const MREMAP_MAYMOVE: u64 = MremapFlags::MAYMOVE.0;
-const MREMAP_FIXED: u64 = MremapFlags::FIXED.0;
 /// `fd` argument of an anonymous mapping.
 const NO_FD: u64 = u64::MAX;
 

@@ -10,17 +10,17 @@
 
 use super::mm::{new_file, run, Steps};
 use super::PASS;
-use crate::process::nr;
-use crate::programs::Script;
+use crate::kernel::programs::Script;
+use crate::kernel::syscall::nr;
 use alloc::vec;
 use alloc::vec::Vec;
 use mm_core::abi::{Workload, MARK_END, MARK_START};
+use mm_core::addr::PAGE_SIZE as PAGE;
 use mm_core::lockdep::LOCKDEP;
+use mm_core::uapi::PROT_RW;
 
-const PAGE: u64 = 4096;
 /// Where every workload maps: clear of the script at `USER_BASE` (PGD index 2).
 const BASE: u64 = 1 << 40;
-const PROT_RW: u64 = 3;
 /// Processes per workload: the host reports the median, min and max over them.
 pub const REPEATS: u64 = 3;
 
@@ -88,8 +88,8 @@ fn script(w: Workload, n: u64) -> (Script, u64) {
 /// times, at `--scale` units.
 pub fn workloads() -> u64 {
     let n = super::scale_or(64);
-    let (probes, lockdep) = (crate::probes::enabled(), LOCKDEP.is_enabled());
-    crate::probes::set_enabled(false);
+    let (probes, lockdep) = (crate::host::probes::enabled(), LOCKDEP.is_enabled());
+    crate::host::probes::set_enabled(false);
     LOCKDEP.set_enabled(false);
     let processes = [
         Workload::MapTouchUnmap4K,
@@ -112,7 +112,7 @@ pub fn workloads() -> u64 {
         log::info!("mm-workloads: repeat {}/{REPEATS} done", rep + 1);
     }
     LOCKDEP.set_enabled(lockdep);
-    crate::probes::set_enabled(probes);
+    crate::host::probes::set_enabled(probes);
     log::info!(
         "mm-workloads: 6 workloads x {REPEATS} at {n} units, each phase marked for the host"
     );

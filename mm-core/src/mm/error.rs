@@ -8,6 +8,10 @@ pub const EINVAL: i32 = 22;
 pub const ENOMEM: i32 = 12;
 /// Linux's `EFAULT`.
 pub const EFAULT: i32 = 14;
+/// Linux's `EBADF`.
+pub const EBADF: i32 = 9;
+/// Linux's `ENOSYS`.
+pub const ENOSYS: i32 = 38;
 
 macro_rules! error_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => ($errno:expr, $msg:expr)),* $(,)? }) => {

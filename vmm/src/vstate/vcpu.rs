@@ -6,15 +6,15 @@ use super::pause::PauseGate;
 use super::vm::Vm;
 use crate::arch::x86_64::layout::BOOT_INFO_START;
 use crate::arch::x86_64::regs;
+use crate::calls::{Calls, Next, Revoke, VcpuEvent};
 use crate::devices::serial::Serial;
-use crate::probe::{Probe, ProbeEvent, Violation};
+use crate::probe::Probe;
 use crate::quarantine::Quarantine;
 use crate::sched::{SchedError, Scheduler};
 use crate::timing::ExitTiming;
 use crate::ucall::GuestCall;
 use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::VcpuFd;
-use mm_core::abi::RaceCall;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -82,32 +82,6 @@ pub enum VcpuEnd {
     },
     /// The controller stopped it.
     Stopped,
-}
-
-/// What a vCPU thread tells the controller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VcpuEvent {
-    /// The guest reached a stage (`Ucall::STAGE_*`).
-    Sync {
-        /// The vCPU.
-        cpu: usize,
-        /// The stage.
-        stage: u64,
-    },
-    /// A probe check failed at an event of this vCPU.
-    Violations {
-        /// The vCPU.
-        cpu: usize,
-        /// What failed.
-        violations: Vec<Violation>,
-    },
-    /// The vCPU stopped running.
-    End {
-        /// The vCPU.
-        cpu: usize,
-        /// Why.
-        end: VcpuEnd,
-    },
 }
 
 /// What every vCPU thread shares.
@@ -224,70 +198,39 @@ impl Vcpu {
             match action {
                 ExitAction::Continue | ExitAction::Interrupted => {}
                 ExitAction::Ping => lock(&shared.timing).ping(Instant::now()),
-                ExitAction::Call(GuestCall::BenchMark {
-                    workload,
-                    phase,
-                    units,
-                }) => lock(&shared.timing).bench_mark(workload, phase, units, Instant::now()),
-                ExitAction::Call(GuestCall::Sync { stage }) => {
-                    let _ = shared.events.send(VcpuEvent::Sync {
+                ExitAction::Call(call) => {
+                    let revoke = |frame| {
+                        let q = shared
+                            .quarantine
+                            .as_ref()
+                            .expect("revoke only with a quarantine");
+                        shared
+                            .gate
+                            .with_others_paused(self.index, || lock(q).revoke(frame))
+                            .map_err(|e| e.to_string())
+                    };
+                    let calls = Calls {
                         cpu: self.index,
-                        stage,
-                    });
-                }
-                ExitAction::Call(GuestCall::Probe { event, text }) => {
-                    // The vCPU stays stopped while the host walks its memory: the check sees the
-                    // guest exactly at the event.
+                        probe: &shared.probe,
+                        timing: &shared.timing,
+                        sched: &shared.sched,
+                        stop: &shared.stop,
+                        events: &shared.events,
+                        revoke: shared.quarantine.as_ref().map(|_| &revoke as Revoke<'_>),
+                    };
                     let mut rip = || self.fd.get_regs().map_or(0, |r| r.rip);
-                    let started = Instant::now();
-                    let violations =
-                        lock(&shared.probe).handle(self.index, &event, &text, &mut rip);
-                    let took = started.elapsed();
-                    lock(&shared.timing).probe_event();
-                    if let ProbeEvent::Quiescent { .. } = &event {
-                        lock(&shared.timing).swept(took);
-                    }
-                    if let ProbeEvent::TableFreed { frame, .. } = &event {
-                        lock(&shared.timing).checked_free(took);
-                        if let Some(q) = &shared.quarantine {
-                            let revoked = shared
-                                .gate
-                                .with_others_paused(self.index, || lock(q).revoke(*frame));
-                            if let Err(e) = revoked {
-                                return VcpuEnd::Failed {
-                                    reason: e.to_string(),
-                                    regs: self.dump(),
-                                };
+                    match calls.handle(call, &mut rip) {
+                        Next::Resume => {}
+                        Next::End(call) => return VcpuEnd::Call(call),
+                        Next::Sched(e) => return VcpuEnd::Sched(e),
+                        Next::Failed(reason) => {
+                            return VcpuEnd::Failed {
+                                reason,
+                                regs: self.dump(),
                             }
                         }
                     }
-                    if !violations.is_empty() {
-                        let event = VcpuEvent::Violations {
-                            cpu: self.index,
-                            violations,
-                        };
-                        let _ = shared.events.send(event);
-                    }
-                    if let Err(e) = shared.sched.point(self.index, 0, None, &shared.stop) {
-                        return VcpuEnd::Sched(e);
-                    }
                 }
-                ExitAction::Call(GuestCall::Race { call, class }) => {
-                    let (sched, cpu, stop) = (&shared.sched, self.index, &*shared.stop);
-                    let turn = match call {
-                        RaceCall::Enter { racers } => sched.enter(cpu, racers, stop),
-                        RaceCall::Leave => {
-                            sched.leave(cpu);
-                            Ok(())
-                        }
-                        RaceCall::Point { kind } => sched.point(cpu, kind, None, stop),
-                        RaceCall::Contended => sched.point(cpu, 0, Some(class), stop),
-                    };
-                    if let Err(e) = turn {
-                        return VcpuEnd::Sched(e);
-                    }
-                }
-                ExitAction::Call(call) => return VcpuEnd::Call(call),
                 ExitAction::BadCall(e) => {
                     return VcpuEnd::Failed {
                         reason: e.to_string(),

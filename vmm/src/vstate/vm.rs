@@ -1,16 +1,12 @@
 //! The VM: KVM handle, in-kernel irqchip, guest RAM with the kernel, boot tables and boot info.
 
 use super::memory::{create_guest_memory, MemoryError};
-use crate::arch::x86_64::layout::{BOOT_INFO_START, PAGE_SIZE, STACK_SIZE};
+use crate::arch::x86_64::layout::{BOOT_INFO_START, KVM_TSS_ADDRESS, PAGE_SIZE, STACK_SIZE};
 use crate::arch::x86_64::{paging, regs};
 use crate::loader::{check_kernel, load_kernel, LoadError, LoadedKernel};
 use kvm_ioctls::{Kvm, VmFd};
 use mm_core::abi::{BootInfo, MAX_VCPUS};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
-
-/// Where the real-mode TSS goes on Intel hosts (KVM_SET_TSS_ADDR): three pages just below 4 GiB,
-/// outside any RAM this VMM gives a guest.
-const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
 /// RAM left for the frame allocator at the very least, after kernel and stacks.
 const MIN_FREE_RAM: u64 = 4 << 20;
@@ -162,7 +158,7 @@ impl Vm {
 
         let kvm_step = |step| move |source| VmError::Kvm { step, source };
         let fd = kvm.create_vm().map_err(kvm_step("KVM_CREATE_VM"))?;
-        if let Err(e) = fd.set_tss_address(KVM_TSS_ADDRESS) {
+        if let Err(e) = fd.set_tss_address(KVM_TSS_ADDRESS as usize) {
             log::debug!("KVM_SET_TSS_ADDR: {e} (only needed on Intel hosts)");
         }
         fd.create_irq_chip()

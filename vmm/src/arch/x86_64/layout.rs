@@ -10,7 +10,8 @@
 //! 0x0000_a000  boot PDs, 4 pages    (PD_START): identity map of RAM in 2 MiB pages
 //! 0x0010_0000  kernel image         (KERNEL_START), up to the end of its last PT_LOAD segment
 //!              per-CPU stacks       (STACK_SIZE each, right after the kernel, 4 KiB aligned)
-//!              free RAM             frame allocator, up to the end of RAM
+//!              free RAM             frame allocator, up to the end of RAM (at most MAX_RAM)
+//! 0xfffb_d000  KVM's real-mode TSS  (KVM_TSS_ADDRESS), three pages, Intel hosts only
 //! ```
 
 use vm_memory::GuestAddress;
@@ -34,13 +35,17 @@ pub const KERNEL_START: GuestAddress = GuestAddress(0x10_0000);
 /// Size of each vCPU's kernel stack.
 pub const STACK_SIZE: u64 = 64 << 10;
 
-/// Size of one boot page-table page.
-pub const PAGE_SIZE: u64 = 4096;
-/// Size of one large page of the identity map.
-pub const LARGE_PAGE_SIZE: u64 = 2 << 20;
+/// Size of one boot page-table page (mm-core's page size: one definition).
+pub use mm_core::addr::PAGE_SIZE;
+/// Size of one large page of the identity map: what one PMD entry maps.
+pub const LARGE_PAGE_SIZE: u64 = mm_core::addr::PMD_SIZE;
 
 /// Smallest RAM the VM accepts.
 pub const MIN_RAM: u64 = 16 << 20;
+/// Where the real-mode TSS goes on Intel hosts (KVM_SET_TSS_ADDR): three pages just below 4 GiB,
+/// above any RAM the VM can have ([`MAX_RAM`]).
+pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+
 /// Largest RAM the boot page tables can map.
 pub const MAX_RAM: u64 = PD_PAGES << 30;
 /// RAM when the user names none.

@@ -5,9 +5,9 @@
 //! kernel cannot fix — which drops whatever trap frames are on the kernel stack and returns from
 //! `enter_user` with an [`Exit`]. The kernel stack below the saved registers is the trap stack.
 
-use crate::gdt::{USER_CS, USER_DS};
-use crate::percpu::{OFF_RESUME_RSP, OFF_TSS};
-use crate::trap::TrapFrame;
+use crate::cpu::gdt::{USER_CS, USER_DS};
+use crate::cpu::percpu::{OFF_RESUME_RSP, OFF_TSS};
+use crate::cpu::trap::TrapFrame;
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use mm_core::abi::{Call, PoisonReport, MAX_VCPUS};
@@ -93,7 +93,7 @@ global_asm!(
         ret
     "#,
     resume = const OFF_RESUME_RSP,
-    kernel_ds = const crate::gdt::KERNEL_DS as u64,
+    kernel_ds = const crate::cpu::gdt::KERNEL_DS as u64,
     tss = const OFF_TSS,
     user_ds = const USER_DS as u64,
     user_cs = const USER_CS as u64,
@@ -116,7 +116,7 @@ pub fn enter_user(cpu: usize, entry: u64, user_rsp: u64, arg: u64) -> Exit {
 
 /// Ends the running program with `exit`, from a trap handler on this vCPU's trap stack.
 pub fn exit_to_kernel(exit: Exit) -> ! {
-    let cpu = crate::percpu::this_cpu();
+    let cpu = crate::cpu::percpu::this_cpu();
     // SAFETY: only this vCPU touches its entry; exit_to_kernel_asm returns into enter_user on this
     // vCPU, discarding only trap frames below the saved kernel state.
     unsafe {
@@ -127,7 +127,7 @@ pub fn exit_to_kernel(exit: Exit) -> ! {
 
 /// A page fault in ring 3: true if the memory manager fixed it and the program may go on.
 pub fn handle_page_fault(frame: &mut TrapFrame, cr2: u64) -> bool {
-    crate::process::handle_fault(cr2, frame.error_code)
+    crate::kernel::process::handle_fault(cr2, frame.error_code)
 }
 
 extern "C" {
@@ -158,7 +158,7 @@ pub fn expose_user_segment() {
     // SAFETY: the boot page tables are identity-mapped RAM owned by the kernel; vCPU 0 edits them
     // once, before any other vCPU or ring-3 code runs, and flushes the changed translation.
     unsafe {
-        let pml4 = table_of(crate::mm::read_cr3());
+        let pml4 = table_of(crate::kernel::mm::read_cr3());
         *pml4 |= user;
         let pdpt = table_of(*pml4);
         *pdpt |= user;
@@ -239,8 +239,8 @@ pub fn fixup_user_read(frame: &mut TrapFrame, cr2: u64) -> bool {
             rip: frame.rip,
             ..PoisonReport::default()
         };
-        crate::ucall::call_with_text(
-            crate::percpu::this_cpu(),
+        crate::host::ucall::call_with_text(
+            crate::cpu::percpu::this_cpu(),
             Call::PoisonHit(hit),
             "a hardware page walk (reserved-bit page fault)",
         );

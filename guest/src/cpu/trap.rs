@@ -6,7 +6,8 @@
 //! this machine's software KVM, where `syscall` reaches `IA32_LSTAR` without leaving ring 3 and
 //! `int 0x80` raises #UD. Every return is an `iretq`.
 
-use crate::{apic, idt, smp, ucall, user};
+use crate::cpu::{apic, idt, smp, user};
+use crate::host::ucall;
 use core::arch::global_asm;
 
 /// Page-fault vector.
@@ -119,7 +120,7 @@ pub fn cr2() -> u64 {
 extern "sysv64" fn dispatch(frame: &mut TrapFrame) {
     match frame.vector {
         v if v == u64::from(apic::TLB_VECTOR) => {
-            crate::tlb::handle_ipi();
+            crate::kernel::tlb::handle_ipi();
             apic::eoi();
             return;
         }
@@ -129,7 +130,7 @@ extern "sysv64" fn dispatch(frame: &mut TrapFrame) {
     let cr2 = cr2();
     if frame.is_from_user() {
         if frame.vector == idt::SYSCALL_VECTOR as u64 {
-            crate::syscall::dispatch(frame);
+            crate::kernel::syscall::dispatch(frame);
             return;
         }
         if frame.vector == PAGE_FAULT && user::handle_page_fault(frame, cr2) {
@@ -146,7 +147,7 @@ extern "sysv64" fn dispatch(frame: &mut TrapFrame) {
         return;
     }
     // The kernel touching a process's memory (copying its script in) faults pages in like ring 3.
-    if frame.vector == PAGE_FAULT && crate::process::handle_fault(cr2, frame.error_code) {
+    if frame.vector == PAGE_FAULT && crate::kernel::process::handle_fault(cr2, frame.error_code) {
         return;
     }
     ucall::exception(

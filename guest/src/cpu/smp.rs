@@ -1,6 +1,6 @@
 //! vCPU check-in: the few flags the vCPUs share while the kernel starts.
 
-use crate::ucall;
+use crate::host::ucall;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm_core::abi::{BootInfo, Ucall};
 

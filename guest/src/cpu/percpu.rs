@@ -4,7 +4,7 @@
 //! the user's GS base (0); `swapgs` exchanges them on every crossing between ring 3 and ring 0. The
 //! assembly of `user` addresses the fields by the offsets below.
 
-use crate::gdt;
+use crate::cpu::gdt;
 use core::cell::UnsafeCell;
 use mm_core::abi::MAX_VCPUS;
 

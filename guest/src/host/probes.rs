@@ -7,7 +7,8 @@
 //! compares with the table's own descriptor. [`quiescent`] tells the host when no mm operation is
 //! under way, so it can sweep every mm's page tables.
 
-use crate::{percpu, race, ucall};
+use crate::cpu::percpu;
+use crate::host::{race, ucall};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use mm_core::abi::{BootInfo, Call, FreePath, PoisonReport, ProbeEvent, TableSpan, MAX_VCPUS};

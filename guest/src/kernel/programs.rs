@@ -5,7 +5,7 @@
 //! `trap`). Workloads are not programs of their own: [`script`] runs a [`Script`] — a list of system
 //! calls and memory touches the kernel builds in Rust — natively in ring 3.
 
-use crate::syscall::{SYS_EXIT, SYS_GETCPU};
+use crate::kernel::syscall::nr;
 use alloc::vec::Vec;
 use core::arch::global_asm;
 
@@ -238,8 +238,8 @@ global_asm!(
 
     .popsection
     "#,
-    exit = const SYS_EXIT,
-    getcpu = const SYS_GETCPU,
+    exit = const nr::EXIT,
+    getcpu = const nr::GETCPU,
     op_syscall = const op::SYSCALL,
     op_touch = const op::TOUCH,
     syscall_bytes = const op::SYSCALL_WORDS * 8,

@@ -5,7 +5,7 @@
 //! only where a CPU waits — spinning on a busy lock, waiting for shootdown acknowledgements — in
 //! [`interrupt_window`], and the handler (`tlb::handle_ipi`) neither takes locks nor calls the host.
 
-use crate::percpu::{rdmsr, wrmsr};
+use crate::cpu::percpu::{rdmsr, wrmsr};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// The vector TLB-shootdown IPIs arrive on.

@@ -7,7 +7,8 @@
 //!
 //! Outside a race the points cost nothing: a walker point or a busy lock is not reported at all.
 
-use crate::{apic, ucall};
+use crate::cpu::apic;
+use crate::host::ucall;
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm_core::abi::{Call, RaceCall, SchedPointKind, MAX_VCPUS};
 

@@ -1,6 +1,6 @@
 //! mm-core in the guest: the memory manager over real RAM and the real MMU.
 //!
-//! Frames come from [`crate::frame`], physical memory is reached through the identity map, the
+//! Frames come from [`crate::kernel::frame`], physical memory is reached through the identity map, the
 //! per-frame `Page` array covers all of RAM, and TLB flushes are [`GuestTlb`]: `invlpg` or a CR3
 //! reload here, and a shootdown IPI to every other vCPU that has the mm loaded.
 //!
@@ -10,9 +10,10 @@
 //! then `page_table_lock` — and everything the `Kernel` itself holds is behind a lock or an atomic
 //! (frame allocator, heap, anon_vma cache, fault injector, lockdep).
 
-use crate::probes::HostProbes;
-use crate::tlb::GuestTlb;
-use crate::{frame, ucall};
+use crate::host::probes::HostProbes;
+use crate::host::ucall;
+use crate::kernel::frame;
+use crate::kernel::tlb::GuestTlb;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use mm_core::abi::{Call, ProbeEvent};
@@ -35,7 +36,7 @@ impl FrameAllocator for GuestFrames {
     fn free_frame(&self, frame: PhysAddr, page: &Page) {
         let table = page.is_table();
         if table {
-            crate::probes::table_freed(frame);
+            crate::host::probes::table_freed(frame);
         }
         page.reset(PageFlags(0));
         // SAFETY: mm-core gives back only frames it took from `alloc_frame` and no longer uses.
@@ -107,7 +108,7 @@ pub fn init(ram_size: u64, variant: Variant) {
     }
     // Lock-order checking is on in the guest whatever the build: the ordering variants are there
     // to be caught, one of them by lockdep.
-    LOCKDEP.set_context_fn(crate::percpu::this_cpu);
+    LOCKDEP.set_context_fn(crate::cpu::percpu::this_cpu);
     LOCKDEP.set_enabled(true);
     let roots = kernel().roots() as *const _ as u64;
     let event = ProbeEvent::Roots {

@@ -5,7 +5,7 @@
 //! installed; any other vector's gate is not present, so a stray interrupt arrives as #NP and is
 //! reported too.
 
-use crate::apic;
+use crate::cpu::apic;
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 

@@ -20,8 +20,9 @@
 //! A waiting initiator opens interrupt windows, so two vCPUs flushing each other both get answered,
 //! and reports the wait to the host's race scheduler as a busy "lock", so a held target gets to run.
 
-use crate::mm::{kernel_pgd, read_cr3, write_cr3};
-use crate::{apic, percpu, race};
+use crate::cpu::{apic, percpu};
+use crate::host::race;
+use crate::kernel::mm::{kernel_pgd, read_cr3, write_cr3};
 use core::sync::atomic::{fence, AtomicU64, Ordering};
 use mm_core::abi::{Call, PoisonReport, MAX_VCPUS};
 use mm_core::paging::{NativeTlb, TlbFlush};
@@ -102,7 +103,7 @@ pub fn read_user(va: u64) -> Option<u64> {
     let table = if cache.region.load(Ordering::Relaxed) == region {
         cache.table.load(Ordering::Relaxed)
     } else {
-        let k = crate::mm::kernel();
+        let k = crate::kernel::mm::kernel();
         let slot = mm_core::paging::walk::lookup(k, PhysAddr(read_cr3() & !0xfff), VirtAddr(va))?;
         cache.table.store(slot.table.0, Ordering::Relaxed);
         cache.region.store(region, Ordering::Relaxed);
@@ -121,13 +122,13 @@ pub fn read_user(va: u64) -> Option<u64> {
             va,
             ..PoisonReport::default()
         };
-        crate::ucall::call_with_text(cpu, Call::PoisonHit(hit), "a cached page walk");
+        crate::host::ucall::call_with_text(cpu, Call::PoisonHit(hit), "a cached page walk");
         return None;
     }
     if !entry.is_present() {
         return None;
     }
-    crate::user::read_user(va)
+    crate::cpu::user::read_user(va)
 }
 
 /// The shootdown `TlbFlush` mm-core runs with in the guest.

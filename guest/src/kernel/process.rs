@@ -4,15 +4,15 @@
 //! One process runs at a time, on vCPU 0 (see `mm`); [`CURRENT`] is the process the trap handlers
 //! serve.
 
-use crate::mm::{kernel, kernel_pgd, read_cr3};
-use crate::programs::{self, Script};
-use crate::tlb;
-use crate::trap::TrapFrame;
-use crate::user::{self, Exit};
+use crate::cpu::user::{self, Exit};
+use crate::kernel::mm::{kernel, kernel_pgd, read_cr3};
+use crate::kernel::programs::{self, Script};
+use crate::kernel::tlb;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, Ordering};
 use mm_core::abi::{BootInfo, FreePath};
-use mm_core::mm::{Access, Advice, FilePtr, MapFlags, Mm, MremapFlags, Prot};
+use mm_core::mm::{Access, FilePtr, MapFlags, Mm, Prot};
 use mm_core::paging::PageTableEntry;
 use mm_core::VirtAddr;
 
@@ -23,39 +23,6 @@ pub const SCRIPT_BASE: u64 = mm_core::addr::USER_BASE.0;
 const PF_WRITE: u64 = 1 << 1;
 const PF_USER: u64 = 1 << 2;
 const PF_FETCH: u64 = 1 << 4;
-
-/// Linux system-call numbers this kernel serves (besides `exit` and `getcpu`, in `syscall`).
-pub mod nr {
-    /// `mmap(addr, len, prot, flags, fd, offset)`.
-    pub const MMAP: u64 = 9;
-    /// `mprotect(addr, len, prot)`.
-    pub const MPROTECT: u64 = 10;
-    /// `munmap(addr, len)`.
-    pub const MUNMAP: u64 = 11;
-    /// `brk(addr)`.
-    pub const BRK: u64 = 12;
-    /// `mremap(old, old_len, new_len, flags, new_addr)`.
-    pub const MREMAP: u64 = 25;
-    /// `madvise(addr, len, advice)`.
-    pub const MADVISE: u64 = 28;
-    /// This kernel's `set_brk_base(addr)`: places the heap's start (and the break) at `addr`, as
-    /// exec does after loading a program; returns 0.
-    pub const SET_BRK_BASE: u64 = 503;
-    /// `ftruncate(fd, length)`.
-    pub const FTRUNCATE: u64 = 77;
-    /// This kernel's `reclaim(addr, len)`: runs `page_referenced` and `try_to_unmap` on every
-    /// page mapped in the range, as reclaim would; returns how many were unmapped.
-    pub const RECLAIM: u64 = 500;
-    /// This kernel's `race_start(addr, len)` (race scenarios only): hands every page mapped in the
-    /// range to the walkers on the other vCPUs and joins the race; returns how many pages.
-    pub const RACE_START: u64 = 502;
-    /// This kernel's `bench_mark(workload, phase, units)`: passes a benchmark phase mark to the
-    /// host (`mm_core::abi::bench`); returns 0.
-    pub const BENCH_MARK: u64 = 501;
-}
-
-const EBADF: i64 = 9;
-const EINVAL: i64 = 22;
 
 /// A running process.
 pub struct Process {
@@ -69,12 +36,44 @@ pub struct Process {
     pub syscalls: u64,
 }
 
+/// Walkers a scenario runs on other vCPUs beside the process (the race scenarios): the kernel
+/// hands them the process's pages at `race_start`, and while they run it checks nothing their
+/// unlocked reads of counters and PTEs could make look wrong.
+pub struct Walkers {
+    /// `race_start`: the process's root and its mapped pages (address, frame) go to the walkers;
+    /// returns how many pages they got.
+    pub start: fn(pgd: u64, mapped: &[(u64, u64)]) -> u64,
+    /// Whether they may be running now.
+    pub running: fn() -> bool,
+}
+
+static WALKERS: AtomicPtr<Walkers> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers the walkers `race_start` starts (`None`: no scenario runs any; `race_start` then
+/// fails with ENOSYS).
+pub fn set_walkers(walkers: Option<&'static Walkers>) {
+    let ptr = walkers.map_or(core::ptr::null_mut(), |w| core::ptr::from_ref(w).cast_mut());
+    WALKERS.store(ptr, Ordering::Release);
+}
+
+/// The registered walkers.
+pub(super) fn walkers() -> Option<&'static Walkers> {
+    // SAFETY: `set_walkers` stores only null or a `&'static Walkers`, never written through.
+    unsafe { WALKERS.load(Ordering::Acquire).as_ref() }
+}
+
+/// Whether registered walkers may be running on other vCPUs.
+pub fn walkers_running() -> bool {
+    walkers().is_some_and(|w| (w.running)())
+}
+
 struct Current(UnsafeCell<Option<Process>>);
 // SAFETY: only vCPU 0 runs processes (module doc).
 unsafe impl Sync for Current {}
 static CURRENT: Current = Current(UnsafeCell::new(None));
 
-fn current() -> Option<&'static mut Process> {
+/// The process vCPU 0 runs, while a trap handler serves it.
+pub(super) fn current() -> Option<&'static mut Process> {
     // SAFETY: vCPU 0 alone; the trap handlers run with interrupts off, nested in the code that set
     // CURRENT, and never keep the reference past their return.
     unsafe { (*CURRENT.0.get()).as_mut() }
@@ -171,19 +170,19 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
         syscalls: process.syscalls,
     };
     drop_files(process.files);
-    if crate::probes::flag(BootInfo::THOROUGH | BootInfo::VALIDATE_AT_EXIT)
-        && !crate::scenarios::race::racing()
+    if crate::host::probes::flag(BootInfo::THOROUGH | BootInfo::VALIDATE_AT_EXIT)
+        && !walkers_running()
     {
         report_invalid(&process.mm, process.mm.validate_mm(k));
     }
     // Other vCPUs may still have the root loaded (walkers borrowing the mm): unmap everything
     // first, with shootdowns, then make them leave before the root itself is freed.
-    let exit = crate::probes::path(FreePath::Exit);
+    let exit = crate::host::probes::path(FreePath::Exit);
     process.mm.exit_mmap(k);
     tlb::leave_lazy(pgd);
     process.mm.destroy(k);
     drop(exit);
-    crate::probes::quiescent(0);
+    crate::host::probes::quiescent(0);
     Ok(finished)
 }
 
@@ -192,7 +191,7 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
 pub fn handle_fault(addr: u64, error_code: u64) -> bool {
     // The process runs on vCPU 0; another vCPU with its root loaded (a walker) may not fault
     // pages into it.
-    if crate::percpu::this_cpu() != 0 {
+    if crate::cpu::percpu::this_cpu() != 0 {
         return false;
     }
     let Some(p) = current() else { return false };
@@ -213,7 +212,7 @@ pub fn handle_fault(addr: u64, error_code: u64) -> bool {
     // A fault from ring 3 interrupted no mm operation; one the kernel took touching user memory
     // might have.
     if error_code & PF_USER != 0 {
-        crate::probes::quiescent(p.mm.raw().addr());
+        crate::host::probes::quiescent(p.mm.raw().addr());
     }
     if !handled && error_code & PF_USER == 0 {
         log::warn!("kernel access to user address {addr:#x} failed");
@@ -221,120 +220,21 @@ pub fn handle_fault(addr: u64, error_code: u64) -> bool {
     handled
 }
 
-/// Serves the memory system calls of the current process; `None` for numbers it does not know.
-pub fn syscall(frame: &TrapFrame) -> Option<u64> {
-    let p = current()?;
-    let k = kernel();
-    let (a0, a1, a2) = (frame.rdi, frame.rsi, frame.rdx);
-    let _path = crate::probes::path(path_of(frame));
-    let result: Result<u64, i32> = match frame.rax {
-        nr::MMAP => {
-            let file = match frame.r8 as i64 {
-                -1 => None,
-                fd => match usize::try_from(fd).ok().and_then(|fd| p.files.get(fd)) {
-                    Some(f) => Some(*f),
-                    None => return Some(errno(EBADF)),
-                },
-            };
-            if !frame.r9.is_multiple_of(4096) {
-                return Some(errno(EINVAL));
-            }
-            let (prot, flags) = (Prot(a2), MapFlags(frame.r10));
-            p.mm.mmap(k, VirtAddr(a0), a1, prot, flags, file, frame.r9 / 4096)
-                .map(|va| va.0)
-                .map_err(|e| e.errno())
-        }
-        nr::MUNMAP => {
-            p.mm.munmap(k, VirtAddr(a0), a1)
-                .map(|()| 0)
-                .map_err(|e| e.errno())
-        }
-        nr::MPROTECT => {
-            p.mm.mprotect(k, VirtAddr(a0), a1, Prot(a2))
-                .map(|()| 0)
-                .map_err(|e| e.errno())
-        }
-        nr::BRK => {
-            p.mm.brk(k, VirtAddr(a0))
-                .map(|va| va.0)
-                .map_err(|e| e.errno())
-        }
-        nr::MREMAP => {
-            let flags = MremapFlags(frame.r10);
-            p.mm.mremap(k, VirtAddr(a0), a1, a2, flags, VirtAddr(frame.r8))
-                .map(|va| va.0)
-                .map_err(|e| e.errno())
-        }
-        nr::MADVISE => {
-            p.mm.madvise(k, VirtAddr(a0), a1, Advice(a2))
-                .map(|()| 0)
-                .map_err(|e| e.errno())
-        }
-        nr::SET_BRK_BASE => {
-            p.mm.set_brk_base(VirtAddr(a0));
-            Ok(0)
-        }
-        nr::FTRUNCATE => match usize::try_from(a0).ok().and_then(|fd| p.files.get(fd)) {
-            Some(f) => {
-                mm_core::mm::truncate::vmtruncate(k, f.get().mapping(), a1.div_ceil(4096));
-                Ok(0)
-            }
-            None => Err(EBADF as i32),
-        },
-        nr::RECLAIM => Ok(reclaim(p, a0, a1)),
-        nr::RACE_START => Ok(crate::scenarios::race::start(
-            p.mm.raw().pgd().0,
-            &mapped_pages(p, a0, a1),
-        )),
-        nr::BENCH_MARK => {
-            let mark = mm_core::abi::Call::BenchMark {
-                workload: a0,
-                phase: a1,
-                units: a2,
-            };
-            crate::ucall::call(crate::percpu::this_cpu(), mark);
-            Ok(0)
-        }
-        _ => return None,
-    };
-    p.syscalls += 1;
-    if crate::probes::flag(BootInfo::THOROUGH) {
-        // The VMA invariants only: the host's sweep checks the page tables at this same point,
-        // natively, and the whole of validate_mm runs at exit.
-        report_invalid(&p.mm, p.mm.validate_vmas(kernel()));
-    }
-    crate::probes::quiescent(p.mm.raw().addr());
-    Some(result.unwrap_or_else(|e| errno(i64::from(e))))
-}
-
-/// The operation a system call is, for the host's coverage matrix.
-fn path_of(frame: &TrapFrame) -> FreePath {
-    match frame.rax {
-        nr::MUNMAP => FreePath::Munmap,
-        nr::MMAP if MapFlags(frame.r10).contains(MapFlags::FIXED) => FreePath::MmapFixed,
-        nr::MREMAP => FreePath::Mremap,
-        nr::BRK => FreePath::Brk,
-        nr::FTRUNCATE => FreePath::Truncate,
-        nr::MADVISE => FreePath::Madvise,
-        _ => FreePath::Other,
-    }
-}
-
 /// Reports what a validation of `mm` found to the host, which counts it as a violation (P7).
 /// Nothing is reported while walkers race on other vCPUs: they change rss and PTEs under their
 /// own locks.
-fn report_invalid(mm: &Mm, found: Vec<mm_core::mm::validate::Violation>) {
-    if crate::scenarios::race::racing() {
+pub(super) fn report_invalid(mm: &Mm, found: Vec<mm_core::mm::validate::Violation>) {
+    if walkers_running() {
         return;
     }
     if let Some(first) = found.first() {
         let text = alloc::format!("{first:?}");
-        crate::probes::mm_invalid(mm.raw().addr(), found.len() as u64, &text);
+        crate::host::probes::mm_invalid(mm.raw().addr(), found.len() as u64, &text);
     }
 }
 
 /// The pages mapped in `[addr, addr + len)` of the current process: (address, frame).
-fn mapped_pages(p: &Process, addr: u64, len: u64) -> Vec<(u64, u64)> {
+pub(super) fn mapped_pages(p: &Process, addr: u64, len: u64) -> Vec<(u64, u64)> {
     let k = kernel();
     let pgd = p.mm.raw().pgd();
     (addr..addr.saturating_add(len))
@@ -353,7 +253,7 @@ fn mapped_pages(p: &Process, addr: u64, len: u64) -> Vec<(u64, u64)> {
 
 /// Reclaim-style rmap walks over `[addr, addr + len)`: for every mapped page, `page_referenced`
 /// then `try_to_unmap`, which walk the page tables of every VMA rmap finds for that page.
-fn reclaim(p: &mut Process, addr: u64, len: u64) -> u64 {
+pub(super) fn reclaim(p: &mut Process, addr: u64, len: u64) -> u64 {
     let k = kernel();
     let pgd = p.mm.raw().pgd();
     let mut unmapped = 0;
@@ -376,8 +276,4 @@ fn reclaim(p: &mut Process, addr: u64, len: u64) -> u64 {
         }
     }
     unmapped
-}
-
-fn errno(e: i64) -> u64 {
-    (-e) as u64
 }

@@ -1,6 +1,6 @@
 //! The kernel heap behind `alloc`: a linked-list allocator over contiguous frames.
 
-use crate::frame;
+use crate::kernel::frame;
 use linked_list_allocator::LockedHeap;
 
 /// Heap size: a quarter of the free RAM, at most 64 MiB.
