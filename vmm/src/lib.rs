@@ -10,7 +10,7 @@
 //! Modules:
 //! - [`arch`]: guest-physical layout, GDT, boot page tables, long-mode registers.
 //! - [`vstate`]: the VM, its memory, the vCPUs and the meaning of each exit.
-//! - [`devices`]: the COM1 console.
+//! - [`devices`]: the COM1 console (rust-vmm's `vm-superio` 16550).
 //! - [`ucall`]: the host side of the guest→host call channel.
 //! - [`inject`]: the `--inject` fault-injection spec.
 //! - [`loader`]: checks and loads the kernel ELF.
