@@ -196,9 +196,10 @@ pub struct BenchArgs {
 const CAMPAIGN_ABOUT: &str = "\
 Run a scenario over many seeds, one `vmm run` child per seed, several at once.
 
-Prints a progress line on stderr, then a results table on stdout: runs, passed, failed by kind
-(violation, with counts per probe check P1..P4; guest failure; timeout; error), throughput in runs
-per minute, and the first failing seed with the `vmm run` command that reproduces it.
+Prints progress on stderr (a bar on a terminal, else a line per tenth of the seeds), then a
+results table on stdout: runs, passed, failed by kind (violation, with counts per probe check
+P1..P4; guest failure; timeout; error), throughput in runs per minute, and the first failing seed
+with the `vmm run` command that reproduces it.
 
 Shards: `--shard K/N` runs only the seeds with seed % N == K (1 <= N, 0 <= K < N), so N machines
 can each run one shard of the same campaign under any job runner; `vmm campaign merge FILE...`

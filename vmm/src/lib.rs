@@ -25,6 +25,7 @@
 //! - [`bench`]: `vmm bench`: boot, probe cost, mm workloads (host and guest) against Linux,
 //!   scaling and campaign throughput, each against its anchor.
 //! - [`campaign`]: one scenario over many seeds in parallel `vmm run` children, sharded and merged.
+//! - [`progress`]: progress on stderr for campaign and bench: a bar on a terminal, else plain lines.
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -36,6 +37,7 @@ pub mod devices;
 pub mod inject;
 pub mod loader;
 pub mod probe;
+pub mod progress;
 pub mod quarantine;
 pub mod replay;
 pub mod report;
