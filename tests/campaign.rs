@@ -1,10 +1,10 @@
 //! Campaigns through the `vmm` binary: a small campaign of `munmap-whole` passes under the correct
 //! order, fails under a wrong one with P1 violations and a reproduction command that reproduces,
-//! and its shards merge into the whole campaign.
+//! and its shards merge into the whole campaign, also when GNU parallel hands each its shard.
 
 mod common;
 
-use common::{expect_exit, kvm_available, text, VMM};
+use common::{expect_exit, kvm_available, text, tool_available, VMM};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -160,6 +160,101 @@ fn two_shards_merge_into_the_whole_campaign() {
     assert_eq!(seeds, [0, 1, 2, 3], "{report}");
 }
 
+/// What a campaign found, without what depends on the run (timings, jobs, the program's path).
+fn findings(report: &Value) -> Value {
+    let mut outcomes = report["outcomes"].clone();
+    for o in outcomes.as_array_mut().expect("outcomes") {
+        o.as_object_mut().expect("an outcome").remove("secs");
+    }
+    let keys = [
+        "scenario",
+        "variant",
+        "inject",
+        "seeds",
+        "shards",
+        "runs",
+        "passed",
+        "failed",
+        "by_outcome",
+        "violations",
+        "seeds_with_violations",
+    ];
+    let mut found: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|&k| (k.to_string(), report[k].clone()))
+        .collect();
+    found.insert("outcomes".into(), outcomes);
+    Value::Object(found)
+}
+
+#[test]
+fn four_shards_under_gnu_parallel_take_their_index_and_merge_into_the_whole_campaign() {
+    let test = "four_shards_under_gnu_parallel_take_their_index_and_merge_into_the_whole_campaign";
+    if !kvm_available(test) || !tool_available("parallel", test) {
+        return;
+    }
+    let campaign = ["campaign", "--scenario", "munmap-whole", "--seeds", "0..8"];
+    let whole = json_path("whole");
+    let mut args = campaign.to_vec();
+    args.extend(["--json", whole.to_str().unwrap()]);
+    expect_exit(&args, 0);
+    let whole = read_json(&whole);
+
+    // One command line for every job: K comes from PARALLEL_SEQ, only the output file differs.
+    let dir = std::env::temp_dir().join(format!("mm-campaign-parallel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("shard-{#}.json");
+    let mut parallel = Command::new("parallel");
+    parallel
+        .args(["--will-cite", "-j", "2", "-N0", VMM])
+        .args(campaign)
+        .args(["--shard", "auto/4", "--jobs", "1", "--json"])
+        .arg(&out)
+        .args([":::", "1", "2", "3", "4"]);
+    // Only GNU parallel's own index may reach the children.
+    for engine in [
+        "JOB_COMPLETION_INDEX",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_MIN",
+    ] {
+        parallel.env_remove(engine);
+    }
+    let run = parallel.output().expect("parallel runs");
+    assert!(
+        run.status.success(),
+        "parallel: {}
+stdout:
+{}
+stderr:
+{}",
+        run.status,
+        text(&run.stdout),
+        text(&run.stderr)
+    );
+    let files: Vec<PathBuf> = (1..=4)
+        .map(|i| dir.join(format!("shard-{i}.json")))
+        .collect();
+    let mut shards: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+            let report: Value = serde_json::from_str(&text).expect("shard JSON");
+            report["shards"][0].as_str().expect("a shard").to_string()
+        })
+        .collect();
+    shards.sort();
+    assert_eq!(shards, ["0/4", "1/4", "2/4", "3/4"]);
+
+    let merged = json_path("parallel-merged");
+    let mut args = vec!["campaign", "merge"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    args.extend(["--json", merged.to_str().unwrap()]);
+    let (stdout, _) = expect_exit(&args, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(stdout.contains("8 runs: 8 passed, 0 failed"), "{stdout}");
+    assert_eq!(findings(&read_json(&merged)), findings(&whole));
+}
+
 #[test]
 fn a_backwards_seed_range_is_a_one_line_usage_error() {
     let (stdout, stderr) = expect_exit(
@@ -172,6 +267,22 @@ fn a_backwards_seed_range_is_a_one_line_usage_error() {
         stderr.contains("--seeds") && stderr.contains("5..3"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_auto_shard_whose_task_index_is_not_below_n_is_a_one_line_usage_error() {
+    let out = Command::new(VMM)
+        .args(["campaign", "--scenario", "munmap-whole", "--seeds", "0..8"])
+        .args(["--shard", "auto/4"])
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env("PARALLEL_SEQ", "5")
+        .output()
+        .expect("the vmm binary runs");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("PARALLEL_SEQ=5"), "{stderr}");
 }
 
 #[test]

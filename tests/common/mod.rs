@@ -22,6 +22,26 @@ pub fn kvm_available(test: &str) -> bool {
     }
 }
 
+/// True when `tool` runs (`tool --version`); otherwise skips, or fails under MM_REQUIRE_KVM=1, since
+/// CI installs every tool the tests use (.ci/run).
+pub fn tool_available(tool: &str, test: &str) -> bool {
+    let runs = std::process::Command::new(tool)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success());
+    match runs {
+        true => true,
+        false if std::env::var("MM_REQUIRE_KVM").as_deref() == Ok("1") => {
+            panic!("MM_REQUIRE_KVM=1 (CI) but `{tool}` does not run: .ci/run installs it")
+        }
+        false => {
+            eprintln!("skipping {test}: `{tool}` is not installed");
+            false
+        }
+    }
+}
+
 /// Runs the vmm with `args`.
 pub fn vmm(args: &[&str]) -> Output {
     Command::new(VMM)

@@ -1,7 +1,7 @@
 //! The command line: `vmm [run] [OPTIONS]`, `vmm list`, `vmm bench boot`, `vmm campaign`.
 
 use crate::arch::x86_64::layout::{LARGE_PAGE_SIZE, MAX_RAM, MIN_RAM};
-use crate::campaign::{SeedRange, Shard};
+use crate::campaign::{SeedRange, ShardArg};
 use crate::inject::InjectSpec;
 use crate::sched::{Mode, Schedule};
 use crate::vstate::vm::GuestProbes;
@@ -196,13 +196,20 @@ pub struct BenchArgs {
 const CAMPAIGN_ABOUT: &str = "\
 Run a scenario over many seeds, one `vmm run` child per seed, several at once.
 
-Prints a progress line on stderr, then a results table on stdout: runs, passed, failed by kind
-(violation, with counts per probe check P1..P4; guest failure; timeout; error), throughput in runs
-per minute, and the first failing seed with the `vmm run` command that reproduces it.
+Prints progress on stderr (a bar on a terminal, else a line per tenth of the seeds), then a
+results table on stdout: runs, passed, failed by kind (violation, with counts per probe check
+P1..P4; guest failure; timeout; error), throughput in runs per minute, and the first failing seed
+with the `vmm run` command that reproduces it.
 
 Shards: `--shard K/N` runs only the seeds with seed % N == K (1 <= N, 0 <= K < N), so N machines
 can each run one shard of the same campaign under any job runner; `vmm campaign merge FILE...`
 then merges their `--json` files into the whole campaign's result and table.
+
+`--shard auto/N` takes K from the job engine's task index, so one identical command line serves
+every task. The first of these that is set decides: JOB_COMPLETION_INDEX (Kubernetes Indexed Job,
+0-based), SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN (Slurm job array of N consecutive ids,
+e.g. --array=0-3), PARALLEL_SEQ minus 1 (GNU parallel counts from 1). None set, or a K that is not
+a number below N, is an error (exit 2). docs/shards.md has a manifest, a script and a command line.
 
 Exit status: 0 when every run passed, 1 when any failed, 2 for bad command-line values or files.";
 
@@ -255,9 +262,10 @@ pub struct CampaignRunArgs {
     /// allocation number SEED, so a campaign walks the failure across allocation sites).
     #[arg(long, value_name = "SPEC", value_parser = InjectSpec::parse)]
     pub inject: Option<InjectSpec>,
-    /// Run only the seeds with seed % N == K (1 <= N, 0 <= K < N).
-    #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
-    pub shard: Option<Shard>,
+    /// Run only the seeds with seed % N == K (1 <= N, 0 <= K < N); `auto/N` takes K from the job
+    /// engine's task index (see above).
+    #[arg(long, value_name = "K/N", value_parser = ShardArg::parse)]
+    pub shard: Option<ShardArg>,
     /// Write the result, every seed's outcome included, as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -360,6 +368,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::campaign::Shard;
 
     #[test]
     fn sizes_take_binary_suffixes() {
@@ -407,7 +416,10 @@ mod tests {
         };
         assert!(args.command.is_none());
         assert_eq!(args.run.seeds, Some(SeedRange { start: 0, end: 8 }));
-        assert_eq!(args.run.shard, Some(Shard { index: 1, count: 2 }));
+        assert_eq!(
+            args.run.shard,
+            Some(ShardArg::Fixed(Shard { index: 1, count: 2 }))
+        );
         assert_eq!(args.run.jobs, Some(3));
         assert_eq!(args.run.variant, Variant::Correct);
         // Reproduction commands leave the watchdog out when it is `vmm run`'s default.
@@ -431,6 +443,14 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("campaign merge FILE"), "{help}");
+        for engine in [
+            "auto/N",
+            "JOB_COMPLETION_INDEX",
+            "SLURM_ARRAY_TASK_ID",
+            "PARALLEL_SEQ",
+        ] {
+            assert!(help.contains(engine), "{engine} missing from {help}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! Modules:
 //! - [`arch`]: guest-physical layout, GDT, boot page tables, long-mode registers.
 //! - [`vstate`]: the VM, its memory, the vCPUs and the meaning of each exit.
-//! - [`devices`]: the COM1 console.
+//! - [`devices`]: the COM1 console (rust-vmm's `vm-superio` 16550).
 //! - [`ucall`]: the host side of the guest→host call channel.
 //! - [`inject`]: the `--inject` fault-injection spec.
 //! - [`loader`]: checks and loads the kernel ELF.
@@ -26,6 +26,7 @@
 //! - [`bench`]: `vmm bench`: boot, probe cost, mm workloads (host and guest) against Linux,
 //!   scaling and campaign throughput, each against its anchor.
 //! - [`campaign`]: one scenario over many seeds in parallel `vmm run` children, sharded and merged.
+//! - [`progress`]: progress on stderr for campaign and bench: a bar on a terminal, else plain lines.
 
 pub mod arch;
 pub mod bench;
@@ -36,6 +37,7 @@ pub mod devices;
 pub mod inject;
 pub mod loader;
 pub mod probe;
+pub mod progress;
 pub mod quarantine;
 pub mod replay;
 pub mod report;

@@ -279,6 +279,14 @@ fn campaign(args: &CampaignArgs) -> u8 {
             &"campaign needs --scenario and --seeds (see vmm campaign --help)",
         );
     };
+    let shard = match run
+        .shard
+        .map(|s| s.resolve(|name| std::env::var(name).ok()))
+    {
+        None => None,
+        Some(Ok(shard)) => Some(shard),
+        Some(Err(e)) => return fail(USAGE, &e),
+    };
     let vmm = match this_exe() {
         Ok(exe) => exe,
         Err(code) => return code,
@@ -292,7 +300,7 @@ fn campaign(args: &CampaignArgs) -> u8 {
         variant: run.variant.name().to_string(),
         inject: run.inject,
         seeds,
-        shard: run.shard,
+        shard,
         jobs,
         timeout: run.timeout,
         kill_grace: vmm::campaign::runner::KILL_GRACE,

@@ -23,6 +23,7 @@ pub mod svg;
 
 pub use probes::{probes, ProbeBench, ProbeRow};
 
+use crate::progress::{Lines, Progress};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use kvm_ioctls::{Kvm, VcpuExit};
 use std::fmt;
@@ -252,12 +253,13 @@ pub fn boot(vmm_exe: &Path, iterations: u32) -> Result<BootBench, BenchError> {
     time_child(vmm_exe, &floor_args)?;
     time_child(vmm_exe, &boot_args)?;
     let (mut floor, mut boot) = (Vec::new(), Vec::new());
-    for i in 0..iterations {
-        eprint!("\rbench boot: run {}/{iterations}", i + 1);
+    let mut progress = Progress::stderr("bench boot:", iterations.into(), Lines::EachStep);
+    for _ in 0..iterations {
         floor.push(time_child(vmm_exe, &floor_args)?);
         boot.push(time_child(vmm_exe, &boot_args)?);
+        progress.step(" runs");
     }
-    eprintln!();
+    progress.finish();
     Ok(BootBench {
         iterations,
         floor: Summary::of(floor),

@@ -5,6 +5,7 @@
 //! files merge into the result of the whole campaign.
 //!
 //! - [`spec`]: the seed range and the shard.
+//! - [`task_index`](mod@task_index): the job engine's task index, K of `--shard auto/N`.
 //! - [`outcome`]: how one seed ended, read from the child's exit status and report.
 //! - [`result`]: every seed's outcome, the tally, the JSON form.
 //! - [`table`]: the results table and the reproduction command.
@@ -17,9 +18,10 @@ pub mod result;
 pub mod runner;
 pub mod spec;
 pub mod table;
+pub mod task_index;
 
 pub use merge::{merge, MergeError};
 pub use outcome::{Kind, SeedOutcome};
 pub use result::{CampaignResult, Tally};
 pub use runner::{run_campaign, CampaignConfig, CampaignError};
-pub use spec::{SeedRange, Shard};
+pub use spec::{SeedRange, Shard, ShardArg};

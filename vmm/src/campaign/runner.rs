@@ -7,7 +7,7 @@ use super::outcome::{classify, ChildExit, Kind, SeedOutcome, NCHECKS};
 use super::result::CampaignResult;
 use super::spec::{SeedRange, Shard};
 use crate::inject::InjectSpec;
-use std::io::IsTerminal;
+use crate::progress::{Lines, Progress};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,7 +67,8 @@ pub fn run_campaign(config: &CampaignConfig) -> Result<CampaignResult, CampaignE
     })?;
     let seeds: Vec<u64> = config.seeds.seeds(config.shard).collect();
     let started = Instant::now();
-    let mut progress = Progress::new(seeds.len() as u64);
+    let mut progress = Progress::stderr("campaign:", seeds.len() as u64, Lines::EachTenth);
+    let mut failed = 0u64;
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel();
     let mut outcomes = Vec::with_capacity(seeds.len());
@@ -85,7 +86,10 @@ pub fn run_campaign(config: &CampaignConfig) -> Result<CampaignResult, CampaignE
         }
         drop(tx);
         for outcome in rx {
-            progress.record(&outcome, started.elapsed());
+            failed += u64::from(outcome.kind != Kind::Passed);
+            let done = progress.done() + 1;
+            let rate = done as f64 * 60.0 / started.elapsed().as_secs_f64().max(1e-9);
+            progress.step(&format!(" seeds, {failed} failed, {rate:.0} runs/min"));
             outcomes.push(outcome);
         }
     });
@@ -206,52 +210,6 @@ fn spawn(command: &mut Command) -> std::io::Result<std::process::Child> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             result => return result,
-        }
-    }
-}
-
-/// The progress line: rewritten in place on a terminal, otherwise one line per tenth.
-struct Progress {
-    total: u64,
-    done: u64,
-    failed: u64,
-    tty: bool,
-    tenths_shown: u64,
-}
-
-impl Progress {
-    fn new(total: u64) -> Progress {
-        Progress {
-            total,
-            done: 0,
-            failed: 0,
-            tty: std::io::stderr().is_terminal(),
-            tenths_shown: 0,
-        }
-    }
-
-    fn record(&mut self, outcome: &SeedOutcome, elapsed: Duration) {
-        self.done += 1;
-        self.failed += u64::from(outcome.kind != Kind::Passed);
-        let rate = self.done as f64 * 60.0 / elapsed.as_secs_f64().max(1e-9);
-        let line = format!(
-            "campaign: {}/{} seeds, {} failed, {rate:.0} runs/min",
-            self.done, self.total, self.failed
-        );
-        if self.tty {
-            eprint!("\r{line}\x1b[K");
-        } else {
-            let tenths = self.done * 10 / self.total.max(1);
-            if tenths > self.tenths_shown {
-                self.tenths_shown = tenths;
-                eprintln!("{line}");
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if self.tty && self.done > 0 {
-            eprintln!();
         }
     }
 }

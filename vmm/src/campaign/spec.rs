@@ -1,5 +1,7 @@
-//! What a campaign covers: the seed range (`A..B` or `A`) and the shard (`K/N`) a runner takes.
+//! What a campaign covers: the seed range (`A..B` or `A`) and the shard (`K/N`, or `auto/N` with K
+//! the job engine's task index) a runner takes.
 
+use super::task_index::task_index;
 use std::fmt;
 
 /// Seeds `start` up to but not including `end`, like Rust's `start..end`.
@@ -108,6 +110,67 @@ impl fmt::Display for Shard {
     }
 }
 
+/// What `--shard` says: a shard, or `auto/N` with K to be read from the job engine's task index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardArg {
+    /// `K/N`.
+    Fixed(Shard),
+    /// `auto/N`: K is the task index ([`super::task_index`]).
+    Auto {
+        /// N, at least 1.
+        count: u64,
+    },
+}
+
+/// The K of `auto/N`.
+const AUTO: &str = "auto";
+
+impl ShardArg {
+    /// Parses `K/N` (as [`Shard::parse`]) or `auto/N` with 1 ≤ N.
+    pub fn parse(s: &str) -> Result<ShardArg, String> {
+        let Some((AUTO, n)) = s.split_once('/').map(|(k, n)| (k.trim(), n)) else {
+            return Shard::parse(s).map(ShardArg::Fixed);
+        };
+        match n.trim().parse::<u64>() {
+            Ok(0) => Err("N must be at least 1 in auto/N".into()),
+            Ok(count) => Ok(ShardArg::Auto { count }),
+            Err(_) => Err(format!(
+                "'{n}' is not a number (expected auto/N, e.g. auto/4)"
+            )),
+        }
+    }
+
+    /// The shard to run: `K/N` as given; for `auto/N`, K is the task index read through `env` (a
+    /// variable lookup), which must be below N.
+    pub fn resolve(self, env: impl Fn(&str) -> Option<String>) -> Result<Shard, String> {
+        let count = match self {
+            ShardArg::Fixed(shard) => return Ok(shard),
+            ShardArg::Auto { count } => count,
+        };
+        let task = task_index(env).map_err(|e| format!("--shard {self}: {e}"))?;
+        if task.index >= count {
+            return Err(format!(
+                "--shard {self}: {task} is not below {count} (run {count} tasks, indices 0 to {})",
+                count - 1
+            ));
+        }
+        log::info!("--shard {self}: shard {}/{count}, {task}", task.index);
+        Ok(Shard {
+            index: task.index,
+            count,
+        })
+    }
+}
+
+impl fmt::Display for ShardArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShardArg::Fixed(shard) => shard.fmt(f),
+            ShardArg::Auto { count } => write!(f, "{AUTO}/{count}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +227,40 @@ mod tests {
         assert_eq!(a, [0, 3, 6, 9]);
         assert_eq!(b, [1, 4, 7]);
         assert_eq!(c, [2, 5, 8]);
+    }
+
+    #[test]
+    fn auto_takes_n_and_leaves_k_to_the_task_index() {
+        assert_eq!(ShardArg::parse("auto/4"), Ok(ShardArg::Auto { count: 4 }));
+        assert_eq!(
+            ShardArg::parse("1/4"),
+            Ok(ShardArg::Fixed(Shard { index: 1, count: 4 }))
+        );
+        assert_eq!(ShardArg::Auto { count: 4 }.to_string(), "auto/4");
+        for bad in ["auto/0", "auto/", "auto/x", "auto", "AUTO/4", "3/2"] {
+            assert!(ShardArg::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn auto_resolves_to_the_engines_index_below_n() {
+        let auto = ShardArg::Auto { count: 4 };
+        let seq = |v: &'static str| move |name: &str| (name == "PARALLEL_SEQ").then(|| v.into());
+        assert_eq!(auto.resolve(seq("4")), Ok(Shard { index: 3, count: 4 }));
+        let e = auto.resolve(seq("5")).unwrap_err();
+        assert!(
+            e.starts_with("--shard auto/4: task index 4 from PARALLEL_SEQ=5 - 1 is not below 4"),
+            "{e}"
+        );
+        let e = auto.resolve(|_| None).unwrap_err();
+        assert!(e.starts_with("--shard auto/4: no task index"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_fixed_shard_ignores_the_environment() {
+        let fixed = ShardArg::Fixed(Shard { index: 1, count: 2 });
+        let env = |_: &str| Some("7".to_string());
+        assert_eq!(fixed.resolve(env), Ok(Shard { index: 1, count: 2 }));
     }
 }

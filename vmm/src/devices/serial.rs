@@ -1,55 +1,39 @@
-//! A subset of a 16550 UART on COM1: enough for a guest that only transmits.
+//! COM1: rust-vmm's 16550 UART (`vm_superio::Serial`, as in Firecracker and Cloud Hypervisor)
+//! behind a console that keeps the last lines.
 //!
-//! Bytes written to the transmit register go to the console sink as they come; the line status
-//! register always says "ready to send", so the guest never needs to poll. The last few complete
-//! lines are kept for failure reports.
+//! The device owns the registers: divisor latch, IER/IIR/LCR/MCR/MSR/scratch, and a line status
+//! that always says "ready to send", so the guest never needs to poll. Its interrupt line is not
+//! wired ([`NoInterrupt`]): the guest only transmits and takes no serial interrupts.
+//!
+//! The device writes and flushes its output one byte at a time. A guest line is one `rep outsb`
+//! (one exit) and stderr is unbuffered, so [`Console`] collects the bytes of one guest access and
+//! hands them to the sink in one write at the end of the access, flushing at line ends; it keeps the
+//! last [`TAIL_LINES`] complete lines for failure reports.
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::convert::Infallible;
+use std::io::{self, Write};
+use vm_superio::serial::NoEvents;
+use vm_superio::Trigger;
 
 /// First I/O port of COM1.
 pub const COM1_BASE: u16 = 0x3f8;
 /// Number of ports the UART decodes.
 pub const COM1_PORTS: u16 = 8;
 
-/// Register offsets from [`COM1_BASE`].
-const THR: u16 = 0; // transmit holding (write, DLAB = 0)
-const IER: u16 = 1;
-const LCR: u16 = 3;
-const LSR: u16 = 5;
-const MSR: u16 = 6;
-const SCR: u16 = 7;
-/// Line control: divisor latch access.
-const LCR_DLAB: u8 = 0x80;
-/// Line status: transmit holding register and transmitter empty.
-const LSR_THR_EMPTY: u8 = 0x20;
-const LSR_TX_IDLE: u8 = 0x40;
-/// Modem status: data carrier detect, data set ready, clear to send.
-const MSR_READY: u8 = 0xb0;
-
 /// How many finished console lines a failure report can show.
 pub const TAIL_LINES: usize = 12;
 
 /// The UART and where its output goes.
 pub struct Serial {
-    sink: Box<dyn Write + Send>,
-    lcr: u8,
-    ier: u8,
-    scratch: u8,
-    line: Vec<u8>,
-    tail: VecDeque<String>,
+    uart: vm_superio::Serial<NoInterrupt, NoEvents, Console>,
 }
 
 impl Serial {
     /// A UART whose transmitted bytes go to `sink`.
     pub fn new(sink: Box<dyn Write + Send>) -> Self {
         Serial {
-            sink,
-            lcr: 0,
-            ier: 0,
-            scratch: 0,
-            line: Vec::new(),
-            tail: VecDeque::new(),
+            uart: vm_superio::Serial::new(NoInterrupt, Console::new(sink)),
         }
     }
 
@@ -58,36 +42,76 @@ impl Serial {
         (COM1_BASE..COM1_BASE + COM1_PORTS).contains(&port)
     }
 
-    /// A guest `out` (or `rep outs`) of `data` to `port`.
+    /// A guest `out` (or `rep outs`) of `data` to `port`; a port outside COM1 is ignored.
     pub fn write(&mut self, port: u16, data: &[u8]) {
-        let Some(&last) = data.last() else { return };
-        match port - COM1_BASE {
-            THR if self.lcr & LCR_DLAB == 0 => self.transmit(data),
-            IER if self.lcr & LCR_DLAB == 0 => self.ier = last,
-            LCR => self.lcr = last,
-            SCR => self.scratch = last,
-            // Divisor latch, FIFO and modem control: accepted and ignored.
-            _ => {}
+        let Some(offset) = register(port) else { return };
+        for &byte in data {
+            // Neither the console nor the interrupt line can fail, so neither can the device.
+            if let Err(e) = self.uart.write(offset, byte) {
+                log::debug!("COM1: {e}");
+            }
+        }
+        self.uart.writer_mut().end_access();
+    }
+
+    /// A guest `in` (or `rep ins`) from `port`; a port outside COM1 reads as zero.
+    pub fn read(&mut self, port: u16, data: &mut [u8]) {
+        match register(port) {
+            Some(offset) => data.iter_mut().for_each(|b| *b = self.uart.read(offset)),
+            None => data.fill(0),
         }
     }
 
-    /// A guest `in` from `port`.
-    pub fn read(&mut self, port: u16, data: &mut [u8]) {
-        let value = match port - COM1_BASE {
-            IER if self.lcr & LCR_DLAB == 0 => self.ier,
-            LCR => self.lcr,
-            LSR => LSR_THR_EMPTY | LSR_TX_IDLE,
-            MSR => MSR_READY,
-            SCR => self.scratch,
-            _ => 0,
-        };
-        data.fill(value);
+    /// The last complete lines, oldest first, plus the unfinished one if any.
+    pub fn tail(&self) -> Vec<String> {
+        self.uart.writer().tail()
+    }
+}
+
+/// The register offset of `port` within COM1.
+fn register(port: u16) -> Option<u8> {
+    Serial::decodes(port).then(|| (port - COM1_BASE) as u8)
+}
+
+/// COM1's interrupt line, connected to nothing: no interrupt controller pin is routed to it.
+pub struct NoInterrupt;
+
+impl Trigger for NoInterrupt {
+    type E = Infallible;
+
+    fn trigger(&self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// The device's output: the console sink, and the lines it has seen.
+struct Console {
+    sink: Box<dyn Write + Send>,
+    /// Bytes of the guest access under way, not yet handed to the sink.
+    access: Vec<u8>,
+    /// The unfinished line.
+    line: Vec<u8>,
+    tail: VecDeque<String>,
+}
+
+impl Console {
+    fn new(sink: Box<dyn Write + Send>) -> Self {
+        Console {
+            sink,
+            access: Vec::new(),
+            line: Vec::new(),
+            tail: VecDeque::with_capacity(TAIL_LINES),
+        }
     }
 
-    fn transmit(&mut self, bytes: &[u8]) {
+    /// Hands the access's bytes to the sink in one write and records the lines they finish.
+    fn end_access(&mut self) {
+        if self.access.is_empty() {
+            return;
+        }
         // The console is best effort: a closed stdout must not stop the VM.
-        let _ = self.sink.write_all(bytes);
-        for &b in bytes {
+        let _ = self.sink.write_all(&self.access);
+        for &b in &self.access {
             if b == b'\n' {
                 let _ = self.sink.flush();
                 let line = String::from_utf8_lossy(&self.line).into_owned();
@@ -100,10 +124,10 @@ impl Serial {
                 self.line.push(b);
             }
         }
+        self.access.clear();
     }
 
-    /// The last complete lines, oldest first, plus the unfinished one if any.
-    pub fn tail(&self) -> Vec<String> {
+    fn tail(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.tail.iter().cloned().collect();
         if !self.line.is_empty() {
             lines.push(String::from_utf8_lossy(&self.line).into_owned());
@@ -112,17 +136,45 @@ impl Serial {
     }
 }
 
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.access.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    /// The device flushes after every byte; the sink is flushed per line, in `end_access`.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    /// Register offsets and bits of a 16550, as a guest driver knows them.
+    const LCR: u16 = 3;
+    const MCR: u16 = 4;
+    const LSR: u16 = 5;
+    const LCR_DLAB: u8 = 0x80;
+    const MCR_LOOP: u8 = 0x10;
+    const LSR_THR_EMPTY: u8 = 0x20;
+    const LSR_TX_IDLE: u8 = 0x40;
+
+    /// A sink that records what it was given, write by write.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
+    struct Shared(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Shared {
+        fn bytes(&self) -> Vec<u8> {
+            self.0.lock().unwrap().concat()
+        }
+    }
 
     impl Write for Shared {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
+            self.0.lock().unwrap().push(buf.to_vec());
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -136,8 +188,20 @@ mod tests {
         let mut uart = Serial::new(Box::new(sink.clone()));
         uart.write(COM1_BASE, b"hello\nwor");
         uart.write(COM1_BASE, b"ld");
-        assert_eq!(&*sink.0.lock().unwrap(), b"hello\nworld");
+        assert_eq!(sink.bytes(), b"hello\nworld");
         assert_eq!(uart.tail(), vec!["hello".to_string(), "world".to_string()]);
+    }
+
+    #[test]
+    fn one_guest_access_is_one_write_to_the_sink() {
+        let sink = Shared::default();
+        let mut uart = Serial::new(Box::new(sink.clone()));
+        uart.write(COM1_BASE, b"a whole line\n");
+        uart.write(COM1_BASE, b"x");
+        assert_eq!(
+            *sink.0.lock().unwrap(),
+            vec![b"a whole line\n".to_vec(), b"x".to_vec()]
+        );
     }
 
     #[test]
@@ -148,15 +212,29 @@ mod tests {
         uart.write(COM1_BASE, &[1]);
         uart.write(COM1_BASE + LCR, &[3]);
         uart.write(COM1_BASE, b"x");
-        assert_eq!(&*sink.0.lock().unwrap(), b"x");
+        assert_eq!(sink.bytes(), b"x");
+    }
+
+    #[test]
+    fn loopback_bytes_are_not_transmitted() {
+        let sink = Shared::default();
+        let mut uart = Serial::new(Box::new(sink.clone()));
+        uart.write(COM1_BASE + MCR, &[MCR_LOOP]);
+        uart.write(COM1_BASE, b"probe");
+        uart.write(COM1_BASE + MCR, &[0]);
+        uart.write(COM1_BASE, b"out\n");
+        assert_eq!(sink.bytes(), b"out\n");
+        assert_eq!(uart.tail(), vec!["out".to_string()]);
     }
 
     #[test]
     fn line_status_always_reports_ready_to_send() {
         let mut uart = Serial::new(Box::new(std::io::sink()));
-        let mut lsr = [0u8];
+        uart.write(COM1_BASE, b"busy?\n");
+        let mut lsr = [0u8; 2];
         uart.read(COM1_BASE + LSR, &mut lsr);
-        assert_eq!(lsr[0] & LSR_THR_EMPTY, LSR_THR_EMPTY);
+        let ready = LSR_THR_EMPTY | LSR_TX_IDLE;
+        assert_eq!(lsr.map(|b| b & ready), [ready; 2]);
     }
 
     #[test]
@@ -167,6 +245,27 @@ mod tests {
         }
         let tail = uart.tail();
         assert_eq!(tail.len(), TAIL_LINES);
+        assert_eq!(tail.first().unwrap(), "line 5");
         assert_eq!(tail.last().unwrap(), &format!("line {}", TAIL_LINES + 4));
+    }
+
+    #[test]
+    fn the_tail_drops_carriage_returns_and_replaces_bad_utf8() {
+        let mut uart = Serial::new(Box::new(std::io::sink()));
+        uart.write(COM1_BASE, b"crlf\r\nbad \xff byte\n");
+        assert_eq!(
+            uart.tail(),
+            vec!["crlf".to_string(), "bad \u{fffd} byte".to_string()]
+        );
+    }
+
+    #[test]
+    fn ports_outside_com1_are_ignored() {
+        let sink = Shared::default();
+        let mut uart = Serial::new(Box::new(sink.clone()));
+        uart.write(COM1_BASE + COM1_PORTS, b"x");
+        let mut data = [0xaa];
+        uart.read(COM1_BASE - 1, &mut data);
+        assert_eq!((sink.bytes(), data), (Vec::new(), [0]));
     }
 }
