@@ -3,13 +3,15 @@
 //!
 //! The events come from the guest as `mm_core::abi::ProbeEvent`s, defined there once for both sides.
 //!
-//! - [`engine`]: [`Probe`], which keeps the state the checks need across events and runs them.
+//! - [`engine`]: [`Probe`], which keeps the state the checks need across events and runs them
+//!   (its `free` module: P1–P5 at a table free; `sweeping`: P6 at quiescent points).
 //! - `guest_mem`: checked, budgeted reads of guest memory (the only way the walkers touch it).
 //! - `layout`: field offsets of the guest structures, from mm-core's own types.
 //! - `index`: the VMAs of each mm, from the guest's `VmaRange`/`VmaFreed` events, so the default
 //!   mode checks only the VMAs meeting a freed span.
 //! - `rmap`: P1's walks of anon_vma lists and i_mmap trees, from the roots or from `Page`s, and
 //!   the check of one index candidate.
+//! - `sweep`, `mem_map`: P6's walk of every mm's tables, over the guest's `Page` array.
 //! - `pgtable`: P2's and P4's page-table walks and the poison of freed tables.
 //!
 //! The checks, at each `TableFreeing` (mm, level, frame, span):
@@ -28,6 +30,7 @@ pub mod engine;
 mod guest_mem;
 mod index;
 mod layout;
+mod mem_map;
 mod pgtable;
 mod rmap;
 mod sweep;
