@@ -15,7 +15,10 @@
 //! - [`linux`]: the workloads through libc (mmap, munmap, memfd + ftruncate).
 //! - [`mmcore`]: the same workloads through mm-core's API on `SimRam`.
 //! - [`report`]: median / min / max, the rows, the scaling series and their tables.
+#![deny(unsafe_code)]
 
+// `unsafe` only in `linux`, which makes the real system calls the workloads are measured with.
+#[allow(unsafe_code)]
 pub mod linux;
 pub mod mmcore;
 pub mod report;

@@ -72,6 +72,11 @@
 //! assert_eq!(ram.frames_in_use(), 0);
 //! ```
 #![no_std]
+// `unsafe` lives in the low layer only — raw memory (`paging::table`, `phys`, `kernel`'s frame
+// copies), object lifetimes (`mm::kobj`, the intrusive `interval_tree` and `mm::i_mmap`), locks
+// (`sync`, `lockdep`) — plus the few points that free an object after unlinking it, each marked
+// where it happens. Everything else is safe code.
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
@@ -80,13 +85,18 @@ pub mod addr;
 pub mod cell;
 pub mod hooks;
 pub mod inject;
+#[allow(unsafe_code)]
 pub mod interval_tree;
+#[allow(unsafe_code)]
 pub mod kernel;
+#[allow(unsafe_code)]
 pub mod lockdep;
 pub mod mm;
 pub mod paging;
+#[allow(unsafe_code)]
 pub mod phys;
 pub mod rng;
+#[allow(unsafe_code)]
 pub mod sync;
 pub mod uapi;
 pub mod variant;

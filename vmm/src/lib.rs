@@ -28,6 +28,10 @@
 //! - [`campaign`]: one scenario over many seeds in parallel `vmm run` children, sharded and merged.
 //! - [`progress`]: progress on stderr for campaign and bench: a bar on a terminal, else plain lines.
 
+// `unsafe` only where the VMM meets KVM and the host OS (`vstate`, `quarantine`: memory slots,
+// thread signals) and where guest bytes become a structure (`ucall`: `ByteValued`).
+#![deny(unsafe_code)]
+
 pub mod arch;
 pub mod bench;
 pub mod calls;
@@ -38,13 +42,16 @@ pub mod inject;
 pub mod loader;
 pub mod probe;
 pub mod progress;
+#[allow(unsafe_code)]
 pub mod quarantine;
 pub mod replay;
 pub mod report;
 pub mod run;
 pub mod sched;
 pub mod timing;
+#[allow(unsafe_code)]
 pub mod ucall;
+#[allow(unsafe_code)]
 pub mod vstate;
 
 /// Process exit codes.

@@ -18,6 +18,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use mm_core::abi::{Call, ProbeEvent};
 use mm_core::lockdep::LOCKDEP;
+use mm_core::paging::table::KernelPgd;
 use mm_core::phys::{DirectMap, FrameAllocator, MemMap, Page, PageFlags};
 use mm_core::Variant;
 use mm_core::{Kernel, Pfn, PhysAddr};
@@ -129,6 +130,13 @@ pub fn kernel() -> &'static Kernel<'static> {
         Some(k) => k,
         None => panic!("mm::kernel() before mm::init()"),
     }
+}
+
+/// The boot page-table root, as the template new address spaces copy their kernel half from.
+pub fn kernel_template() -> KernelPgd {
+    // SAFETY: the boot tables the VMM built stay mapped (the identity map covers them) and are
+    // never freed.
+    unsafe { KernelPgd::new(kernel_pgd()) }
 }
 
 /// The boot page-table root.

@@ -5,7 +5,7 @@
 //! serve.
 
 use crate::cpu::user::{self, Exit};
-use crate::kernel::mm::{kernel, kernel_pgd, read_cr3};
+use crate::kernel::mm::{kernel, kernel_pgd, kernel_template, read_cr3};
 use crate::kernel::programs::{self, Script};
 use crate::kernel::tlb;
 use alloc::vec::Vec;
@@ -115,7 +115,7 @@ pub fn run(script: &Script, files: Vec<FilePtr>) -> Result<Finished, SpawnError>
     let k = kernel();
     // A process that never starts still owns its descriptors: drop them on the way out.
     let drop_files = |files: Vec<FilePtr>| files.into_iter().for_each(|f| mm_core::mm::fput(k, f));
-    let mut mm = match Mm::new(k, Some(kernel_pgd())) {
+    let mut mm = match Mm::new(k, Some(kernel_template())) {
         Ok(mm) => mm,
         Err(_) => {
             drop_files(files);

@@ -10,7 +10,7 @@
 
 use super::PASS;
 use crate::kernel::frame;
-use crate::kernel::mm::{kernel, kernel_pgd, write_cr3};
+use crate::kernel::mm::{kernel, kernel_pgd, kernel_template, write_cr3};
 use mm_core::abi::BootInfo;
 use mm_core::mm::Mm;
 use mm_replay::replay::{Options, ReplayError, Replayed, Replayer};
@@ -71,7 +71,7 @@ fn run(
 ) -> Result<Replayed, ReplayError> {
     let k = kernel();
     let frames = frame::allocated();
-    let mm = Mm::new(k, Some(kernel_pgd())).unwrap_or_else(|e| panic!("replay: no mm: {e:?}"));
+    let mm = Mm::new(k, Some(kernel_template())).unwrap_or_else(|e| panic!("replay: no mm: {e:?}"));
     let mut r = Replayer::new(k, mm, hints, Options { touch: true });
     // Every mm shares the kernel half, so the kernel runs on as before; flushes now hit the
     // tables the replay builds.

@@ -163,6 +163,7 @@ impl AddressSpace {
 }
 
 /// Drops a reference to `mapping`; the last one empties the page cache and frees it.
+#[allow(unsafe_code)] // frees an object after its last unlink
 pub fn iput(k: &Kernel<'_>, mapping: MappingPtr) {
     let m = mapping.get();
     if m.i_count.sub(1) != 0 {
@@ -219,6 +220,7 @@ pub fn get_file(file: FilePtr) {
 }
 
 /// Drops a reference to `file`; the last one releases its address_space and frees it.
+#[allow(unsafe_code)] // frees an object after its last unlink
 pub fn fput(k: &Kernel<'_>, file: FilePtr) {
     if file.get().f_count.sub(1) != 0 {
         return;

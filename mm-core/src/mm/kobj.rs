@@ -50,9 +50,9 @@ impl<T> KPtr<T> {
         drop(unsafe { Box::from_raw(self.0.as_ptr()) })
     }
 
-    /// The object. Kernel objects mutate only through `U64Cell`s and locks, so shared access is all
-    /// anyone needs.
-    pub fn get<'a>(self) -> &'a T {
+    /// The object, borrowed for as long as this handle is: kernel objects mutate only through
+    /// `U64Cell`s and locks, so shared access is all anyone needs.
+    pub fn get(&self) -> &T {
         // SAFETY: Invariant 7: the object is live while a handle to it is in use, and it is never
         // accessed through `&mut`.
         unsafe { self.0.as_ref() }

@@ -11,7 +11,8 @@ use crate::mm::file::vma_rekey_file;
 use crate::mm::kobj::{addr_of, KPtr};
 use crate::mm::lock::MmSpinLock;
 use crate::mm::vma::VmaPtr;
-use crate::paging::{table, Level};
+use crate::paging::table::{self, KernelPgd};
+use crate::paging::Level;
 use crate::phys::{AllocKind, TableDesc};
 
 /// Linux's default `vm.max_map_count`.
@@ -97,7 +98,7 @@ pub struct Mm {
 impl Mm {
     /// A new, empty address space. Its PGD copies every non-user entry of `kernel_pgd` (the kernel
     /// half and the identity map below [`USER_BASE`]) if given.
-    pub fn new(k: &Kernel<'_>, kernel_pgd: Option<PhysAddr>) -> Result<Mm, MmNewError> {
+    pub fn new(k: &Kernel<'_>, kernel_pgd: Option<KernelPgd>) -> Result<Mm, MmNewError> {
         let pgd = k
             .alloc_frame(AllocKind::PageTable)
             .ok_or(MmNewError::PgdAlloc)?;
@@ -105,7 +106,7 @@ impl Mm {
             let first = USER_BASE.table_index(Level::Pgd.entry_shift());
             let last = (TASK_SIZE - 1).table_index(Level::Pgd.entry_shift());
             for i in (0..PTRS_PER_TABLE).filter(|i| *i < first || *i > last) {
-                table::write(k, pgd, i, table::read(k, template, i));
+                table::write(k, pgd, i, template.entry(k, i));
             }
         }
         let raw = KPtr::alloc(MmStruct::default());
@@ -256,6 +257,7 @@ impl Mm {
     }
 
     /// Tears the address space down: `exit_mmap` if it has not run, then frees the PGD and the head.
+    #[allow(unsafe_code)] // frees an object after its last unlink
     pub fn destroy(mut self, k: &Kernel<'_>) {
         if !self.exited {
             self.exit_mmap(k);

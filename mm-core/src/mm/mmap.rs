@@ -203,6 +203,7 @@ impl Mm {
 
     /// Merges `b` into `a` if they are adjacent and compatible (`vma_merge`'s effect); `true` if
     /// merged. `b` is unlinked and freed.
+    #[allow(unsafe_code)] // frees an object after its last unlink
     pub(crate) fn try_merge(&mut self, k: &Kernel<'_>, a: VmaPtr, b: VmaPtr) -> bool {
         let (av, bv) = (a.get(), b.get());
         // Anonymous VMAs too: a moved one keeps the pgoff its pages' index is relative to

@@ -21,7 +21,9 @@ pub mod anon;
 pub mod error;
 pub mod fault;
 pub mod file;
+#[allow(unsafe_code)]
 pub mod i_mmap;
+#[allow(unsafe_code)]
 pub mod kobj;
 pub mod layout;
 pub mod lock;

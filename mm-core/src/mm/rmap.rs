@@ -83,20 +83,24 @@ pub fn rmap_walk(
     let mapping = page.mapping.get();
     let index = page.index.get();
     // Walkers hold the anon_vma lock or i_mmap_lock for the whole walk: an unlinker that takes it
-    // for writing waits for us, and once it has run we cannot find its VMA (Invariant 3).
+    // for writing waits for us, and once it has run we cannot find its VMA (Invariant 3). The
+    // handles live as long as the lock guard that borrows the object.
+    let (anon, m): (KPtr<AnonVma>, KPtr<AddressSpace>);
     let (_held, vmas): (Held<'_>, alloc::vec::Vec<VmaPtr>) = if mapping & PAGE_MAPPING_ANON != 0 {
-        let Some(anon) = KPtr::<AnonVma>::from_addr(mapping & !PAGE_MAPPING_ANON) else {
+        let Some(found) = KPtr::<AnonVma>::from_addr(mapping & !PAGE_MAPPING_ANON) else {
             return 0;
         };
+        anon = found;
         // The anon_vma may have been freed since `mapping` was read: anon_vmas are type-stable
         // (`Kernel::free_anon_vma`), so its lock is still a lock, and the check below (Linux's
         // `page_lock_anon_vma_read`) tells whether it is still this page's.
         let a = anon.get();
         (Held::AnonVma(a.lock.lock(k)), a.vmas().collect())
     } else {
-        let Some(m) = KPtr::<AddressSpace>::from_addr(mapping) else {
+        let Some(found) = KPtr::<AddressSpace>::from_addr(mapping) else {
             return 0;
         };
+        m = found;
         let i_mmap = m.get().lock_i_mmap(k);
         let vmas = i_mmap.vmas_overlapping(index, index);
         (Held::IMmap(i_mmap), vmas)

@@ -108,6 +108,7 @@ pub fn free_pgtables(
 
 /// Closes, fputs and frees `vma`, returning the next one (the seed's `remove_vma`). The VMA is
 /// already hidden from rmap (except under the variants that defer the unlinks to here).
+#[allow(unsafe_code)] // frees an object after its last unlink
 pub fn remove_vma(k: &Kernel<'_>, vma: VmaPtr) -> Option<VmaPtr> {
     let v = vma.get();
     let next = v.next();

@@ -15,7 +15,9 @@ pub mod entry;
 pub mod free;
 pub mod gather;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+#[allow(unsafe_code)]
 pub mod native;
+#[allow(unsafe_code)]
 pub mod table;
 pub mod walk;
 

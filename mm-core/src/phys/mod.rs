@@ -28,9 +28,10 @@ pub trait FrameAllocator {
 /// Access to physical memory from the kernel's address space.
 ///
 /// # Safety
-/// For every frame the paired [`FrameAllocator`] hands out, `frame_ptr` must return a pointer that is
-/// valid for reads and writes of [`PAGE_SIZE`] bytes, 4 KiB-aligned, for as long as the frame is
-/// allocated, and that no Rust reference aliases (mm-core only accesses it through raw pointers).
+/// For every frame the paired [`FrameAllocator`] may hand out (every frame of the mem_map),
+/// `frame_ptr` must return a pointer that is valid for reads and writes of [`PAGE_SIZE`] bytes,
+/// 4 KiB-aligned, for as long as the kernel runs, and that no Rust reference aliases (mm-core only
+/// accesses it through raw pointers).
 pub unsafe trait PhysMem {
     /// The kernel-virtual pointer to the first byte of `frame`.
     fn frame_ptr(&self, frame: PhysAddr) -> *mut u8;

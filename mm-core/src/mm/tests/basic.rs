@@ -412,7 +412,8 @@ fn shared_anonymous_memory_is_a_file_of_its_own_that_never_merges() {
     // Two files, two VMAs: as Linux's shmem_zero_setup, each mapping has its own.
     assert_eq!(mm.raw().map_count.get(), 2);
     assert_eq!(k.roots().nr_mappings.get(), mappings_before + 2);
-    let v = mm.find_vma(VirtAddr(BASE)).expect("vma").get();
+    let vma = mm.find_vma(VirtAddr(BASE)).expect("vma");
+    let v = vma.get();
     assert!(v.flags().contains(VmFlags::SHARED));
     assert_eq!(v.vm_pgoff.get(), 0);
     let file = v.file().expect("a shmem file");

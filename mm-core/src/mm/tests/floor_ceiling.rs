@@ -109,6 +109,7 @@ fn a_vma_across_1gib_and_512gib_boundaries_leaves_the_neighbours_upper_tables() 
 }
 
 #[test]
+#[allow(unsafe_code)] // builds a kernel PGD template, as the guest does at boot
 fn vmas_at_the_bottom_and_top_of_user_space_free_everything_and_never_touch_kernel_entries() {
     rig!(ram, tlb, k);
     // A kernel PGD whose entry 0 (the identity map) and 256 (the higher half) point at kernel tables.
@@ -119,7 +120,9 @@ fn vmas_at_the_bottom_and_top_of_user_space_free_everything_and_never_touch_kern
     let entry = crate::paging::PageTableEntry::new(kernel_table, crate::paging::PteFlags::TABLE);
     crate::paging::table::write(&k, kpgd.raw().pgd(), 0, entry);
     crate::paging::table::write(&k, kpgd.raw().pgd(), 256, entry);
-    let mut mm = Mm::new(&k, Some(kpgd.raw().pgd())).expect("mm");
+    // SAFETY: a page-table root of this rig's RAM, live until the end of the test.
+    let template = unsafe { crate::paging::table::KernelPgd::new(kpgd.raw().pgd()) };
+    let mut mm = Mm::new(&k, Some(template)).expect("mm");
     map_anon(&k, &mut mm, USER_BASE.0, 1);
     map_anon(&k, &mut mm, TASK_SIZE.0 - PAGE_SIZE, 1);
     touch(&k, &mut mm, USER_BASE.0, 1);

@@ -5,6 +5,8 @@ mod checks;
 mod cost;
 mod hostile;
 mod index;
+// Builds mm-core's intrusive tree in host memory to read its layout back: the one test with `unsafe`.
+#[allow(unsafe_code)]
 mod layout;
 mod sweep;
 
