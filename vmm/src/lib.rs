@@ -8,7 +8,8 @@
 //! COM1 console ([`devices::serial`]).
 //!
 //! Modules:
-//! - [`arch`]: guest-physical layout, GDT, boot page tables, long-mode registers.
+//! - [`arch`]: guest-physical layout, GDT, boot page tables, long-mode registers,
+//!   exception names.
 //! - [`vstate`]: the VM, its memory, the vCPUs and the meaning of each exit.
 //! - [`devices`]: the COM1 console (rust-vmm's `vm-superio` 16550).
 //! - [`ucall`]: the host side of the guest→host call channel.

@@ -1,6 +1,7 @@
 //! One run of the guest: build the VM, start a thread per vCPU, collect their events until the
 //! guest reports an outcome or the watchdog fires, then stop every vCPU.
 
+use crate::arch::x86_64::exception;
 use crate::calls::VcpuEvent;
 use crate::devices::serial::Serial;
 use crate::probe::{Probe, Summary};
@@ -124,48 +125,6 @@ pub enum Failure {
     },
 }
 
-/// The x86 exception mnemonics, by vector.
-fn exception_name(vector: u64) -> &'static str {
-    const NAMES: [&str; 32] = [
-        "#DE divide error",
-        "#DB debug",
-        "NMI",
-        "#BP breakpoint",
-        "#OF overflow",
-        "#BR bound range",
-        "#UD invalid opcode",
-        "#NM device not available",
-        "#DF double fault",
-        "coprocessor overrun",
-        "#TS invalid TSS",
-        "#NP segment not present",
-        "#SS stack fault",
-        "#GP general protection",
-        "#PF page fault",
-        "reserved",
-        "#MF x87 error",
-        "#AC alignment check",
-        "#MC machine check",
-        "#XM SIMD error",
-        "#VE virtualization",
-        "#CP control protection",
-        "reserved",
-        "reserved",
-        "reserved",
-        "reserved",
-        "reserved",
-        "reserved",
-        "#HV hypervisor injection",
-        "#VC VMM communication",
-        "#SX security",
-        "reserved",
-    ];
-    NAMES
-        .get(vector as usize)
-        .copied()
-        .unwrap_or("unknown vector")
-}
-
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -188,7 +147,7 @@ impl fmt::Display for Failure {
                 f,
                 "guest exception on vCPU {cpu}: {} (vector {vector}), error code {error_code:#x}, \
                  CR2 {cr2:#x}, RIP {rip:#x}",
-                exception_name(*vector)
+                exception::name(*vector)
             ),
             Failure::TripleFault { cpu, regs } => write!(
                 f,
@@ -594,6 +553,5 @@ mod tests {
                 && text.contains("CR2 0x1000")
                 && text.contains("RIP 0x100000")
         );
-        assert_eq!(exception_name(99), "unknown vector");
     }
 }
