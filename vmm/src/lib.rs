@@ -23,6 +23,7 @@
 //! - [`timing`]: exit timing for the probe benchmark.
 //! - [`replay`]: `vmm replay` in the guest: the op stream in, the final address space out.
 //! - [`report`]: the probes' end-of-run summary and JSON report.
+//! - [`out_file`]: output files checked before the run and written atomically.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: `vmm bench`: boot, probe cost, mm workloads (host and guest) against Linux,
 //!   scaling and campaign throughput, each against its anchor.
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod devices;
 pub mod inject;
 pub mod loader;
+pub mod out_file;
 pub mod probe;
 pub mod progress;
 pub mod quarantine;

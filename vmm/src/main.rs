@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 use vmm::campaign::{CampaignConfig, CampaignResult};
@@ -86,7 +87,23 @@ fn fail(code: u8, message: &dyn std::fmt::Display) -> u8 {
     code
 }
 
+/// Checks before the run that every output file it names can be written: a bad path is a usage
+/// error now rather than a result lost after the run.
+fn check_outputs(outputs: &[(&str, Option<&Path>)]) -> Result<(), u8> {
+    for (flag, path) in outputs {
+        if let Some(path) = path {
+            if let Err(e) = vmm::out_file::check_writable(path) {
+                return Err(fail(USAGE, &format_args!("{flag} {}: {e}", path.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_command(args: &RunArgs, started: Instant) -> u8 {
+    if let Err(code) = check_outputs(&[("--report", args.report.as_deref())]) {
+        return code;
+    }
     let kernel_file;
     let kernel = match &args.kernel {
         None => GUEST_KERNEL,

@@ -108,8 +108,8 @@ pub fn to_json(
     })
 }
 
-/// Writes the run as JSON to `path`.
+/// Writes the run as JSON to `path`, atomically (`out_file`).
 pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    crate::out_file::write_text(path, &(text + "\n"))
 }
