@@ -23,6 +23,8 @@
 //! - [`timing`]: exit timing for the probe benchmark.
 //! - [`replay`]: `vmm replay` in the guest: the op stream in, the final address space out.
 //! - [`report`]: the probes' end-of-run summary and JSON report.
+//! - [`trace_events`]: `--trace-events`: the run as Chrome trace-event JSON (Perfetto), a track per
+//!   vCPU.
 //! - [`out_file`]: output files checked before the run and written atomically.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: `vmm bench`: boot, probe cost, mm workloads (host and guest) against Linux,
@@ -47,6 +49,7 @@ pub mod report;
 pub mod run;
 pub mod sched;
 pub mod timing;
+pub mod trace_events;
 pub mod ucall;
 pub mod vstate;
 

@@ -140,6 +140,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         console: Box::new(std::io::stdout()),
         thorough: args.thorough,
         schedule: args.sched_mode(),
+        trace: None,
     };
     let report = match run(config) {
         Ok(report) => report,
@@ -397,6 +398,7 @@ fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
         let options = vmm::replay::GuestOptions {
             variant: args.variant,
             timeout: args.timeout,
+            trace: None,
         };
         match replay_in_guest(&before, &calls, hints, options) {
             Ok(g) => (g.result, g.replay_time, "in the guest"),

@@ -20,7 +20,8 @@ pub fn summary_line(s: &Summary) -> String {
     )
 }
 
-fn violation_json(v: &Violation) -> Value {
+/// A violation as JSON, as the report and the trace events give it.
+pub fn violation_json(v: &Violation) -> Value {
     json!({
         "check": v.check.to_string(),
         "mm": v.mm,

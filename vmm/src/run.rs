@@ -8,6 +8,7 @@ use crate::probe::{Probe, Summary};
 use crate::quarantine::Quarantine;
 use crate::sched::{Mode, SchedError, Schedule, Scheduler};
 use crate::timing::ExitTiming;
+use crate::trace_events::TraceRecorder;
 use crate::ucall::{GuestCall, PoisonHit};
 use crate::vstate::pause::PauseGate;
 use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuShared};
@@ -42,6 +43,8 @@ pub struct RunConfig<'a> {
     pub thorough: bool,
     /// How racing vCPUs are interleaved (see `sched`).
     pub schedule: Mode,
+    /// Where the vCPUs record trace events (`--trace-events`; see `trace_events`).
+    pub trace: Option<Arc<TraceRecorder>>,
 }
 
 /// Why a run failed in the guest.
@@ -320,6 +323,7 @@ pub fn run(config: RunConfig<'_>) -> Result<RunReport, RunError> {
         sched: sched.clone(),
         quarantine,
         gate,
+        trace: config.trace,
     };
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, vcpu) in vcpus.into_iter().enumerate() {
