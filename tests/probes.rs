@@ -543,6 +543,7 @@ fn a_failed_run_still_writes_its_trace_with_each_violation_marked() {
             format!("violation {}", v["check"].as_str().unwrap())
         );
         assert_eq!(mark["args"]["detail"], v["detail"], "{mark}");
+        assert_eq!(mark["args"]["vcpu"], mark["tid"], "{mark}");
     }
     let failed = traced(&trace, "i", "run failed");
     assert_eq!(failed.len(), 1, "{trace}");

@@ -4,7 +4,9 @@
 //! since the run's start), instants `"ph": "i"` with `"s": "t"` (on the vCPU's track) or, for a
 //! violation, `"s": "p"` (a line across the whole VM, still attributed to the vCPU). Addresses are
 //! hex strings, as the viewers show them verbatim. One event per line, streamed: a run near the cap
-//! is written without building the whole document in memory.
+//! is written without building the whole document in memory. Current Perfetto ignores
+//! `displayTimeUnit` (its trace processor once read it as the unit of `ts`); `ts` is microseconds
+//! for every viewer.
 
 use super::{Checked, TraceEvent, TraceRecorder, What};
 use crate::out_file;
@@ -141,13 +143,19 @@ fn event_json(e: &TraceEvent) -> Value {
             (name.to_string(), "race", None, "t", args)
         }
         What::Stage(stage) => (stage_name(*stage), "guest", None, "t", json!({})),
-        What::Violation(v) => (
-            format!("violation {}", v.check),
-            "violation",
-            None,
-            "p",
-            violation_args(v),
-        ),
+        What::Violation(v) => {
+            // Perfetto puts a process-wide instant on the process's own track: the argument keeps
+            // the vCPU.
+            let mut args = violation_args(v);
+            args["vcpu"] = json!(e.cpu);
+            (
+                format!("violation {}", v.check),
+                "violation",
+                None,
+                "p",
+                args,
+            )
+        }
     };
     let mut event = json!({
         "name": name, "cat": cat, "pid": PID, "tid": e.cpu, "ts": us(e.at), "args": args,

@@ -207,7 +207,10 @@ fn a_violation_is_a_process_wide_instant_on_its_vcpu_with_the_detail() {
     assert_eq!(marks.len(), 2, "{doc}");
     let first = marks[0];
     assert_eq!((&first["ph"], &first["s"]), (&"i".into(), &"p".into()));
-    assert_eq!(first["tid"], 1);
+    assert_eq!(
+        (&first["tid"], &first["args"]["vcpu"]),
+        (&1.into(), &1.into())
+    );
     assert_eq!(first["ts"].as_f64(), Some(40.0), "at the end of the check");
     assert_eq!(first["args"]["detail"], "VMA still in the anon_vma");
     assert_eq!(first["args"]["check"], "P1");
