@@ -60,9 +60,9 @@ pub fn write_to(
         "events_dropped": trace.dropped(),
         "time": "microseconds since the vmm process started",
     });
-    write!(
+    writeln!(
         out,
-        "{{\"displayTimeUnit\":\"ns\",\"otherData\":{other},\"traceEvents\":[\n"
+        "{{\"displayTimeUnit\":\"ns\",\"otherData\":{other},\"traceEvents\":["
     )?;
     let mut first = true;
     let mut line = |out: &mut dyn Write, event: &Value| -> io::Result<()> {
