@@ -567,6 +567,8 @@ fn a_trace_path_in_a_missing_directory_exits_2_with_one_line_before_the_run() {
             "--trace-events",
             path,
         ],
+        // The report's path is checked the same way.
+        &["run", "--scenario", "tour", "--report", path],
     ] {
         let (stdout, stderr) = common::expect_exit(args, 2);
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
