@@ -396,3 +396,186 @@ fn tour_fills_every_cell_of_the_coverage_matrix_and_prints_it() {
         "{stderr}"
     );
 }
+
+/// Runs the vmm with `--trace-events` (and `--report`); returns the exit code, the report, the
+/// parsed trace and stderr.
+fn run_traced(name: &str, args: &[&str]) -> (Option<i32>, Value, Value, String) {
+    let path =
+        std::env::temp_dir().join(format!("mm-trace-test-{}-{name}.json", std::process::id()));
+    let mut all = args.to_vec();
+    all.extend([
+        "--trace-events",
+        path.to_str().expect("temp paths are UTF-8"),
+    ]);
+    let (code, report, stderr) = run_with_report(name, &all);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("vmm {all:?} wrote no trace events ({e}):\n{stderr}"));
+    let _ = std::fs::remove_file(&path);
+    let trace = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the trace events are not JSON ({e}):\n{text}"));
+    (code, report, trace, stderr)
+}
+
+fn trace_events(trace: &Value) -> &[Value] {
+    trace["traceEvents"]
+        .as_array()
+        .map_or(&[], |v| v.as_slice())
+}
+
+/// The trace's events of phase `ph` ("X" slice, "i" instant) named `name`.
+fn traced<'a>(trace: &'a Value, ph: &str, name: &str) -> Vec<&'a Value> {
+    trace_events(trace)
+        .iter()
+        .filter(|e| e["ph"] == ph && e["name"] == name)
+        .collect()
+}
+
+#[test]
+fn the_trace_of_a_tour_has_a_track_per_vcpu_and_a_slice_per_checked_event() {
+    if !kvm_available("the_trace_of_a_tour_has_a_track_per_vcpu_and_a_slice_per_checked_event") {
+        return;
+    }
+    let (code, report, trace, stderr) =
+        run_traced("tour", &["run", "--scenario", "tour", "--vcpus", "2"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(trace["displayTimeUnit"], "ns");
+    assert_eq!(
+        trace["otherData"]["events_dropped"], 0,
+        "{}",
+        trace["otherData"]
+    );
+    let events = trace_events(&trace);
+    let tracks: Vec<(u64, &str)> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| {
+            (
+                e["tid"].as_u64().unwrap(),
+                e["args"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(tracks, [(0, "vCPU 0"), (1, "vCPU 1")]);
+    for e in events.iter().filter(|e| e["ph"] != "M") {
+        assert_eq!(e["pid"], 1, "{e}");
+        assert!(e["tid"].as_u64().is_some_and(|t| t < 2), "{e}");
+        assert!(e["ts"].as_f64().is_some_and(|t| t >= 0.0), "{e}");
+    }
+    // The run's own counts: a slice per checked free and per sweep, one entry per probe event.
+    let timing = &report["timing"];
+    let frees = traced(&trace, "X", "check TableFreed");
+    assert_eq!(
+        Some(frees.len() as u64),
+        timing["checked_frees"].as_u64(),
+        "{timing}"
+    );
+    let sweeps = traced(&trace, "X", "sweep");
+    assert_eq!(
+        Some(sweeps.len() as u64),
+        timing["sweeps"].as_u64(),
+        "{timing}"
+    );
+    let probe_events = events.iter().filter(|e| e["cat"] == "probe").count();
+    assert_eq!(Some(probe_events as u64), report["events"].as_u64());
+    let slices: Vec<&Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert!(slices
+        .iter()
+        .all(|s| s["dur"].as_f64().is_some_and(|d| d >= 0.0)));
+    // The checks the slices say they ran add up to the report's count of each.
+    for check in ["P1", "P2", "P3", "P4", "P5", "P6", "P7"] {
+        let ran = slices
+            .iter()
+            .filter(|e| {
+                e["args"]["checks"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&check.into())
+            })
+            .count();
+        assert_eq!(
+            Some(ran as u64),
+            report["checks"][check].as_u64(),
+            "{check}"
+        );
+    }
+    // Every checked free is quarantined; both vCPUs ran and recorded something.
+    assert_eq!(traced(&trace, "i", "quarantine").len(), frees.len());
+    for name in ["unhook", "TLB flush", "VMA unlink"] {
+        assert!(!traced(&trace, "i", name).is_empty(), "no {name} instant");
+    }
+    let in_scenario = traced(&trace, "i", "in scenario");
+    for cpu in 0..2 {
+        assert!(in_scenario.iter().any(|e| e["tid"] == cpu), "vCPU {cpu}");
+    }
+    assert_eq!(traced(&trace, "i", "run passed").len(), 1);
+    assert!(stderr.contains("trace events written to"), "{stderr}");
+}
+
+#[test]
+fn a_failed_run_still_writes_its_trace_with_each_violation_marked() {
+    if !kvm_available("a_failed_run_still_writes_its_trace_with_each_violation_marked") {
+        return;
+    }
+    let (code, report, trace, stderr) = run_traced(
+        "violation",
+        &[
+            "run",
+            "--scenario",
+            "munmap-whole",
+            "--variant",
+            "skip-anon-unlink",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    let marked: Vec<&Value> = trace_events(&trace)
+        .iter()
+        .filter(|e| e["cat"] == "violation")
+        .collect();
+    assert_eq!(marked.len(), violations(&report).len(), "{trace}");
+    for (mark, v) in marked.iter().zip(violations(&report)) {
+        assert_eq!(
+            (&mark["ph"], &mark["s"]),
+            (&"i".into(), &"p".into()),
+            "{mark}"
+        );
+        assert_eq!(
+            mark["name"],
+            format!("violation {}", v["check"].as_str().unwrap())
+        );
+        assert_eq!(mark["args"]["detail"], v["detail"], "{mark}");
+        assert_eq!(mark["args"]["vcpu"], mark["tid"], "{mark}");
+    }
+    let failed = traced(&trace, "i", "run failed");
+    assert_eq!(failed.len(), 1, "{trace}");
+    assert_eq!(failed[0]["args"]["failure"], report["failure"]);
+}
+
+#[test]
+fn a_trace_path_in_a_missing_directory_exits_2_with_one_line_before_the_run() {
+    // No KVM needed: the path is refused before any VM exists.
+    let missing = std::env::temp_dir().join(format!("mm-no-such-dir-{}", std::process::id()));
+    let path = missing.join("trace.json");
+    let path = path.to_str().unwrap();
+    for args in [
+        &["run", "--scenario", "tour", "--trace-events", path][..],
+        &[
+            "replay",
+            "--maps",
+            "m",
+            "--trace",
+            "t",
+            "--trace-events",
+            path,
+        ],
+        // The report's path is checked the same way.
+        &["run", "--scenario", "tour", "--report", path],
+    ] {
+        let (stdout, stderr) = common::expect_exit(args, 2);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(path) && stderr.contains("does not exist"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stdout.is_empty(), "the guest never ran: {stdout}");
+    }
+}

@@ -123,6 +123,48 @@ fn a_wrong_ordering_variant_fails_the_guest_replay_through_the_probes() {
 }
 
 #[test]
+fn a_failed_guest_replay_writes_its_trace_events_on_one_vcpu_track() {
+    if !kvm_available("a_failed_guest_replay_writes_its_trace_events_on_one_vcpu_track") {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("mm-replay-trace-{}.json", std::process::id()));
+    let mut args = replay_args(false, "ls", "ls.after.maps");
+    let path_arg = path.to_str().unwrap().to_string();
+    args.extend(["--variant", "skip-file-unlink", "--trace-events", &path_arg].map(String::from));
+    let (_, stderr) = run(&args, 1);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("no trace ({e}): {stderr}"));
+    let _ = std::fs::remove_file(&path);
+    let trace: serde_json::Value = serde_json::from_str(&text).expect("the trace is JSON");
+    let events = trace["traceEvents"].as_array().unwrap();
+    let named = |ph: &str, name: &str| {
+        let is = |e: &&serde_json::Value| e["ph"] == ph && e["name"] == name;
+        events.iter().filter(is).count()
+    };
+    assert_eq!(named("M", "thread_name"), 1, "one vCPU, one track");
+    // As many slices ran P1 as the summary on stderr says P1 ran.
+    let p1: usize = stderr
+        .split("checks P1 ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no P1 count in {stderr}"));
+    let slices_p1 = events
+        .iter()
+        .filter(|e| {
+            e["ph"] == "X"
+                && e["args"]["checks"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"P1".into())
+        })
+        .count();
+    assert_eq!(slices_p1, p1, "{stderr}");
+    assert!(named("i", "violation P1") > 0, "{text}");
+    assert_eq!(named("i", "run failed"), 1, "{text}");
+}
+
+#[test]
 fn a_comparison_against_another_programs_maps_exits_1_naming_the_first_difference() {
     let other = "python3.after.maps";
     let (_, stderr) = run(&replay_args(true, "ls", other), 1);

@@ -5,6 +5,7 @@
 use crate::probe::{Probe, ProbeEvent, Violation};
 use crate::sched::{SchedError, Scheduler};
 use crate::timing::ExitTiming;
+use crate::trace_events::{Checked, Counts, TraceRecorder, What};
 use crate::ucall::GuestCall;
 use mm_core::abi::RaceCall;
 use std::sync::atomic::AtomicBool;
@@ -70,6 +71,8 @@ pub struct Calls<'a> {
     pub events: &'a Sender<VcpuEvent>,
     /// The quarantine, when on.
     pub revoke: Option<Revoke<'a>>,
+    /// Where the call goes in the trace (`--trace-events`); `None` costs nothing.
+    pub trace: Option<&'a TraceRecorder>,
 }
 
 impl Calls<'_> {
@@ -85,6 +88,9 @@ impl Calls<'_> {
                 Next::Resume
             }
             GuestCall::Sync { stage } => {
+                if let Some(trace) = self.trace {
+                    trace.record(self.cpu, Instant::now(), What::Stage(stage));
+                }
                 // The controller may be gone already (it stopped listening after the outcome).
                 let _ = self.events.send(VcpuEvent::Sync {
                     cpu: self.cpu,
@@ -93,19 +99,7 @@ impl Calls<'_> {
                 Next::Resume
             }
             GuestCall::Probe { event, text } => self.probe_event(&event, &text, rip),
-            GuestCall::Race { call, class } => {
-                let (sched, cpu, stop) = (self.sched, self.cpu, self.stop);
-                let turn = match call {
-                    RaceCall::Enter { racers } => sched.enter(cpu, racers, stop),
-                    RaceCall::Leave => {
-                        sched.leave(cpu);
-                        Ok(())
-                    }
-                    RaceCall::Point { kind } => sched.point(cpu, kind, None, stop),
-                    RaceCall::Contended => sched.point(cpu, 0, Some(class), stop),
-                };
-                turn.map_or_else(Next::Sched, |()| Next::Resume)
-            }
+            GuestCall::Race { call, class } => self.race(call, class),
             call @ (GuestCall::Done { .. }
             | GuestCall::Abort { .. }
             | GuestCall::Exception { .. }
@@ -113,13 +107,51 @@ impl Calls<'_> {
         }
     }
 
+    /// Hands a racing vCPU's call to the scheduler, which returns when it is the vCPU's turn.
+    fn race(&self, call: RaceCall, class: String) -> Next {
+        let (sched, cpu, stop) = (self.sched, self.cpu, self.stop);
+        let arrived = self.trace.map(|_| Instant::now());
+        let class_seen = (call == RaceCall::Contended && self.trace.is_some())
+            .then(|| class.clone().into_boxed_str());
+        let turn = match call {
+            RaceCall::Enter { racers } => sched.enter(cpu, racers, stop),
+            RaceCall::Leave => {
+                sched.leave(cpu);
+                Ok(())
+            }
+            RaceCall::Point { kind } => sched.point(cpu, kind, None, stop),
+            RaceCall::Contended => sched.point(cpu, 0, Some(class), stop),
+        };
+        if let (Some(trace), Some(arrived)) = (self.trace, arrived) {
+            let waited = arrived.elapsed();
+            let what = What::Race {
+                call,
+                class: class_seen,
+                waited,
+            };
+            trace.record(cpu, arrived, what);
+        }
+        turn.map_or_else(Next::Sched, |()| Next::Resume)
+    }
+
     /// Checks a probe event with the vCPU stopped, so the check sees the guest exactly at the
     /// event; quarantines a freed table; hands violations to the controller; and lets the race
     /// scheduler run another racer.
     fn probe_event(&self, event: &ProbeEvent, text: &str, rip: &mut dyn FnMut() -> u64) -> Next {
         let started = Instant::now();
-        let violations = lock(self.probe).handle(self.cpu, event, text, rip);
+        let (violations, counts) = {
+            let mut probe = lock(self.probe);
+            // Only a trace needs to know which checks ran: the counts before and after.
+            let before = self.trace.map(|_| Counts::of(probe.summary()));
+            let violations = probe.handle(self.cpu, event, text, rip);
+            let counts = before.map(|before| (before, Counts::of(probe.summary())));
+            (violations, counts)
+        };
         let took = started.elapsed();
+        if let (Some(trace), Some((before, after))) = (self.trace, counts) {
+            let checked = Checked::new(*event, took, &before, &after, violations.len());
+            trace.probe(self.cpu, started, checked, &violations);
+        }
         {
             let mut timing = lock(self.timing);
             timing.probe_event();
@@ -130,7 +162,20 @@ impl Calls<'_> {
             }
         }
         if let (ProbeEvent::TableFreed { frame, .. }, Some(revoke)) = (event, self.revoke) {
-            if let Err(e) = revoke(*frame) {
+            let revoking = Instant::now();
+            let revoked = revoke(*frame);
+            if let Some(trace) = self.trace {
+                let took = revoking.elapsed();
+                trace.record(
+                    self.cpu,
+                    revoking,
+                    What::Quarantine {
+                        frame: *frame,
+                        took,
+                    },
+                );
+            }
+            if let Err(e) = revoked {
                 return Next::Failed(e);
             }
         }

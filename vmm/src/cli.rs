@@ -99,6 +99,12 @@ pub struct RunArgs {
     /// Write the probes' findings as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write the run as Chrome trace-event JSON to FILE, for Perfetto (ui.perfetto.dev) or
+    /// chrome://tracing: a track per vCPU with each probe check as a slice, unhooks, TLB flushes,
+    /// unlinks, quarantine revokes and race points as instants, violations marked. Written when
+    /// the run fails too.
+    #[arg(long, value_name = "FILE")]
+    pub trace_events: Option<PathBuf>,
     /// Fail the Nth allocation of each process the scenario runs: fail-alloc:N[:KIND], N a number
     /// or `seed` (the run's --seed), KIND one of page, table, vma, anon-vma, file (default: any).
     /// The run must still end with no violation, no leaked frame and no lockdep report.
@@ -170,6 +176,10 @@ pub struct ReplayArgs {
     /// In the guest: stop it (exit 1) if the replay has not finished after this many seconds.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
     pub timeout: Duration,
+    /// In the guest: write the replay's run as Chrome trace-event JSON to FILE (as `vmm run
+    /// --trace-events`), for Perfetto or chrome://tracing.
+    #[arg(long, value_name = "FILE", conflicts_with = "host")]
+    pub trace_events: Option<PathBuf>,
 }
 
 /// Options of `vmm bench`.
@@ -521,6 +531,18 @@ mod tests {
             ],
             &["vmm", "campaign", "--scenario", "tour"],
             &["vmm", "campaign", "merge"],
+            // Trace events come from a VM: the host replay has none.
+            &[
+                "vmm",
+                "replay",
+                "--maps",
+                "m",
+                "--trace",
+                "t",
+                "--host",
+                "--trace-events",
+                "e.json",
+            ],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -8,7 +8,8 @@
 //! COM1 console ([`devices::serial`]).
 //!
 //! Modules:
-//! - [`arch`]: guest-physical layout, GDT, boot page tables, long-mode registers.
+//! - [`arch`]: guest-physical layout, GDT, boot page tables, long-mode registers,
+//!   exception names.
 //! - [`vstate`]: the VM, its memory, the vCPUs and the meaning of each exit.
 //! - [`devices`]: the COM1 console (rust-vmm's `vm-superio` 16550).
 //! - [`ucall`]: the host side of the guest→host call channel.
@@ -22,6 +23,9 @@
 //! - [`timing`]: exit timing for the probe benchmark.
 //! - [`replay`]: `vmm replay` in the guest: the op stream in, the final address space out.
 //! - [`report`]: the probes' end-of-run summary and JSON report.
+//! - [`trace_events`]: `--trace-events`: the run as Chrome trace-event JSON (Perfetto), a track per
+//!   vCPU.
+//! - [`out_file`]: output files checked before the run and written atomically.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: `vmm bench`: boot, probe cost, mm workloads (host and guest) against Linux,
 //!   scaling and campaign throughput, each against its anchor.
@@ -40,6 +44,7 @@ pub mod cli;
 pub mod devices;
 pub mod inject;
 pub mod loader;
+pub mod out_file;
 pub mod probe;
 pub mod progress;
 #[allow(unsafe_code)]
@@ -49,6 +54,7 @@ pub mod report;
 pub mod run;
 pub mod sched;
 pub mod timing;
+pub mod trace_events;
 #[allow(unsafe_code)]
 pub mod ucall;
 #[allow(unsafe_code)]

@@ -2,13 +2,17 @@
 
 use clap::Parser;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 use vmm::campaign::{CampaignConfig, CampaignResult};
 use vmm::cli::{BenchKind, CampaignArgs, CampaignCommand, Cli, Command, MergeArgs, RunArgs};
 use vmm::exit_code::{FAILURE, SUCCESS, USAGE};
 use vmm::loader::GUEST_KERNEL;
 use vmm::run::{run, RunConfig, RunError};
+use vmm::trace_events::json::RunInfo;
+use vmm::trace_events::TraceRecorder;
 use vmm::vstate::vm::{VmConfig, VmError};
 
 fn main() -> ExitCode {
@@ -48,7 +52,7 @@ fn main() -> ExitCode {
             Some(CampaignCommand::Merge(merge)) => campaign_merge(&merge),
             None => campaign(&args),
         },
-        Command::Replay(args) => replay(&args),
+        Command::Replay(args) => replay(&args, started),
         Command::Floor => match vmm::bench::floor() {
             Ok(_) => SUCCESS,
             Err(e) => fail(FAILURE, &e),
@@ -86,7 +90,60 @@ fn fail(code: u8, message: &dyn std::fmt::Display) -> u8 {
     code
 }
 
+/// Checks before the run that every output file it names can be written: a bad path is a usage
+/// error now rather than a result lost after the run.
+fn check_outputs(outputs: &[(&str, Option<&Path>)]) -> Result<(), u8> {
+    for (flag, path) in outputs {
+        if let Some(path) = path {
+            if let Err(e) = vmm::out_file::check_writable(path) {
+                return Err(fail(USAGE, &format_args!("{flag} {}: {e}", path.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A recorder for `--trace-events`, when given.
+fn trace_recorder(
+    path: Option<&Path>,
+    vcpus: usize,
+    started: Instant,
+) -> Option<Arc<TraceRecorder>> {
+    path.map(|_| Arc::new(TraceRecorder::new(vcpus, started)))
+}
+
+/// Writes the trace events, if asked for; on failure, the exit code after saying why.
+fn write_trace(
+    path: Option<&Path>,
+    trace: Option<&TraceRecorder>,
+    run: &RunInfo,
+) -> Result<(), u8> {
+    let (Some(path), Some(trace)) = (path, trace) else {
+        return Ok(());
+    };
+    if let Err(e) = vmm::trace_events::json::write(path, trace, run) {
+        let message = format_args!("cannot write trace events {}: {e}", path.display());
+        return Err(fail(FAILURE, &message));
+    }
+    if trace.dropped() > 0 {
+        log::warn!(
+            "{} trace event(s) dropped past the cap of {}",
+            trace.dropped(),
+            trace.cap()
+        );
+    }
+    log::info!("trace events written to {}", path.display());
+    Ok(())
+}
+
 fn run_command(args: &RunArgs, started: Instant) -> u8 {
+    let outputs = [
+        ("--report", args.report.as_deref()),
+        ("--trace-events", args.trace_events.as_deref()),
+    ];
+    if let Err(code) = check_outputs(&outputs) {
+        return code;
+    }
     let kernel_file;
     let kernel = match &args.kernel {
         None => GUEST_KERNEL,
@@ -103,6 +160,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
             }
         },
     };
+    let trace = trace_recorder(args.trace_events.as_deref(), args.vcpus, started);
     let config = RunConfig {
         vm: VmConfig {
             ram_size: args.mem,
@@ -123,6 +181,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         console: Box::new(std::io::stdout()),
         thorough: args.thorough,
         schedule: args.sched_mode(),
+        trace: trace.clone(),
     };
     let report = match run(config) {
         Ok(report) => report,
@@ -155,6 +214,19 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
     for e in report.probes.errors.iter().take(MAX_VIOLATIONS_SHOWN) {
         eprintln!("vmm: probe walk error: {e}");
     }
+    let info = RunInfo {
+        command: format!(
+            "vmm run --scenario {} --variant {} --seed {}",
+            args.scenario,
+            args.variant.name(),
+            args.seed
+        ),
+        scenario: args.scenario.clone(),
+        failure: report.failure.as_ref().map(ToString::to_string),
+        ended: Some(report.ended_after),
+    };
+    // A trace that cannot be written fails the run, but not before the report is written too.
+    let traced = write_trace(args.trace_events.as_deref(), trace.as_deref(), &info);
     if let Some(path) = &args.report {
         let json = vmm::report::to_json(
             &args.scenario,
@@ -169,6 +241,9 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
                 &format_args!("cannot write report {}: {e}", path.display()),
             );
         }
+    }
+    if let Err(code) = traced {
+        return code;
     }
     match &report.failure {
         None => {
@@ -349,8 +424,11 @@ fn campaign_report(result: &CampaignResult, json: Option<&std::path::Path>) -> u
     }
 }
 
-fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
+fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
     use mm_replay::{maps, trace};
+    if let Err(code) = check_outputs(&[("--trace-events", args.trace_events.as_deref())]) {
+        return code;
+    }
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
@@ -377,13 +455,33 @@ fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
         let result = mm_replay::replay::replay(&before, &calls, hints);
         (result, start.elapsed(), "on the host")
     } else {
+        let trace_events = args.trace_events.as_deref();
+        let trace = trace_recorder(trace_events, vmm::replay::VCPUS, started);
         let options = vmm::replay::GuestOptions {
             variant: args.variant,
             timeout: args.timeout,
+            trace: trace.clone(),
         };
-        match replay_in_guest(&before, &calls, hints, options) {
+        let replayed = replay_in_guest(&before, &calls, hints, options);
+        let info = RunInfo {
+            command: format!("vmm replay --trace {}", args.trace.display()),
+            scenario: vmm::replay::SCENARIO.to_string(),
+            failure: match &replayed {
+                Err((_, why)) => Some(why.clone()),
+                Ok(g) => g
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("replay diverged: {e}")),
+            },
+            ended: None,
+        };
+        if let Err(code) = write_trace(trace_events, trace.as_deref(), &info) {
+            return code;
+        }
+        match replayed {
             Ok(g) => (g.result, g.replay_time, "in the guest"),
-            Err(code) => return code,
+            Err((code, _)) => return code,
         }
     };
     let out = match result {
@@ -414,13 +512,14 @@ fn replay(args: &vmm::cli::ReplayArgs) -> u8 {
     }
 }
 
-/// Runs the replay in the guest and reports the probes; on failure, the exit code after saying why.
+/// Runs the replay in the guest and reports the probes; on failure, the exit code after saying why,
+/// and why.
 fn replay_in_guest(
     before: &[mm_replay::maps::MapsLine],
     calls: &mm_replay::trace::Trace,
     hints: &[mm_replay::maps::MapsLine],
     options: vmm::replay::GuestOptions,
-) -> Result<vmm::replay::GuestReplay, u8> {
+) -> Result<vmm::replay::GuestReplay, (u8, String)> {
     use vmm::replay::GuestReplayError;
     match vmm::replay::replay_in_guest(before, calls, hints, options) {
         Ok(g) => {
@@ -444,9 +543,9 @@ fn replay_in_guest(
             for line in &console_tail {
                 eprintln!("  | {line}");
             }
-            Err(FAILURE)
+            Err((FAILURE, failure.to_string()))
         }
-        Err(e) => Err(fail(FAILURE, &e)),
+        Err(e) => Err((fail(FAILURE, &e), e.to_string())),
     }
 }
 

@@ -3,6 +3,7 @@
 //! tables — the same `mm_replay::replay::Replayer` the host mode runs — with the probes checking
 //! every page-table free, and its result comes back through the output buffer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mm_core::Variant;
@@ -16,7 +17,12 @@ use crate::loader::GUEST_KERNEL;
 use crate::probe::Summary;
 use crate::run::{run, Failure, RunConfig, RunError};
 use crate::sched::Mode;
+use crate::trace_events::TraceRecorder;
 use crate::vstate::vm::VmConfig;
+
+/// vCPUs a guest replay runs on: the replay runs on vCPU 0 alone, and a second would only add
+/// boot time.
+pub const VCPUS: usize = 1;
 
 /// The guest scenario that replays.
 pub const SCENARIO: &str = "replay";
@@ -63,12 +69,14 @@ pub enum GuestReplayError {
 }
 
 /// How the guest replays.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct GuestOptions {
     /// The mm-core ordering variant the guest follows.
     pub variant: Variant,
     /// The watchdog.
     pub timeout: Duration,
+    /// Where the vCPU records trace events (`--trace-events`), if anywhere.
+    pub trace: Option<Arc<TraceRecorder>>,
 }
 
 impl Default for GuestOptions {
@@ -76,6 +84,7 @@ impl Default for GuestOptions {
         GuestOptions {
             variant: Variant::Correct,
             timeout: Duration::from_secs(60),
+            trace: None,
         }
     }
 }
@@ -93,8 +102,7 @@ pub fn replay_in_guest(
     let config = RunConfig {
         vm: VmConfig {
             ram_size: DEFAULT_RAM,
-            // The replay runs on vCPU 0 alone; a second vCPU would only add boot time.
-            vcpus: 1,
+            vcpus: VCPUS,
             scenario: SCENARIO,
             seed: 0,
             log_level: log::max_level() as u64,
@@ -112,6 +120,7 @@ pub fn replay_in_guest(
         thorough: false,
         // One vCPU: nothing races, so nothing to schedule.
         schedule: Mode::Free(0),
+        trace: options.trace,
     };
     let report = run(config)?;
     if let Some(failure) = report.failure {

@@ -20,7 +20,8 @@ pub fn summary_line(s: &Summary) -> String {
     )
 }
 
-fn violation_json(v: &Violation) -> Value {
+/// A violation as JSON, as the report and the trace events give it.
+pub fn violation_json(v: &Violation) -> Value {
     json!({
         "check": v.check.to_string(),
         "mm": v.mm,
@@ -108,8 +109,8 @@ pub fn to_json(
     })
 }
 
-/// Writes the run as JSON to `path`.
+/// Writes the run as JSON to `path`, atomically (`out_file`).
 pub fn write_json(path: &Path, value: &Value) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(path, text + "\n")
+    crate::out_file::write_text(path, &(text + "\n"))
 }

@@ -1,12 +1,14 @@
 //! One run of the guest: build the VM, start a thread per vCPU, collect their events until the
 //! guest reports an outcome or the watchdog fires, then stop every vCPU.
 
+use crate::arch::x86_64::exception;
 use crate::calls::VcpuEvent;
 use crate::devices::serial::Serial;
 use crate::probe::{Probe, Summary};
 use crate::quarantine::Quarantine;
 use crate::sched::{Mode, SchedError, Schedule, Scheduler};
 use crate::timing::ExitTiming;
+use crate::trace_events::TraceRecorder;
 use crate::ucall::{GuestCall, PoisonHit};
 use crate::vstate::pause::PauseGate;
 use crate::vstate::vcpu::{RegisterDump, Vcpu, VcpuEnd, VcpuError, VcpuShared};
@@ -41,6 +43,8 @@ pub struct RunConfig<'a> {
     pub thorough: bool,
     /// How racing vCPUs are interleaved (see `sched`).
     pub schedule: Mode,
+    /// Where the vCPUs record trace events (`--trace-events`; see `trace_events`).
+    pub trace: Option<Arc<TraceRecorder>>,
 }
 
 /// Why a run failed in the guest.
@@ -124,48 +128,6 @@ pub enum Failure {
     },
 }
 
-/// The x86 exception mnemonics, by vector.
-fn exception_name(vector: u64) -> &'static str {
-    const NAMES: [&str; 32] = [
-        "#DE divide error",
-        "#DB debug",
-        "NMI",
-        "#BP breakpoint",
-        "#OF overflow",
-        "#BR bound range",
-        "#UD invalid opcode",
-        "#NM device not available",
-        "#DF double fault",
-        "coprocessor overrun",
-        "#TS invalid TSS",
-        "#NP segment not present",
-        "#SS stack fault",
-        "#GP general protection",
-        "#PF page fault",
-        "reserved",
-        "#MF x87 error",
-        "#AC alignment check",
-        "#MC machine check",
-        "#XM SIMD error",
-        "#VE virtualization",
-        "#CP control protection",
-        "reserved",
-        "reserved",
-        "reserved",
-        "reserved",
-        "reserved",
-        "reserved",
-        "#HV hypervisor injection",
-        "#VC VMM communication",
-        "#SX security",
-        "reserved",
-    ];
-    NAMES
-        .get(vector as usize)
-        .copied()
-        .unwrap_or("unknown vector")
-}
-
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -188,7 +150,7 @@ impl fmt::Display for Failure {
                 f,
                 "guest exception on vCPU {cpu}: {} (vector {vector}), error code {error_code:#x}, \
                  CR2 {cr2:#x}, RIP {rip:#x}",
-                exception_name(*vector)
+                exception::name(*vector)
             ),
             Failure::TripleFault { cpu, regs } => write!(
                 f,
@@ -361,6 +323,7 @@ pub fn run(config: RunConfig<'_>) -> Result<RunReport, RunError> {
         sched: sched.clone(),
         quarantine,
         gate,
+        trace: config.trace,
     };
     let mut threads = Vec::with_capacity(vcpus.len());
     for (i, vcpu) in vcpus.into_iter().enumerate() {
@@ -594,6 +557,5 @@ mod tests {
                 && text.contains("CR2 0x1000")
                 && text.contains("RIP 0x100000")
         );
-        assert_eq!(exception_name(99), "unknown vector");
     }
 }

@@ -41,6 +41,7 @@ impl Run {
             stop: &self.stop,
             events: &self.events,
             revoke,
+            trace: None,
         }
     }
 
@@ -225,4 +226,67 @@ fn a_race_is_entered_and_left_through_the_scheduler() {
         !run.sched.schedule().0.is_empty(),
         "the turns were the scheduler's"
     );
+}
+
+#[test]
+fn with_a_trace_each_call_is_recorded_once_with_the_checks_it_ran() {
+    let run = Run::new();
+    let trace = TraceRecorder::new(2, Instant::now());
+    let revoke = |_| Ok(());
+    let calls = Calls {
+        trace: Some(&trace),
+        ..run.calls(Some(&revoke))
+    };
+    let freed = ProbeEvent::TableFreed {
+        frame: 0x9000,
+        claim: None,
+        path: FreePath::Exit,
+    };
+    let race = |call| GuestCall::Race {
+        call,
+        class: String::new(),
+    };
+    for call in [
+        GuestCall::Sync { stage: 3 },
+        probe(freed),
+        race(RaceCall::Enter { racers: 1 }),
+        race(RaceCall::Leave),
+    ] {
+        assert_eq!(calls.handle(call, &mut || RIP), Next::Resume);
+    }
+    let events = trace.take_events();
+    let what: Vec<&What> = events.iter().map(|e| &e.what).collect();
+    // Plain memory holds no `Page` saying page table: P5 fails, so the trace marks a violation.
+    let [What::Stage(3), What::Probe(checked), What::Violation(v), What::Quarantine { frame: 0x9000, .. }, What::Race {
+        call: RaceCall::Enter { racers: 1 },
+        ..
+    }, What::Race {
+        call: RaceCall::Leave,
+        ..
+    }] = &what[..]
+    else {
+        panic!("expected stage, check, violation, quarantine, enter, leave: {what:#?}");
+    };
+    assert!(events.iter().all(|e| e.cpu == 1), "{events:?}");
+    assert_eq!(checked.event, freed);
+    assert!(
+        events[2].at >= events[1].at + checked.took,
+        "the violation is marked where the check ended"
+    );
+    let summary = run.probe.lock().unwrap().summary().clone();
+    assert_eq!(
+        checked.ran,
+        crate::trace_events::ChecksRan::between(&[0; 7], &summary.checks)
+    );
+    assert_eq!((checked.violations, &**v), (1, &summary.violations[0]));
+    assert_eq!(checked.walk_errors as usize, summary.errors.len());
+    let sent = run.sent();
+    assert!(
+        matches!(
+            &sent[..],
+            [VcpuEvent::Sync { .. }, VcpuEvent::Violations { .. }]
+        ),
+        "the controller still hears of it: {sent:?}"
+    );
+    assert_eq!(trace.dropped(), 0);
 }

@@ -12,6 +12,7 @@ use crate::probe::Probe;
 use crate::quarantine::Quarantine;
 use crate::sched::{SchedError, Scheduler};
 use crate::timing::ExitTiming;
+use crate::trace_events::TraceRecorder;
 use crate::ucall::GuestCall;
 use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::VcpuFd;
@@ -105,6 +106,8 @@ pub struct VcpuShared {
     pub quarantine: Option<Arc<Mutex<Quarantine>>>,
     /// Stops the other vCPUs while memory slots change.
     pub gate: Arc<PauseGate>,
+    /// Records the run's trace events (`--trace-events`), when asked for.
+    pub trace: Option<Arc<TraceRecorder>>,
 }
 
 /// A configured vCPU, ready to run.
@@ -217,6 +220,7 @@ impl Vcpu {
                         stop: &shared.stop,
                         events: &shared.events,
                         revoke: shared.quarantine.as_ref().map(|_| &revoke as Revoke<'_>),
+                        trace: shared.trace.as_deref(),
                     };
                     let mut rip = || self.fd.get_regs().map_or(0, |r| r.rip);
                     match calls.handle(call, &mut rip) {
