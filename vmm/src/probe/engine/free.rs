@@ -10,14 +10,13 @@ impl Probe {
     /// PGD the leftovers check. Returns the span checked.
     pub(super) fn table_freed(
         &mut self,
+        view: &mut GuestView<'_>,
         seq: u64,
         frame: u64,
         claim: Option<TableSpan>,
     ) -> (TableSpan, Findings) {
         let mut f = Findings::default();
-        let mem = self.mem.clone();
-        let view = GuestView::new(&mem);
-        let desc = match self.roots.map(|r| self.desc_of(&view, &r, frame)) {
+        let desc = match self.roots.map(|r| self.desc_of(view, &r, frame)) {
             Some(Ok(desc)) => desc,
             Some(Err(e)) => {
                 f.errors.push(e);
@@ -55,10 +54,10 @@ impl Probe {
             };
             return (span, f);
         };
-        self.table_freeing(seq, &span, &mut f);
+        self.table_freeing(view, seq, &span, &mut f);
         if span.level == 4 {
             self.summary.checks[Check::P6.index()] += 1;
-            if let Some(copy) = self.read_mem_map(&mut GuestView::new(&mem), &mut f) {
+            if let Some(copy) = self.read_mem_map(view, &mut f) {
                 f.p6.extend(sweep::leftovers(&copy, span.mm, frame));
                 self.mem_map_buf = copy.into_buffer();
             }
@@ -141,22 +140,27 @@ impl Probe {
     }
 
     /// Runs P1–P4 for `span` and poisons its frame.
-    fn table_freeing(&mut self, seq: u64, span: &TableSpan, f: &mut Findings) {
+    fn table_freeing(
+        &mut self,
+        view: &mut GuestView<'_>,
+        seq: u64,
+        span: &TableSpan,
+        f: &mut Findings,
+    ) {
         // A span ending at the top of the address space wraps to 0.
         let end = if span.end <= span.start {
             u64::MAX
         } else {
             span.end
         };
-        let mem = self.mem.clone();
-        let mut view = GuestView::new(&mem);
-        let mut cost = self.p1(&mut view, span, end, f);
-        let stale = self.p2(&mut view, span, f);
+        let steps_before = view.steps_spent();
+        let mut cost = self.p1(view, span, end, f);
+        let stale = self.p2(view, span, f);
         if span.level < 4 {
             self.p3(span, end, f);
         }
-        self.p4(&view, seq, span, stale, f);
-        cost.steps = view.steps_spent();
+        self.p4(view, seq, span, stale, f);
+        cost.steps = view.steps_spent() - steps_before;
         self.last_cost = cost;
     }
 
@@ -333,24 +337,23 @@ impl Probe {
         // What a freed table still maps goes with it: leaf pages mapped through nothing, lower
         // tables no walk reaches (free_pgd_range frees only emptied tables).
         if !data_page && span.frame != kernel_pgd_of(&self.roots) {
-            match view.table(span.frame) {
-                Ok(entries) => {
-                    let live: Vec<(usize, u64)> = entries
-                        .iter()
-                        .copied()
-                        .enumerate()
-                        .filter(|&(_, e)| !pgtable::is_poison(e) && pgtable::holds_something(e))
-                        .filter(|&(i, _)| span.level != 4 || pgtable::is_user_pgd_index(i))
-                        .collect();
-                    if let Some(&(i, e)) = live.first() {
-                        f.p4.push(format!(
-                            "freed while it still maps: {} live entr{} (entry {i} holds {e:#x})",
-                            live.len(),
-                            if live.len() == 1 { "y" } else { "ies" }
-                        ));
-                    }
+            let (mut live, mut first) = (0usize, None);
+            let scanned = view.for_each_entry(span.frame, |i, e| {
+                if !pgtable::is_poison(e)
+                    && pgtable::holds_something(e)
+                    && (span.level != 4 || pgtable::is_user_pgd_index(i))
+                {
+                    live += 1;
+                    first.get_or_insert((i, e));
                 }
-                Err(e) => f.errors.push(e),
+            });
+            match (scanned, first) {
+                (Ok(()), Some((i, e))) => f.p4.push(format!(
+                    "freed while it still maps: {live} live entr{} (entry {i} holds {e:#x})",
+                    if live == 1 { "y" } else { "ies" }
+                )),
+                (Ok(()), None) => {}
+                (Err(e), _) => f.errors.push(e),
             }
         }
         for s in stale {

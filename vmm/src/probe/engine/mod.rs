@@ -225,8 +225,11 @@ impl Probe {
                 Vec::new()
             }
             ProbeEvent::TableFreed { frame, claim, path } => {
-                let (span, findings) = self.table_freed(seq, frame, claim);
-                self.count_free(&span, path);
+                // One view of guest memory for the whole check: every read of it is cold here.
+                let mem = self.mem.clone();
+                let mut view = GuestView::new(&mem);
+                let (span, findings) = self.table_freed(&mut view, seq, frame, claim);
+                self.count_free(&mut view, &span, path);
                 self.violations(&span, findings, rip)
             }
             ProbeEvent::Quiescent { .. } => self.sweep(rip),
@@ -275,17 +278,15 @@ impl Probe {
 
     /// Counts a checked free in its coverage cell: the level its descriptor gives, the lowest
     /// table above it still holding entries.
-    fn count_free(&mut self, span: &TableSpan, path: FreePath) {
+    fn count_free(&mut self, view: &mut GuestView<'_>, span: &TableSpan, path: FreePath) {
         if !(1..=4).contains(&span.level) {
             return;
         }
         let kept = if span.level == 4 {
             Ok(0)
         } else {
-            let mem = self.mem.clone();
-            let mut view = GuestView::new(&mem);
             view.word("mm_struct", span.mm.wrapping_add(layout::mm::PGD as u64))
-                .and_then(|pgd| coverage::kept_level(&mut view, pgd, span.level, span.start))
+                .and_then(|pgd| coverage::kept_level(view, pgd, span.level, span.start))
         };
         match kept {
             Ok(kept) => {
