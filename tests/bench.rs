@@ -55,6 +55,10 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
         svg.to_str().unwrap(),
     ];
     let (stdout, stderr) = expect_exit(&args, 0);
+    assert!(
+        stderr.contains("in all on this machine") && stderr.contains("bench: [1/8] boot"),
+        "the bench says up front how long it takes and which row runs: {stderr}"
+    );
     for section in [
         "platform:",
         "boot time",
@@ -71,6 +75,7 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["complete"], true, "{report}");
     assert!(
         report["boot"]["ratio"].as_f64().is_some_and(|r| r > 1.0),
         "{report}"
@@ -166,4 +171,78 @@ fn the_guest_workloads_mark_every_phase_and_keep_the_probes_quiet() {
     }
     // Only the memory manager's start-up report reached the host: the probes were off.
     assert_eq!(report["events"], 1, "{report}");
+}
+
+#[test]
+fn a_row_that_fails_is_reported_and_the_others_still_measure() {
+    if !kvm_available("a_row_that_fails_is_reported_and_the_others_still_measure") {
+        return;
+    }
+    let dir = std::env::temp_dir();
+    let json = dir.join(format!("mm-bench-failing-{}.json", std::process::id()));
+    let svg = dir.join(format!("mm-bench-failing-{}.svg", std::process::id()));
+    // A watchdog of 1 ms: the 10-VMA probe row's guest cannot finish in time.
+    let args = [
+        "bench",
+        "--quick",
+        "--row-timeout",
+        "probes-10=0.001",
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ];
+    let (stdout, stderr) = expect_exit(&args, 1);
+    assert!(
+        stderr.contains("bench: probes-10 FAILED") && stderr.contains("1 row(s) failed"),
+        "{stderr}"
+    );
+    // The table has every other row, and the failed one with its reason and reproduction.
+    for section in [
+        "boot time",
+        "mm-core (host build",
+        "mm workloads in the guest",
+        "campaign throughput",
+        "FAILED rows (1):",
+        "  probes-10: ",
+        "reproduce: ",
+    ] {
+        assert!(stdout.contains(section), "no {section} in:\n{stdout}");
+    }
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["complete"], false, "{report}");
+    let failed = report["failed"].as_array().expect("failed rows");
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["row"], "probes-10");
+    let command = failed[0]["command"].as_str().unwrap_or("");
+    assert!(
+        command.contains("--scenario probe-bench --scale 10 --timeout 0.001"),
+        "the command reproduces the row: {command}"
+    );
+    assert!(!failed[0]["reason"].as_str().unwrap_or("").is_empty());
+    // The other probe row and every other section still measured.
+    let probes: Vec<u64> = report["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .filter_map(|r| r["vmas"].as_u64())
+        .collect();
+    assert_eq!(probes, [100], "{report}");
+    assert!(report["boot"]["ratio"].as_f64().is_some(), "{report}");
+    assert_workload_rows(&report["mm_workloads"]["rows"], "mm-core");
+    assert_workload_rows(&report["guest_workloads"]["rows"], "guest");
+    assert_eq!(report["campaigns"].as_array().map(Vec::len), Some(3));
+    assert_eq!(report["pending"].as_array().map(Vec::len), Some(0));
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.contains("probes-10: FAILED"), "{picture}");
+    let _ = std::fs::remove_file(json);
+    let _ = std::fs::remove_file(svg);
+}
+
+#[test]
+fn a_row_timeout_for_a_row_the_bench_does_not_have_is_a_usage_error() {
+    let (stdout, stderr) = expect_exit(&["bench", "--row-timeout", "probes-7=1"], 2);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no row \"probes-7\""), "{stderr}");
 }

@@ -201,6 +201,18 @@ pub struct BenchArgs {
     /// With all benchmarks: draw the results (bars against their goals) as SVG to FILE.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// With all benchmarks: stop row ROW's child after SECS seconds instead of the watchdog its
+    /// estimate gives (rows: boot, probes-N, mm-host, guest, campaign-SCENARIO); repeatable.
+    #[arg(long, value_name = "ROW=SECS", value_parser = parse_row_timeout)]
+    pub row_timeout: Vec<(String, Duration)>,
+}
+
+/// `ROW=SECS` of `--row-timeout`.
+fn parse_row_timeout(s: &str) -> Result<(String, Duration), String> {
+    let (row, secs) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ROW=SECS"))?;
+    Ok((row.to_string(), parse_timeout(secs)?))
 }
 
 const CAMPAIGN_ABOUT: &str = "\

@@ -8,6 +8,7 @@ use mm_bench::report::row_table;
 use mm_bench::{linux_at, Row, Stats, Workload};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// Units (operations, pages, VMAs) of each workload in the full run: about 15 s of guest time on
 /// software KVM, where guest ring 0 is emulated.
@@ -37,16 +38,19 @@ impl GuestBench {
 }
 
 /// Runs the guest scenario at the quick or full scale and measures Linux at the sizes it reports.
-pub fn guest_workloads(vmm_exe: &Path, quick: bool) -> Result<GuestBench, BenchError> {
+pub fn guest_workloads(
+    vmm_exe: &Path,
+    quick: bool,
+    timeout: Duration,
+) -> Result<GuestBench, BenchError> {
     let scale = if quick {
         GUEST_SCALE_QUICK
     } else {
         GUEST_SCALE
     };
-    eprintln!("bench guest workloads: {scale} units each …");
     let scale_arg = scale.to_string();
     let args = ["--scenario", "mm-workloads", "--scale", &scale_arg];
-    let (json, command) = super::run_with_report(vmm_exe, &args)?;
+    let (json, command) = super::run_with_report(vmm_exe, &args, timeout)?;
     let bad = |reason: String| BenchError::Child {
         command: command.clone(),
         reason,

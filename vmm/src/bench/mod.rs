@@ -16,6 +16,7 @@
 //! does everything `cargo run` does until the kernel is initialised, then finishes.
 
 pub mod guest;
+pub mod plan;
 pub mod platform;
 pub mod probes;
 pub mod suite;
@@ -208,17 +209,22 @@ fn time_child(exe: &Path, args: &[&str]) -> Result<Duration, BenchError> {
     Ok(elapsed)
 }
 
-/// Runs `vmm run ARGS --timeout 600 --report FILE` and returns the report and the command line
+/// The watchdog of a benchmark child whose work is not sized by anything else.
+pub const DEFAULT_ROW_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs `vmm run ARGS --timeout T --report FILE` and returns the report and the command line
 /// (for errors about the report's content).
 fn run_with_report(
     vmm_exe: &Path,
     args: &[&str],
+    timeout: Duration,
 ) -> Result<(serde_json::Value, String), BenchError> {
+    let secs = format!("{:.3}", timeout.as_secs_f64());
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let report = std::env::temp_dir().join(format!("mm-bench-{}-{n}.json", std::process::id()));
     let command = format!(
-        "{} run {} --timeout 600 --report {}",
+        "{} run {} --timeout {secs} --report {}",
         vmm_exe.display(),
         args.join(" "),
         report.display()
@@ -230,7 +236,7 @@ fn run_with_report(
     let status = Command::new(vmm_exe)
         .arg("run")
         .args(args)
-        .args(["--timeout", "600", "--report"])
+        .args(["--timeout", &secs, "--report"])
         .arg(&report)
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())

@@ -133,7 +133,7 @@ impl fmt::Display for ProbeBench {
 }
 
 /// Runs `vmm run --scenario probe-bench --scale N` for each VMA count and reads the timing from
-/// its JSON report.
+/// its JSON report (`vmm bench probes`; the suite runs [`probe_row`] row by row).
 pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
     let scales: &[u64] = if quick {
         &PROBE_SCALES_QUICK
@@ -143,9 +143,17 @@ pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
     let mut rows = Vec::new();
     for &vmas in scales {
         eprintln!("bench probes: {vmas} VMAs …");
+        rows.push(probe_row(vmm_exe, vmas, super::DEFAULT_ROW_TIMEOUT)?);
+    }
+    Ok(ProbeBench { rows })
+}
+
+/// One row: `vmm run --scenario probe-bench --scale VMAS`, stopped after `timeout`.
+pub fn probe_row(vmm_exe: &Path, vmas: u64, timeout: Duration) -> Result<ProbeRow, BenchError> {
+    {
         let scale = vmas.to_string();
         let args = ["--scenario", "probe-bench", "--scale", &scale];
-        let (json, command) = super::run_with_report(vmm_exe, &args)?;
+        let (json, command) = super::run_with_report(vmm_exe, &args, timeout)?;
         let t = &json["timing"];
         let ns = |key: &str| t[key].as_u64().map(Duration::from_nanos);
         let timing = (
@@ -163,7 +171,7 @@ pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
         let frees = t["checked_frees"].as_u64().unwrap_or(0);
         let sweeps = t["sweeps"].as_u64().unwrap_or(0);
         let sweep_mean = ns("sweep_mean_ns").unwrap_or_default();
-        rows.push(ProbeRow {
+        Ok(ProbeRow {
             vmas,
             round_trip,
             check,
@@ -173,7 +181,6 @@ pub fn probes(vmm_exe: &Path, quick: bool) -> Result<ProbeBench, BenchError> {
             sweeps,
             sweep_mean,
             sweep_total: sweep_mean * u32::try_from(sweeps).unwrap_or(u32::MAX),
-        });
+        })
     }
-    Ok(ProbeBench { rows })
 }

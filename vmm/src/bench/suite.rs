@@ -5,6 +5,7 @@
 //! [`super::svg`]). `--quick` is the smoke run the test suite uses.
 
 use super::guest::{guest_workloads, GuestBench};
+use super::plan::{self, Calibration, RowKind};
 use super::platform::Platform;
 use super::{BenchError, BootBench, ProbeBench, BOOT_GOAL, BOOT_GOAL_RATIO};
 use crate::campaign::{run_campaign, CampaignConfig, SeedRange};
@@ -13,7 +14,7 @@ use mm_bench::{Row, Series, Sizes, Stats, VsLinux};
 use serde_json::{json, Value};
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Goal for campaign throughput, in runs per minute.
 pub const CAMPAIGN_GOAL: f64 = 100.0;
@@ -31,74 +32,190 @@ pub struct CampaignRate {
     pub runs_per_minute: f64,
 }
 
-/// Everything `vmm bench` measured.
+/// A row that did not measure: what failed and the command that reproduces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowFailure {
+    /// The row's name (`plan::Row::name`).
+    pub row: String,
+    /// What went wrong.
+    pub reason: String,
+    /// The command that reproduces it.
+    pub command: String,
+}
+
+impl RowFailure {
+    fn of(row: &str, e: BenchError) -> RowFailure {
+        let (reason, command) = match e {
+            BenchError::Child { command, reason } => (reason, command),
+            other => (other.to_string(), format!("vmm bench {row}")),
+        };
+        RowFailure {
+            row: row.to_string(),
+            reason,
+            command,
+        }
+    }
+}
+
+/// Everything `vmm bench` measured so far: a row not measured (failed, or not run yet) is absent
+/// from its section; failed rows are in `failures`, rows still to run in `pending`.
 #[derive(Clone, Debug)]
 pub struct Suite {
     /// What KVM this machine has.
     pub platform: Platform,
     /// Boot against the floor.
-    pub boot: BootBench,
-    /// Probe cost against the bare exit.
+    pub boot: Option<BootBench>,
+    /// Probe cost against the bare exit, one row per VMA count measured.
     pub probes: ProbeBench,
     /// mm-core's host build against Linux, and munmap / exit_mmap scaling.
-    pub mm: VsLinux,
+    pub mm: Option<VsLinux>,
     /// The same workloads in the guest against Linux.
-    pub guest: GuestBench,
+    pub guest: Option<GuestBench>,
     /// Campaign throughput.
     pub campaigns: Vec<CampaignRate>,
+    /// Rows that failed, in the order they ran.
+    pub failures: Vec<RowFailure>,
+    /// Rows not run yet.
+    pub pending: Vec<String>,
 }
 
-/// Runs every benchmark with `vmm_exe` as the child.
-pub fn run(vmm_exe: &Path, quick: bool) -> Result<Suite, BenchError> {
-    eprintln!("bench: boot time …");
-    let boot = super::boot(vmm_exe, if quick { 3 } else { 30 })?;
-    eprintln!("bench: probe cost …");
-    let probes = super::probes(vmm_exe, quick)?;
-    eprintln!("bench: mm workloads, mm-core (host build) against Linux …");
-    let mm = mm_bench::vs_linux(Sizes::of_run(quick));
-    eprintln!("bench: mm workloads in the guest …");
-    let guest = guest_workloads(vmm_exe, quick)?;
-    let plans: [(&'static str, u64); 3] = if quick {
-        [("munmap-whole", 8), ("tour", 2), ("race-exit", 2)]
-    } else {
-        [("munmap-whole", 500), ("tour", 60), ("race-exit", 200)]
-    };
-    let mut campaigns = Vec::new();
-    for (scenario, seeds) in plans {
-        eprintln!("bench: campaign throughput, {scenario} × {seeds} …");
-        let config = CampaignConfig {
-            vmm: vmm_exe.to_path_buf(),
-            scenario: scenario.to_string(),
-            variant: "correct".to_string(),
-            inject: None,
-            seeds: SeedRange {
-                start: 0,
-                end: seeds,
-            },
-            shard: None,
-            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            timeout: Duration::from_secs(60),
-            kill_grace: crate::campaign::runner::KILL_GRACE,
-        };
-        let result = run_campaign(&config).map_err(|e| BenchError::Child {
-            command: format!("campaign {scenario}"),
-            reason: e.to_string(),
-        })?;
-        campaigns.push(CampaignRate {
-            scenario,
-            runs: result.outcomes.len() as u64,
-            failed: result.tally().failed(),
-            runs_per_minute: result.runs_per_minute(),
-        });
+/// How a bench run goes: its rows' sizes and watchdogs.
+#[derive(Clone, Debug, Default)]
+pub struct SuiteConfig {
+    /// The smoke sizes.
+    pub quick: bool,
+    /// Boot runs of each side.
+    pub iterations: u32,
+    /// Watchdogs to use instead of the estimated ones, by row name.
+    pub row_timeouts: Vec<(String, Duration)>,
+}
+
+impl Suite {
+    /// Whether every row measured.
+    pub fn complete(&self) -> bool {
+        self.failures.is_empty() && self.pending.is_empty()
     }
-    Ok(Suite {
+}
+
+/// Runs every row with `vmm_exe` as the child, each on its own: a row that fails is recorded with
+/// its reason and the rest go on. `on_row` sees the suite after each row (to write the results as
+/// they come). Fails only if the calibration before the first row does.
+pub fn run(
+    vmm_exe: &Path,
+    config: &SuiteConfig,
+    on_row: &mut dyn FnMut(&Suite),
+) -> Result<Suite, BenchError> {
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("bench: calibrating (a few runs of the guest) …");
+    let cal = Calibration::measure(vmm_exe, config.quick)?;
+    let rows = plan::rows(
+        config.quick,
+        config.iterations,
+        &cal,
+        u32::try_from(jobs).unwrap_or(1),
+        &config.row_timeouts,
+    );
+    let total: Duration = rows.iter().map(|r| r.estimate).sum();
+    eprintln!(
+        "bench: {} rows, {} in all on this machine (each row's watchdog: {}x its estimate, at \
+         least {} s)",
+        rows.len(),
+        plan::rough(total),
+        plan::WATCHDOG_MARGIN,
+        plan::MIN_WATCHDOG.as_secs()
+    );
+    let mut suite = Suite {
         platform: Platform::detect(),
-        boot,
-        probes,
-        mm,
-        guest,
-        campaigns,
-    })
+        boot: None,
+        probes: ProbeBench { rows: Vec::new() },
+        mm: None,
+        guest: None,
+        campaigns: Vec::new(),
+        failures: Vec::new(),
+        pending: rows.iter().map(|r| r.name.clone()).collect(),
+    };
+    let started = Instant::now();
+    for (i, row) in rows.iter().enumerate() {
+        eprintln!(
+            "bench: [{}/{}] {} ({}, watchdog {} s) …",
+            i + 1,
+            rows.len(),
+            row.name,
+            plan::rough(row.estimate),
+            row.watchdog.as_secs()
+        );
+        let row_started = Instant::now();
+        let measured = measure(vmm_exe, row, jobs, &mut suite);
+        suite.pending.retain(|p| *p != row.name);
+        match measured {
+            Ok(()) => eprintln!(
+                "bench: {} done in {:.1} s ({:.0} s so far)",
+                row.name,
+                row_started.elapsed().as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                let failure = RowFailure::of(&row.name, e);
+                eprintln!("bench: {} FAILED: {}", row.name, failure.reason);
+                suite.failures.push(failure);
+            }
+        }
+        on_row(&suite);
+    }
+    Ok(suite)
+}
+
+/// Measures one row into `suite`.
+fn measure(
+    vmm_exe: &Path,
+    row: &plan::Row,
+    jobs: usize,
+    suite: &mut Suite,
+) -> Result<(), BenchError> {
+    match row.kind {
+        RowKind::Boot(iterations) => suite.boot = Some(super::boot(vmm_exe, iterations)?),
+        RowKind::Probes(vmas) => {
+            let r = super::probes::probe_row(vmm_exe, vmas, row.watchdog)?;
+            suite.probes.rows.push(r);
+        }
+        RowKind::MmHost(quick) => suite.mm = Some(mm_bench::vs_linux(Sizes::of_run(quick))),
+        RowKind::Guest(quick) => {
+            suite.guest = Some(guest_workloads(vmm_exe, quick, row.watchdog)?);
+        }
+        RowKind::Campaign(scenario, seeds) => {
+            let config = CampaignConfig {
+                vmm: vmm_exe.to_path_buf(),
+                scenario: scenario.to_string(),
+                variant: "correct".to_string(),
+                inject: None,
+                seeds: SeedRange {
+                    start: 0,
+                    end: seeds,
+                },
+                shard: None,
+                jobs,
+                // Each child gets its share of the row's watchdog.
+                timeout: (row.watchdog * u32::try_from(jobs).unwrap_or(1)
+                    / u32::try_from(seeds.max(1)).unwrap_or(u32::MAX))
+                .max(plan::MIN_WATCHDOG),
+                kill_grace: crate::campaign::runner::KILL_GRACE,
+            };
+            let result = run_campaign(&config).map_err(|e| BenchError::Child {
+                command: format!(
+                    "{} campaign --scenario {scenario} --seeds 0..{seeds}",
+                    vmm_exe.display()
+                ),
+                reason: e.to_string(),
+            })?;
+            suite.campaigns.push(CampaignRate {
+                scenario,
+                runs: result.outcomes.len() as u64,
+                failed: result.tally().failed(),
+                runs_per_minute: result.runs_per_minute(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -113,12 +230,21 @@ impl fmt::Display for Suite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "platform: {}", self.platform.describe())?;
         writeln!(f)?;
-        writeln!(f, "{}", self.boot)?;
+        match &self.boot {
+            Some(boot) => writeln!(f, "{boot}")?,
+            None => writeln!(f, "boot time: not measured")?,
+        }
         writeln!(f)?;
         writeln!(f, "{}", self.probes)?;
         writeln!(f)?;
-        writeln!(f, "{}", self.mm)?;
-        writeln!(f, "{}", self.guest.table(&self.guest_label()))?;
+        match &self.mm {
+            Some(mm) => writeln!(f, "{mm}")?,
+            None => writeln!(f, "mm-core (host build) against Linux: not measured")?,
+        }
+        match &self.guest {
+            Some(guest) => writeln!(f, "{}", guest.table(&self.guest_label()))?,
+            None => writeln!(f, "mm workloads in the guest: not measured")?,
+        }
         writeln!(f, "campaign throughput (correct order, every CPU):")?;
         for c in &self.campaigns {
             writeln!(
@@ -130,6 +256,17 @@ impl fmt::Display for Suite {
                 c.failed,
                 verdict(c.runs_per_minute >= CAMPAIGN_GOAL)
             )?;
+        }
+        if !self.failures.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "FAILED rows ({}):", self.failures.len())?;
+            for r in &self.failures {
+                writeln!(f, "  {}: {}", r.row, r.reason)?;
+                writeln!(f, "    reproduce: {}", r.command)?;
+            }
+        }
+        if !self.pending.is_empty() {
+            writeln!(f, "not run: {}", self.pending.join(", "))?;
         }
         Ok(())
     }
@@ -145,13 +282,20 @@ impl Suite {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         json!({
             "platform": self.platform.describe(),
-            "boot": {
-                "iterations": self.boot.iterations,
-                "floor_ms": { "median": ms(self.boot.floor.median), "min": ms(self.boot.floor.min), "max": ms(self.boot.floor.max) },
-                "boot_ms": { "median": ms(self.boot.boot.median), "min": ms(self.boot.boot.min), "max": ms(self.boot.boot.max) },
-                "ratio": self.boot.ratio(),
-                "goal": { "max_ms": ms(BOOT_GOAL), "max_ratio": BOOT_GOAL_RATIO, "met": self.boot.meets_goals() },
-            },
+            "complete": self.complete(),
+            "failed": self.failures.iter().map(|r| json!({
+                "row": r.row,
+                "reason": r.reason,
+                "command": r.command,
+            })).collect::<Vec<_>>(),
+            "pending": self.pending,
+            "boot": self.boot.as_ref().map(|boot| json!({
+                "iterations": boot.iterations,
+                "floor_ms": { "median": ms(boot.floor.median), "min": ms(boot.floor.min), "max": ms(boot.floor.max) },
+                "boot_ms": { "median": ms(boot.boot.median), "min": ms(boot.boot.min), "max": ms(boot.boot.max) },
+                "ratio": boot.ratio(),
+                "goal": { "max_ms": ms(BOOT_GOAL), "max_ratio": BOOT_GOAL_RATIO, "met": boot.meets_goals() },
+            })),
             "probes": self.probes.rows.iter().map(|r| json!({
                 "vmas": r.vmas,
                 "bare_exit_us": us(r.round_trip),
@@ -165,20 +309,20 @@ impl Suite {
                 "check_with_sweeps_us": us(r.check_with_sweeps()),
                 "ratio_with_sweeps": r.ratio_with_sweeps(),
             })).collect::<Vec<_>>(),
-            "mm_workloads": {
-                "quick": self.mm.quick,
-                "repeats": self.mm.repeats,
+            "mm_workloads": self.mm.as_ref().map(|mm| json!({
+                "quick": mm.quick,
+                "repeats": mm.repeats,
                 "goal_max_ratio": GOAL_RATIO,
-                "rows": self.mm.rows.iter().map(row_json).collect::<Vec<_>>(),
-                "skipped": self.mm.skipped,
-                "leaked_frames": self.mm.leaked_frames,
-            },
-            "scaling": self.mm.scaling.iter().map(series_json).collect::<Vec<_>>(),
-            "guest_workloads": {
+                "rows": mm.rows.iter().map(row_json).collect::<Vec<_>>(),
+                "skipped": mm.skipped,
+                "leaked_frames": mm.leaked_frames,
+            })),
+            "scaling": self.mm.as_ref().map_or(Vec::new(), |mm| mm.scaling.iter().map(series_json).collect::<Vec<_>>()),
+            "guest_workloads": self.guest.as_ref().map(|guest| json!({
                 "platform": self.guest_label(),
-                "scale": self.guest.scale,
-                "rows": self.guest.rows.iter().map(row_json).collect::<Vec<_>>(),
-            },
+                "scale": guest.scale,
+                "rows": guest.rows.iter().map(row_json).collect::<Vec<_>>(),
+            })),
             "campaigns": self.campaigns.iter().map(|c| json!({
                 "scenario": c.scenario,
                 "runs": c.runs,

@@ -27,7 +27,8 @@ const ROW_H: f64 = 26.0;
 /// The whole picture.
 pub fn draw(suite: &Suite) -> String {
     let bars = bars(suite);
-    let bars_h = 86.0 + ROW_H * bars.len() as f64;
+    let notes = notes(suite);
+    let bars_h = 86.0 + ROW_H * (bars.len() + notes.len()) as f64;
     let plot_h = 330.0;
     let mut svg = String::new();
     let _ = writeln!(
@@ -51,20 +52,42 @@ pub fn draw(suite: &Suite) -> String {
         escape(&suite.guest_label())
     );
     draw_bars(&mut svg, &bars);
-    draw_scaling(&mut svg, &suite.mm.scaling, bars_h + 10.0);
+    for (i, note) in notes.iter().enumerate() {
+        let y = 70.0 + ROW_H * (bars.len() + i) as f64 + 17.0;
+        let _ = writeln!(
+            svg,
+            r##"<text x="10" y="{y}" fill="#d9534f">{}</text>"##,
+            escape(note)
+        );
+    }
+    let scaling = suite.mm.as_ref().map_or(&[][..], |mm| &mm.scaling[..]);
+    draw_scaling(&mut svg, scaling, bars_h + 10.0);
     svg.push_str("</svg>\n");
     svg
 }
 
+/// A line for each row that failed or did not run.
+fn notes(suite: &Suite) -> Vec<String> {
+    let failed = suite
+        .failures
+        .iter()
+        .map(|r| format!("{}: FAILED: {}", r.row, r.reason));
+    let pending = suite.pending.iter().map(|r| format!("{r}: not run"));
+    failed.chain(pending).collect()
+}
+
 fn bars(suite: &Suite) -> Vec<Bar> {
-    let mut bars = vec![Bar {
-        label: "boot / KVM floor".into(),
-        value: suite.boot.ratio(),
-        goal: Some(BOOT_GOAL_RATIO),
-        higher_is_better: false,
-        text: format!("{:.1}x (goal <= {BOOT_GOAL_RATIO}x)", suite.boot.ratio()),
-        group: "boot",
-    }];
+    let mut bars = Vec::new();
+    if let Some(boot) = &suite.boot {
+        bars.push(Bar {
+            label: "boot / KVM floor".into(),
+            value: boot.ratio(),
+            goal: Some(BOOT_GOAL_RATIO),
+            higher_is_better: false,
+            text: format!("{:.1}x (goal <= {BOOT_GOAL_RATIO}x)", boot.ratio()),
+            group: "boot",
+        });
+    }
     for r in &suite.probes.rows {
         bars.push(Bar {
             label: format!("checked free / bare exit, {} VMAs", r.vmas),
@@ -79,7 +102,7 @@ fn bars(suite: &Suite) -> Vec<Bar> {
             group: "probes",
         });
     }
-    for r in &suite.mm.rows {
+    for r in suite.mm.iter().flat_map(|mm| &mm.rows) {
         if let Some(q) = r.ratio() {
             bars.push(Bar {
                 label: format!("mm-core / Linux: {}", r.label()),
@@ -91,7 +114,7 @@ fn bars(suite: &Suite) -> Vec<Bar> {
             });
         }
     }
-    for r in &suite.guest.rows {
+    for r in suite.guest.iter().flat_map(|g| &g.rows) {
         if let Some(q) = r.ratio() {
             bars.push(Bar {
                 label: format!("guest / Linux: {}", r.label()),

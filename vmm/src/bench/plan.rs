@@ -1,0 +1,273 @@
+//! What `vmm bench` will run: its rows, each measured on its own (a row that fails is reported and
+//! the rest go on), how long each should take on this machine, and the watchdog that follows
+//! from it.
+//!
+//! The estimate comes from a calibration of a few seconds before the first row: one boot, one
+//! probe-bench run at 100 VMAs (what a VMA costs the guest here), the guest workloads at their
+//! smoke size, and one seed of each campaign's scenario. Each row's work is a multiple of one of
+//! those, so its estimate is that multiple; a child row's watchdog is [`WATCHDOG_MARGIN`] times
+//! its estimate (at least [`MIN_WATCHDOG`]), so a slow machine stretches every watchdog with it.
+
+use super::BenchError;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A row's watchdog is this many times its estimate.
+pub const WATCHDOG_MARGIN: u32 = 4;
+/// No watchdog is shorter than this.
+pub const MIN_WATCHDOG: Duration = Duration::from_secs(60);
+
+/// One row of the bench.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowKind {
+    /// Boot against the KVM floor, this many runs of each.
+    Boot(u32),
+    /// The probe cost at this many VMAs.
+    Probes(u64),
+    /// mm-core's host build against Linux, and the scaling series (in this process); at the
+    /// smoke sizes if true.
+    MmHost(bool),
+    /// The guest workloads against Linux; at the smoke size if true.
+    Guest(bool),
+    /// A campaign of this scenario over this many seeds.
+    Campaign(&'static str, u64),
+}
+
+/// A row with its name, estimate and watchdog.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// What it measures.
+    pub kind: RowKind,
+    /// How the table, the JSON and `--row-timeout` name it.
+    pub name: String,
+    /// How long it should take here.
+    pub estimate: Duration,
+    /// When its child is stopped.
+    pub watchdog: Duration,
+}
+
+/// What one run of each calibration took.
+#[derive(Clone, Copy, Debug)]
+pub struct Calibration {
+    /// `vmm run --scenario boot`.
+    pub boot: Duration,
+    /// `vmm run --scenario probe-bench --scale 100`.
+    pub probes_100: Duration,
+    /// The guest workloads at their smoke size.
+    pub guest_quick: Duration,
+    /// One seed of each campaign scenario, in [`campaign_plans`]'s order.
+    pub campaign_seed: [Duration; 3],
+}
+
+/// The campaign rows: scenario and seeds.
+pub fn campaign_plans(quick: bool) -> [(&'static str, u64); 3] {
+    if quick {
+        [("munmap-whole", 8), ("tour", 2), ("race-exit", 2)]
+    } else {
+        [("munmap-whole", 500), ("tour", 60), ("race-exit", 200)]
+    }
+}
+
+/// Times `vmm run --scenario ARGS` once (a calibration run).
+fn time_run(vmm_exe: &Path, args: &[&str]) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    let status = Command::new(vmm_exe)
+        .arg("run")
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let failed = |reason: String| BenchError::Child {
+        command: format!("{} run {}", vmm_exe.display(), args.join(" ")),
+        reason,
+    };
+    match status {
+        Ok(s) if s.success() => Ok(started.elapsed()),
+        Ok(s) => Err(failed(s.to_string())),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+impl Calibration {
+    /// Runs the calibration (a few seconds here).
+    pub fn measure(vmm_exe: &Path, quick: bool) -> Result<Calibration, BenchError> {
+        let boot = time_run(vmm_exe, &["--scenario", "boot"])?;
+        let probes_100 = time_run(vmm_exe, &["--scenario", "probe-bench", "--scale", "100"])?;
+        let small = super::guest::GUEST_SCALE_QUICK.to_string();
+        let guest_quick = time_run(vmm_exe, &["--scenario", "mm-workloads", "--scale", &small])?;
+        let mut campaign_seed = [Duration::ZERO; 3];
+        for (i, (scenario, _)) in campaign_plans(quick).into_iter().enumerate() {
+            campaign_seed[i] = time_run(vmm_exe, &["--scenario", scenario])?;
+        }
+        Ok(Calibration {
+            boot,
+            probes_100,
+            guest_quick,
+            campaign_seed,
+        })
+    }
+
+    /// The estimate of one row.
+    fn estimate(&self, kind: &RowKind, jobs: u32) -> Duration {
+        let per_vma = self.probes_100.saturating_sub(self.boot) / 100;
+        match *kind {
+            // Floor and boot alternate, after one warm-up of each.
+            RowKind::Boot(runs) => self.boot * 2 * (runs + 1),
+            RowKind::Probes(vmas) => self.boot + per_vma * u32::try_from(vmas).unwrap_or(u32::MAX),
+            // In-process on the host, with no guest: its sizes are fixed (`mm_bench::Sizes`).
+            RowKind::MmHost(quick) => Duration::from_secs(if quick { 2 } else { 15 }),
+            RowKind::Guest(true) => self.guest_quick,
+            RowKind::Guest(false) => {
+                let times = super::guest::GUEST_SCALE / super::guest::GUEST_SCALE_QUICK;
+                self.guest_quick * u32::try_from(times).unwrap_or(u32::MAX)
+            }
+            RowKind::Campaign(scenario, seeds) => {
+                let i = campaign_plans(false)
+                    .iter()
+                    .position(|(s, _)| *s == scenario)
+                    .unwrap_or(0);
+                let seeds = u32::try_from(seeds).unwrap_or(u32::MAX);
+                self.campaign_seed[i] * seeds / jobs.max(1)
+            }
+        }
+    }
+}
+
+/// The rows of a bench run (`--quick`: the smoke sizes), with estimates from `cal` and `jobs`
+/// campaign children at once; `overrides` replace the watchdog of the rows they name.
+pub fn rows(
+    quick: bool,
+    iterations: u32,
+    cal: &Calibration,
+    jobs: u32,
+    overrides: &[(String, Duration)],
+) -> Vec<Row> {
+    let scales: &[u64] = if quick {
+        &super::probes::PROBE_SCALES_QUICK
+    } else {
+        &super::probes::PROBE_SCALES
+    };
+    let mut kinds = vec![(RowKind::Boot(iterations), "boot".to_string())];
+    for &vmas in scales {
+        kinds.push((RowKind::Probes(vmas), format!("probes-{vmas}")));
+    }
+    kinds.push((RowKind::MmHost(quick), "mm-host".to_string()));
+    kinds.push((RowKind::Guest(quick), "guest".to_string()));
+    for (scenario, seeds) in campaign_plans(quick) {
+        kinds.push((
+            RowKind::Campaign(scenario, seeds),
+            format!("campaign-{scenario}"),
+        ));
+    }
+    kinds
+        .into_iter()
+        .map(|(kind, name)| {
+            let estimate = cal.estimate(&kind, jobs);
+            let watchdog = overrides
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|&(_, t)| t)
+                .unwrap_or_else(|| (estimate * WATCHDOG_MARGIN).max(MIN_WATCHDOG));
+            Row {
+                kind,
+                name,
+                estimate,
+                watchdog,
+            }
+        })
+        .collect()
+}
+
+/// The row names a bench run has, for checking `--row-timeout` before anything runs.
+pub fn row_names(quick: bool) -> Vec<String> {
+    let cal = Calibration {
+        boot: Duration::ZERO,
+        probes_100: Duration::ZERO,
+        guest_quick: Duration::ZERO,
+        campaign_seed: [Duration::ZERO; 3],
+    };
+    rows(quick, 1, &cal, 1, &[])
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
+}
+
+/// "about 12 min" / "about 40 s".
+pub fn rough(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 90.0 {
+        format!("about {:.0} min", s / 60.0)
+    } else {
+        format!("about {:.0} s", s.max(1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cal() -> Calibration {
+        Calibration {
+            boot: Duration::from_millis(20),
+            probes_100: Duration::from_millis(720),
+            guest_quick: Duration::from_secs(2),
+            campaign_seed: [
+                Duration::from_millis(150),
+                Duration::from_secs(8),
+                Duration::from_millis(900),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_probe_rows_estimate_and_watchdog_grow_with_its_vmas() {
+        let rows = rows(false, 30, &cal(), 2, &[]);
+        let probe = |n: &str| rows.iter().find(|r| r.name == n).expect("row").clone();
+        // 7 ms a VMA: 65,530 VMAs are about 7.6 minutes, and its watchdog four times that.
+        let big = probe("probes-65530");
+        assert_eq!(
+            big.estimate,
+            Duration::from_millis(20) + Duration::from_millis(7) * 65_530
+        );
+        assert_eq!(big.watchdog, big.estimate * WATCHDOG_MARGIN);
+        // A small row keeps the floor.
+        assert_eq!(probe("probes-10").watchdog, MIN_WATCHDOG);
+        // Campaigns divide by the children running at once.
+        assert_eq!(
+            probe("campaign-tour").estimate,
+            Duration::from_secs(8) * 60 / 2
+        );
+    }
+
+    #[test]
+    fn an_override_replaces_only_the_row_it_names() {
+        let short = Duration::from_millis(1);
+        let rows = rows(true, 3, &cal(), 2, &[("probes-10".into(), short)]);
+        for r in &rows {
+            assert_eq!(r.watchdog == short, r.name == "probes-10", "{r:?}");
+        }
+        assert_eq!(
+            row_names(true),
+            [
+                "boot",
+                "probes-10",
+                "probes-100",
+                "mm-host",
+                "guest",
+                "campaign-munmap-whole",
+                "campaign-tour",
+                "campaign-race-exit"
+            ]
+        );
+    }
+
+    #[test]
+    fn rough_durations_read_as_minutes_or_seconds() {
+        assert_eq!(rough(Duration::from_secs(600)), "about 10 min");
+        assert_eq!(rough(Duration::from_secs(42)), "about 42 s");
+        assert_eq!(rough(Duration::ZERO), "about 1 s");
+    }
+}
