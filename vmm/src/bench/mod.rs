@@ -233,7 +233,9 @@ fn run_with_report(
         command: command.clone(),
         reason,
     };
-    let status = Command::new(vmm_exe)
+    // The child's stderr (its coverage matrix, its summary) is kept out of the bench's progress;
+    // on a failure its last line says why.
+    let output = Command::new(vmm_exe)
         .arg("run")
         .args(args)
         .args(["--timeout", &secs, "--report"])
@@ -241,10 +243,16 @@ fn run_with_report(
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .map_err(|e| child(e.to_string()))?;
-    if !status.success() {
-        return Err(child(status.to_string()));
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        return Err(child(match last {
+            Some(line) => format!("{}: {}", output.status, line.trim()),
+            None => output.status.to_string(),
+        }));
     }
     let text = std::fs::read_to_string(&report).map_err(|e| child(format!("no report: {e}")))?;
     let _ = std::fs::remove_file(&report);

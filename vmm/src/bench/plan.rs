@@ -181,6 +181,25 @@ pub fn rows(
         .collect()
 }
 
+/// Re-estimates the probe rows after `done` (a probe row) took `took`: their work grows with
+/// their VMAs, and a measured row predicts the next better than the calibration. Watchdogs that
+/// `overrides` set stay.
+pub fn refine(rows: &mut [Row], done: usize, took: Duration, overrides: &[(String, Duration)]) {
+    let RowKind::Probes(measured) = rows[done].kind else {
+        return;
+    };
+    for row in &mut rows[done + 1..] {
+        let RowKind::Probes(vmas) = row.kind else {
+            continue;
+        };
+        let scale = vmas as f64 / measured.max(1) as f64;
+        row.estimate = took.mul_f64(scale.max(1.0));
+        if !overrides.iter().any(|(n, _)| *n == row.name) {
+            row.watchdog = (row.estimate * WATCHDOG_MARGIN).max(MIN_WATCHDOG);
+        }
+    }
+}
+
 /// The row names a bench run has, for checking `--row-timeout` before anything runs.
 pub fn row_names(quick: bool) -> Vec<String> {
     let cal = Calibration {
@@ -262,6 +281,25 @@ mod tests {
                 "campaign-race-exit"
             ]
         );
+    }
+
+    #[test]
+    fn a_measured_probe_row_re_estimates_the_larger_ones() {
+        let overridden = [("probes-65530".to_string(), MIN_WATCHDOG)];
+        let mut again = rows(false, 30, &cal(), 2, &overridden);
+        let mut rows = rows(false, 30, &cal(), 2, &[]);
+        let at = |rows: &[Row], n: &str| rows.iter().position(|r| r.name == n).expect("row");
+        let (small, big) = (at(&rows, "probes-1000"), at(&rows, "probes-65530"));
+        refine(&mut rows, small, Duration::from_secs(6), &[]);
+        assert_eq!(rows[big].estimate, Duration::from_secs(6).mul_f64(65.53));
+        assert_eq!(rows[big].watchdog, rows[big].estimate * WATCHDOG_MARGIN);
+        // An override keeps its watchdog; rows before the measured one are left alone.
+        refine(&mut again, small, Duration::from_secs(6), &overridden);
+        assert_eq!(again[big].watchdog, MIN_WATCHDOG);
+        assert_eq!(again[big].estimate, rows[big].estimate);
+        let ten = at(&rows, "probes-10");
+        refine(&mut rows, small, Duration::from_secs(600), &[]);
+        assert_eq!(rows[ten].watchdog, MIN_WATCHDOG);
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub fn run(
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!("bench: calibrating (a few runs of the guest) …");
     let cal = Calibration::measure(vmm_exe, config.quick)?;
-    let rows = plan::rows(
+    let mut rows = plan::rows(
         config.quick,
         config.iterations,
         &cal,
@@ -135,7 +135,8 @@ pub fn run(
         pending: rows.iter().map(|r| r.name.clone()).collect(),
     };
     let started = Instant::now();
-    for (i, row) in rows.iter().enumerate() {
+    for i in 0..rows.len() {
+        let row = rows[i].clone();
         eprintln!(
             "bench: [{}/{}] {} ({}, watchdog {} s) …",
             i + 1,
@@ -145,15 +146,19 @@ pub fn run(
             row.watchdog.as_secs()
         );
         let row_started = Instant::now();
-        let measured = measure(vmm_exe, row, jobs, &mut suite);
+        let measured = measure(vmm_exe, &row, jobs, &mut suite);
+        let took = row_started.elapsed();
         suite.pending.retain(|p| *p != row.name);
         match measured {
-            Ok(()) => eprintln!(
-                "bench: {} done in {:.1} s ({:.0} s so far)",
-                row.name,
-                row_started.elapsed().as_secs_f64(),
-                started.elapsed().as_secs_f64()
-            ),
+            Ok(()) => {
+                eprintln!(
+                    "bench: {} done in {:.1} s ({:.0} s so far)",
+                    row.name,
+                    took.as_secs_f64(),
+                    started.elapsed().as_secs_f64()
+                );
+                plan::refine(&mut rows, i, took, &config.row_timeouts);
+            }
             Err(e) => {
                 let failure = RowFailure::of(&row.name, e);
                 eprintln!("bench: {} FAILED: {}", row.name, failure.reason);
