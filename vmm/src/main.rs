@@ -561,49 +561,8 @@ fn bench_all(args: &vmm::cli::BenchArgs) -> u8 {
     ]) {
         return code;
     }
-    let names = vmm::bench::plan::row_names(args.quick);
-    if let Some((name, _)) = args.row_timeout.iter().find(|(n, _)| !names.contains(n)) {
-        let known = names.join(", ");
-        return fail(
-            USAGE,
-            &format_args!("--row-timeout: no row {name:?} (rows: {known})"),
-        );
-    }
-    let config = vmm::bench::suite::SuiteConfig {
-        quick: args.quick,
-        iterations: if args.quick { 3 } else { args.iterations },
-        row_timeouts: args.row_timeout.clone(),
-    };
-    // The files follow the run: rewritten after every row, so an interrupted bench keeps what it
-    // measured.
-    let mut write_error = None;
-    let mut write_files = |suite: &vmm::bench::suite::Suite| {
-        let json = serde_json::to_string_pretty(&suite.to_json()).unwrap_or_default() + "\n";
-        for (path, text) in [
-            (args.json.as_ref(), json),
-            (args.svg.as_ref(), suite.to_svg()),
-        ] {
-            if let Some(path) = path {
-                if let Err(e) = vmm::out_file::write_text(path, &text) {
-                    write_error = Some(format!("cannot write {}: {e}", path.display()));
-                }
-            }
-        }
-    };
-    let suite = match vmm::bench::suite::run(&exe, &config, &mut write_files) {
-        Ok(suite) => suite,
-        Err(e) => return fail(FAILURE, &e),
-    };
-    println!("{suite}");
-    if let Some(e) = write_error {
-        return fail(FAILURE, &e);
-    }
-    if suite.complete() {
-        SUCCESS
-    } else {
-        fail(
-            FAILURE,
-            &format_args!("bench: {} row(s) failed", suite.failures.len()),
-        )
+    match vmm::bench::suite::run_command(&exe, args) {
+        Ok(code) => code,
+        Err(message) => fail(FAILURE, &message),
     }
 }

@@ -170,6 +170,53 @@ pub fn run(
     Ok(suite)
 }
 
+/// `vmm bench` with every row: checks `--row-timeout`, runs the suite writing `--json` and `--svg`
+/// after every row, prints the table; returns the exit code (1 if a row failed), or the message
+/// of an error that stops it (the calibration failed, a file could not be written).
+pub fn run_command(vmm_exe: &Path, args: &crate::cli::BenchArgs) -> Result<u8, String> {
+    use crate::exit_code::{FAILURE, SUCCESS, USAGE};
+    let names = plan::row_names(args.quick);
+    if let Some((name, _)) = args.row_timeout.iter().find(|(n, _)| !names.contains(n)) {
+        eprintln!(
+            "vmm: --row-timeout: no row {name:?} (rows: {})",
+            names.join(", ")
+        );
+        return Ok(USAGE);
+    }
+    let config = SuiteConfig {
+        quick: args.quick,
+        iterations: if args.quick { 3 } else { args.iterations },
+        row_timeouts: args.row_timeout.clone(),
+    };
+    // The files follow the run: rewritten after every row, so an interrupted bench keeps what it
+    // measured.
+    let mut write_error = None;
+    let mut write_files = |suite: &Suite| {
+        let json = serde_json::to_string_pretty(&suite.to_json()).unwrap_or_default() + "\n";
+        for (path, text) in [
+            (args.json.as_ref(), json),
+            (args.svg.as_ref(), suite.to_svg()),
+        ] {
+            if let Some(path) = path {
+                if let Err(e) = crate::out_file::write_text(path, &text) {
+                    write_error = Some(format!("cannot write {}: {e}", path.display()));
+                }
+            }
+        }
+    };
+    let suite = run(vmm_exe, &config, &mut write_files).map_err(|e| e.to_string())?;
+    println!("{suite}");
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    if suite.complete() {
+        Ok(SUCCESS)
+    } else {
+        eprintln!("vmm: bench: {} row(s) failed", suite.failures.len());
+        Ok(FAILURE)
+    }
+}
+
 /// Measures one row into `suite`.
 fn measure(
     vmm_exe: &Path,
