@@ -23,6 +23,9 @@ pub const COM1_PORTS: u16 = 8;
 
 /// How many finished console lines a failure report can show.
 pub const TAIL_LINES: usize = 12;
+/// Longest line kept for those reports: a guest that never sends a newline cannot grow the VMM's
+/// memory, its line is cut here (the console itself still gets every byte).
+pub const MAX_LINE: usize = 4096;
 
 /// The UART and where its output goes.
 pub struct Serial {
@@ -111,29 +114,55 @@ impl Console {
         }
         // The console is best effort: a closed stdout must not stop the VM.
         let _ = self.sink.write_all(&self.access);
-        for &b in &self.access {
-            if b == b'\n' {
-                let _ = self.sink.flush();
-                let line = String::from_utf8_lossy(&self.line).into_owned();
-                self.line.clear();
-                if self.tail.len() == TAIL_LINES {
-                    self.tail.pop_front();
+        for i in 0..self.access.len() {
+            match self.access[i] {
+                b'\n' => {
+                    let _ = self.sink.flush();
+                    self.finish_line();
                 }
-                self.tail.push_back(line);
-            } else if b != b'\r' {
-                self.line.push(b);
+                b'\r' => {}
+                b => {
+                    if self.line.len() == MAX_LINE {
+                        self.finish_line();
+                    }
+                    self.line.push(b);
+                }
             }
         }
         self.access.clear();
     }
 
+    /// Moves the unfinished line to the tail.
+    fn finish_line(&mut self) {
+        let line = printable(&self.line);
+        self.line.clear();
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+
     fn tail(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.tail.iter().cloned().collect();
         if !self.line.is_empty() {
-            lines.push(String::from_utf8_lossy(&self.line).into_owned());
+            lines.push(printable(&self.line));
         }
         lines
     }
+}
+
+/// A guest's line as the VMM may print it among its own: UTF-8 made valid, and control characters
+/// (escape sequences, a stray newline) shown escaped instead of reaching the terminal.
+fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for c in String::from_utf8_lossy(bytes).chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Write for Console {
@@ -180,6 +209,31 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_line_without_an_end_is_cut_and_escapes_cannot_reach_the_terminal() {
+        let shared = Shared::default();
+        let mut uart = Serial::new(Box::new(shared.clone()));
+        // 10,000 bytes and no newline: the kept line stops at MAX_LINE, the console gets it all.
+        for _ in 0..10 {
+            uart.write(COM1_BASE, &[b'x'; 1000]);
+        }
+        let tail = uart.tail();
+        assert!(
+            tail.iter().all(|l| l.len() <= MAX_LINE),
+            "{:?}",
+            tail.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert_eq!(tail.iter().map(String::len).sum::<usize>(), 10_000);
+        assert_eq!(shared.bytes().len(), 10_000);
+        uart.write(COM1_BASE, b"\n");
+        // A terminal escape and a bell are shown, not sent, in the VMM's own lines.
+        for &b in b"\x1b[2Jgone\x07\n" {
+            uart.write(COM1_BASE, &[b]);
+        }
+        let last = uart.tail().pop().unwrap();
+        assert_eq!(last, "\\u{1b}[2Jgone\\u{7}");
     }
 
     #[test]
