@@ -275,3 +275,15 @@ fn races_refuse_one_vcpu_and_bad_schedules_with_one_line() {
     );
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
+
+#[test]
+fn a_schedule_naming_a_vcpu_the_vm_lacks_is_a_usage_error_before_any_vm_starts() {
+    let args = ["run", "--scenario", "race-exit", "--schedule", "9*9"];
+    let (stdout, stderr) = expect_exit(&args, 2);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("picks vCPU 9, but the VM has 2"),
+        "{stderr}"
+    );
+}

@@ -137,6 +137,17 @@ fn write_trace(
 }
 
 fn run_command(args: &RunArgs, started: Instant) -> u8 {
+    if let Some(cpu) = args.schedule.as_ref().and_then(|s| s.highest_cpu()) {
+        if usize::from(cpu) >= args.vcpus {
+            return fail(
+                USAGE,
+                &format_args!(
+                    "--schedule picks vCPU {cpu}, but the VM has {} (--vcpus)",
+                    args.vcpus
+                ),
+            );
+        }
+    }
     let outputs = [
         ("--report", args.report.as_deref()),
         ("--trace-events", args.trace_events.as_deref()),

@@ -60,6 +60,17 @@ pub struct ScheduleParseError {
     why: String,
 }
 
+/// Most picks a schedule may hold (a byte each): a `--schedule` asking for more is refused rather
+/// than allocated.
+pub const MAX_SCHEDULE_PICKS: usize = 1 << 24;
+
+impl Schedule {
+    /// The highest vCPU index the schedule picks, if any.
+    pub fn highest_cpu(&self) -> Option<u8> {
+        self.0.iter().copied().max()
+    }
+}
+
 impl std::str::FromStr for Schedule {
     type Err = ScheduleParseError;
 
@@ -77,8 +88,11 @@ impl std::str::FromStr for Schedule {
             let count: usize = count
                 .parse()
                 .ok()
-                .filter(|&n| n > 0 && n <= 1 << 24)
+                .filter(|&n| n > 0 && n <= MAX_SCHEDULE_PICKS)
                 .ok_or_else(|| err(format!("'{count}' is not a run length")))?;
+            if picks.len() + count > MAX_SCHEDULE_PICKS {
+                return Err(err(format!("more than {MAX_SCHEDULE_PICKS} picks in all")));
+            }
             picks.extend(std::iter::repeat_n(cpu, count));
         }
         Ok(Schedule(picks))
@@ -426,6 +440,14 @@ mod tests {
         let err = "0*3.x".parse::<Schedule>().unwrap_err().to_string();
         assert!(err.contains("'x' is not a vCPU index"), "{err}");
         assert!("1*0".parse::<Schedule>().is_err());
+        // Runs that each fit but together ask for gigabytes are refused, not allocated.
+        let huge = vec!["0*16777216"; 300].join(".");
+        let err = huge.parse::<Schedule>().unwrap_err().to_string();
+        assert!(err.contains("more than 16777216 picks"), "{err}");
+        assert_eq!(
+            "0*3.2.1".parse::<Schedule>().unwrap().highest_cpu(),
+            Some(2)
+        );
     }
 
     /// Runs `racers` threads, each making `points` points, under `mode`; returns the picks and
