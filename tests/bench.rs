@@ -17,6 +17,10 @@ const WORKLOADS: [&str; 6] = [
     "truncate_shared",
 ];
 
+/// The two tests that run the whole quick suite take turns: side by side on a 2-core machine each
+/// would time the other's load (the scaling rows assert that larger n takes longer).
+static WHOLE_SUITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A `{median, min, max}` figure with min <= median <= max, all positive.
 fn sane(figure: &Value) -> bool {
     let get = |k: &str| figure[k].as_f64().unwrap_or(-1.0);
@@ -43,6 +47,7 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
     if !kvm_available("the_quick_suite_writes_a_table_json_and_a_picture") {
         return;
     }
+    let _turn = WHOLE_SUITE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir();
     let json = dir.join(format!("mm-bench-{}.json", std::process::id()));
     let svg = dir.join(format!("mm-bench-{}.svg", std::process::id()));
@@ -178,6 +183,7 @@ fn a_row_that_fails_is_reported_and_the_others_still_measure() {
     if !kvm_available("a_row_that_fails_is_reported_and_the_others_still_measure") {
         return;
     }
+    let _turn = WHOLE_SUITE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir();
     let json = dir.join(format!("mm-bench-failing-{}.json", std::process::id()));
     let svg = dir.join(format!("mm-bench-failing-{}.svg", std::process::id()));
