@@ -211,6 +211,24 @@ impl<'a> GuestView<'a> {
             .map_err(|_| WalkError::BadAddress { what, addr })
     }
 
+    /// The `len` bytes at `addr` (a structure `what`) as one slice of a region, after the checks
+    /// every access makes: the fast path of every multi-word access.
+    fn slice(
+        &self,
+        what: &'static str,
+        addr: u64,
+        len: u64,
+    ) -> Result<VolatileSlice<'a, ()>, WalkError> {
+        self.check(what, addr, len)?;
+        self.regions
+            .iter()
+            .find_map(|(start, slice)| {
+                let off = addr.checked_sub(*start)?;
+                slice.subslice(off as usize, len as usize).ok()
+            })
+            .ok_or(WalkError::BadAddress { what, addr })
+    }
+
     /// The words at `addr` into `buf` (`addr` 8-aligned), eight bytes at a time: what a large
     /// read (the whole mem_map) needs to be fast.
     pub(crate) fn read_words(
@@ -219,18 +237,8 @@ impl<'a> GuestView<'a> {
         addr: u64,
         buf: &mut [u64],
     ) -> Result<(), WalkError> {
-        let len = buf.len() as u64 * 8;
-        self.check(what, addr, len)?;
-        for (start, slice) in &self.regions {
-            let Some(off) = addr.checked_sub(*start) else {
-                continue;
-            };
-            if let Ok(sub) = slice.subslice(off as usize, len as usize) {
-                sub.copy_to(buf);
-                return Ok(());
-            }
-        }
-        Err(WalkError::BadAddress { what, addr })
+        self.slice(what, addr, buf.len() as u64 * 8)?.copy_to(buf);
+        Ok(())
     }
 
     /// Calls `f` with each of the 512 entries of the page table at `frame` (index, value), read in
@@ -241,23 +249,17 @@ impl<'a> GuestView<'a> {
         frame: u64,
         mut f: impl FnMut(usize, u64),
     ) -> Result<(), WalkError> {
-        let bad = || WalkError::BadAddress {
-            what: "page table",
-            addr: frame,
-        };
-        self.check("page table", frame, PAGE_BYTES)?;
-        for (start, slice) in &self.regions {
-            let Some(off) = frame.checked_sub(*start) else {
-                continue;
-            };
-            if let Ok(table) = slice.subslice(off as usize, PAGE_BYTES as usize) {
-                for i in 0..512 {
-                    f(i, table.get_ref::<u64>(i * 8).map_err(|_| bad())?.load());
-                }
-                return Ok(());
-            }
+        let table = self.slice("page table", frame, PAGE_BYTES)?;
+        for i in 0..512 {
+            let entry = table
+                .get_ref::<u64>(i * 8)
+                .map_err(|_| WalkError::BadAddress {
+                    what: "page table",
+                    addr: frame,
+                })?;
+            f(i, entry.load());
         }
-        Err(bad())
+        Ok(())
     }
 
     /// The 512 entries of the page table at `frame`.
@@ -274,17 +276,8 @@ impl<'a> GuestView<'a> {
         addr: u64,
         words: &[u64],
     ) -> Result<(), WalkError> {
-        let len = words.len() as u64 * 8;
-        self.check(what, addr, len)?;
-        for (start, slice) in &self.regions {
-            let Some(off) = addr.checked_sub(*start) else {
-                continue;
-            };
-            if let Ok(sub) = slice.subslice(off as usize, len as usize) {
-                sub.copy_from(words);
-                return Ok(());
-            }
-        }
-        Err(WalkError::BadAddress { what, addr })
+        self.slice(what, addr, words.len() as u64 * 8)?
+            .copy_from(words);
+        Ok(())
     }
 }
