@@ -15,7 +15,7 @@ pub fn summary_line(s: &Summary) -> String {
          sweep(s)) / P7 {p7}, {} violation(s), {} walk error(s)",
         s.events,
         s.sweeps,
-        s.violations.len(),
+        s.violation_total(),
         s.errors.len()
     )
 }
@@ -85,7 +85,22 @@ pub fn to_json(
         "sweeps": s.sweeps,
         "coverage": coverage_json(&s.coverage),
         "violations": s.violations.iter().map(violation_json).collect::<Vec<_>>(),
+        "violation_counts": crate::campaign::outcome::checks_json(&s.violation_counts),
+        "violations_dropped": s.violations_dropped(),
         "errors": s.errors,
+        "max_steps": s.max_steps,
+        "held": {
+            "violations": report.held.violations,
+            "errors": report.held.errors,
+            "indexed_vmas": report.held.indexed_vmas,
+            "flush_mms": report.held.flush_mms,
+            "flushes": report.held.flushes,
+            "unhooked": report.held.unhooked,
+            "freed": report.held.freed,
+            "swept": report.held.swept,
+            "check_samples": report.timing.check_samples(),
+            "phases": report.timing.phases.len(),
+        },
         "schedule": report.schedule.as_ref().map(|s| s.to_string()),
         "timing": {
             "pings": report.timing.pings,
@@ -99,6 +114,7 @@ pub fn to_json(
             "check_with_sweeps_per_free_ns":
                 report.timing.check_with_sweeps_per_free().map(|d| d.as_nanos() as u64),
             "probe_events": report.timing.probe_events,
+            "phases_dropped": report.timing.phases_dropped,
             "phases": report.timing.phases.iter().map(|p| json!({
                 "workload": p.workload.name(),
                 "units": p.units,

@@ -4,7 +4,7 @@
 use crate::arch::x86_64::exception;
 use crate::calls::VcpuEvent;
 use crate::devices::serial::Serial;
-use crate::probe::{Probe, Summary};
+use crate::probe::{Held, Probe, Summary};
 use crate::quarantine::Quarantine;
 use crate::sched::{Mode, SchedError, Schedule, Scheduler};
 use crate::timing::ExitTiming;
@@ -230,6 +230,8 @@ pub struct RunReport {
     pub console_tail: Vec<String>,
     /// What the probes saw.
     pub probes: Summary,
+    /// What the probe engine held at the end, per structure.
+    pub held: Held,
     /// Exit timing (ping round trip, check cost per page-table free).
     pub timing: ExitTiming,
     /// Process start to the outcome (before the vCPUs are stopped).
@@ -310,6 +312,8 @@ pub fn run(config: RunConfig<'_>) -> Result<RunReport, RunError> {
     let mut probe = Probe::new(mem.clone(), config.thorough);
     // Free-running racers change rss under their own locks while a sweep reads it.
     probe.set_rss_racy(matches!(config.schedule, Mode::Free(_)));
+    // A walk in progress when the watchdog fires gives up instead of holding the run past it.
+    probe.set_stop(stop.clone());
     let probe = Arc::new(Mutex::new(probe));
     let timing = Arc::new(Mutex::new(ExitTiming::default()));
     let sched = Arc::new(Scheduler::new(config.vm.vcpus, config.schedule.clone()));
@@ -386,14 +390,14 @@ pub fn run(config: RunConfig<'_>) -> Result<RunReport, RunError> {
     let ended_after = config.started.elapsed();
     stop_vcpus(&stop, &threads);
     let output = read_output(&mem, &boot_info);
-    let probes = probe
+    let (probes, held) = probe
         .lock()
-        .map(|p| p.summary().clone())
+        .map(|p| (p.summary().clone(), p.held()))
         .unwrap_or_default();
     let timing = timing.lock().map(|t| t.clone()).unwrap_or_default();
     // The guest may think it passed; a broken ordering rule still fails the run.
     let failure = failure.or_else(|| {
-        let count = probes.violations.len() + probes.errors.len();
+        let count = probes.violation_total() as usize + probes.errors.len();
         (count > 0).then_some(Failure::ProbeViolations { count })
     });
     let console_tail = serial.lock().map(|s| s.tail()).unwrap_or_default();
@@ -404,6 +408,7 @@ pub fn run(config: RunConfig<'_>) -> Result<RunReport, RunError> {
         in_scenario,
         console_tail,
         probes,
+        held,
         timing,
         ended_after,
         output,

@@ -149,6 +149,9 @@ pub enum SchedError {
         /// The vCPU it names.
         cpu: u8,
     },
+    /// The race went on past the picks a schedule may hold, so it could not be replayed.
+    #[error("the race made more than {MAX_SCHEDULE_PICKS} picks; a schedule that long cannot be recorded")]
+    TooLong,
 }
 
 /// What one racer is doing.
@@ -358,6 +361,10 @@ impl Scheduler {
     }
 
     fn choose(&self, s: &mut State) -> Result<usize, SchedError> {
+        // The recorded schedule is host memory a guest racing for ever would grow without bound.
+        if s.picks.len() >= MAX_SCHEDULE_PICKS {
+            return Err(SchedError::TooLong);
+        }
         let waiting: BTreeSet<usize> = (0..s.racers.len())
             .filter(|&i| s.racers[i].joined && s.racers[i].waiting)
             .collect();

@@ -3,7 +3,16 @@
 //! the next).
 
 use mm_core::abi::{Workload, MARK_END, MARK_START};
+use mm_core::rng::Rng;
 use std::time::{Duration, Instant};
+
+/// Check times kept for the median: every one up to this many, then a uniform sample of them all
+/// (reservoir sampling), so a guest freeing tables for ever cannot grow the VMM.
+pub const MAX_CHECK_SAMPLES: usize = 1 << 16;
+
+/// Benchmark phases kept; later ones are counted in [`ExitTiming::phases_dropped`]. A benchmark
+/// has a few dozen.
+pub const MAX_PHASES: usize = 4096;
 
 /// One benchmark phase the guest marked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,16 +36,22 @@ pub struct ExitTiming {
     pub checked_frees: u64,
     /// Host time spent in those checks.
     pub check_time: Duration,
-    /// Each check's time, in order.
+    /// Check times: all of them up to [`MAX_CHECK_SAMPLES`], then a uniform sample.
     checks: Vec<Duration>,
+    /// The slowest check.
+    slowest: Option<Duration>,
+    /// Picks which check times the sample keeps once it is full (fixed seed: runs repeat).
+    sampler: Option<Rng>,
     /// Sweeps of every mm's page tables (P6 at the guest's quiescent points).
     pub sweeps: u64,
     /// Host time spent in those sweeps.
     pub sweep_time: Duration,
     /// Probe events of every kind handled (checked frees and sweeps included).
     pub probe_events: u64,
-    /// The guest's benchmark phases, in order.
+    /// The guest's benchmark phases, in order (the first [`MAX_PHASES`]).
     pub phases: Vec<Phase>,
+    /// Phases past [`MAX_PHASES`], not kept.
+    pub phases_dropped: u64,
     /// Marks that did not pair up (an end with no start, another workload's end, an unknown
     /// workload): none in a sound run.
     pub unpaired_marks: u64,
@@ -55,7 +70,17 @@ impl ExitTiming {
     pub fn checked_free(&mut self, took: Duration) {
         self.checked_frees += 1;
         self.check_time += took;
-        self.checks.push(took);
+        self.slowest = self.slowest.max(Some(took));
+        if self.checks.len() < MAX_CHECK_SAMPLES {
+            self.checks.push(took);
+            return;
+        }
+        // Reservoir sampling: the n-th time replaces a kept one with probability SAMPLES / n.
+        let rng = self.sampler.get_or_insert_with(|| Rng::new(0x5eed));
+        let slot = rng.next_u64() % self.checked_frees;
+        if let Some(kept) = self.checks.get_mut(slot as usize) {
+            *kept = took;
+        }
     }
 
     /// A sweep took `took`.
@@ -90,6 +115,11 @@ impl ExitTiming {
                 self.unpaired_marks += u64::from(open.is_some());
                 self.open_phase = Some((w, at));
             }
+            (MARK_END, Some(w), Some((open, _)))
+                if open == w && self.phases.len() >= MAX_PHASES =>
+            {
+                self.phases_dropped += 1;
+            }
             (MARK_END, Some(w), Some((open, started))) if open == w => self.phases.push(Phase {
                 workload: w,
                 units,
@@ -115,16 +145,22 @@ impl ExitTiming {
     }
 
     /// Median host time of one check: the typical free, unswayed by the few frees of tables that
-    /// span many VMAs (whose cost grows with those VMAs, as it should).
+    /// span many VMAs (whose cost grows with those VMAs, as it should). Exact up to
+    /// [`MAX_CHECK_SAMPLES`] checks, the median of a uniform sample past that.
     pub fn check_median(&self) -> Option<Duration> {
         let mut sorted = self.checks.clone();
         sorted.sort();
         sorted.get(sorted.len() / 2).copied()
     }
 
+    /// Check times kept for the median (at most [`MAX_CHECK_SAMPLES`]).
+    pub fn check_samples(&self) -> usize {
+        self.checks.len()
+    }
+
     /// The slowest check.
     pub fn check_max(&self) -> Option<Duration> {
-        self.checks.iter().max().copied()
+        self.slowest
     }
 }
 
@@ -183,5 +219,32 @@ mod tests {
         assert_eq!(t.check_per_free(), Some(Duration::from_micros(136)));
         assert_eq!(t.check_median(), Some(Duration::from_micros(5)));
         assert_eq!(t.check_max(), Some(Duration::from_micros(400)));
+    }
+
+    #[test]
+    fn check_times_are_sampled_past_the_cap_and_phases_counted() {
+        let mut t = ExitTiming::default();
+        // Twice the cap: the first half fast, the second slow. A sample of them all holds both.
+        for i in 0..2 * MAX_CHECK_SAMPLES as u64 {
+            let us = if i < MAX_CHECK_SAMPLES as u64 { 1 } else { 100 };
+            t.checked_free(Duration::from_micros(us));
+        }
+        assert_eq!(t.checks.len(), MAX_CHECK_SAMPLES);
+        let slow = t.checks.iter().filter(|d| d.as_micros() == 100).count();
+        let half = MAX_CHECK_SAMPLES / 2;
+        assert!(
+            slow.abs_diff(half) < half / 10,
+            "{slow} slow samples of {MAX_CHECK_SAMPLES}"
+        );
+        assert_eq!(t.check_max(), Some(Duration::from_micros(100)));
+        assert_eq!(t.checked_frees, 2 * MAX_CHECK_SAMPLES as u64);
+
+        let w = Workload::TouchAnon as u64;
+        let now = Instant::now();
+        for _ in 0..MAX_PHASES + 5 {
+            t.bench_mark(w, MARK_START, 0, now);
+            t.bench_mark(w, MARK_END, 1, now);
+        }
+        assert_eq!((t.phases.len(), t.phases_dropped), (MAX_PHASES, 5));
     }
 }

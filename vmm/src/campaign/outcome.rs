@@ -179,15 +179,21 @@ pub fn classify(
             )
         }
     };
-    let mut violations = [0; NCHECKS];
-    for v in report["violations"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice)
-    {
-        if let Some(i) = CHECKS.iter().position(|&c| v["check"] == c) {
-            violations[i] += 1;
+    // The counts hold every violation; the list only the first `MAX_VIOLATIONS`.
+    let violations = if report["violation_counts"].is_object() {
+        checks_from_json(&report["violation_counts"])
+    } else {
+        let mut counts = [0; NCHECKS];
+        for v in report["violations"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+        {
+            if let Some(i) = CHECKS.iter().position(|&c| v["check"] == c) {
+                counts[i] += 1;
+            }
         }
-    }
+        counts
+    };
     let failure = report["failure"].as_str().map(str::to_string);
     let passed = report["passed"].as_bool() == Some(true);
     let kind = if violations.iter().any(|&n| n > 0) {

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use thiserror::Error;
@@ -60,12 +61,20 @@ impl Hasher for AddrHasher {
     }
 }
 
-/// Steps one event's walks may take in all. A sane guest needs far fewer: 65,530 VMAs in rmap,
-/// a mem_map of a million frames and a few thousand page tables fit several times over.
 /// Bytes in a page-table page.
 const PAGE_BYTES: u64 = 4096;
 
-pub(crate) const STEP_BUDGET: u64 = 1 << 22;
+/// Steps one event's walks may take in all; it also bounds what a walk collects (the sets of
+/// structures seen, ~16 MiB at most). A sane guest needs far fewer: the most any event took is
+/// the sum of the VMAs and tables it met, ~1,100 steps at 1,000 VMAs and ~8,100 at 8,000 in
+/// probe-bench (the report's `max_steps`), so 65,530 VMAs fit about 15 times over.
+pub(crate) const STEP_BUDGET: u64 = 1 << 20;
+
+/// Walk errors one event keeps; later ones are counted (see [`WalkErrors`]).
+pub(crate) const MAX_EVENT_ERRORS: usize = 32;
+
+/// How many steps pass between two looks at the run's stop flag.
+const STOP_POLL: u64 = 1024;
 
 /// Why a guest structure could not be walked; each names the structure and its address.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -118,6 +127,71 @@ pub(crate) enum WalkError {
         /// Its address.
         addr: u64,
     },
+    /// The run is stopping (the watchdog fired, or the outcome is known): the walk gave up.
+    #[error("{what} {addr:#x}: walk cut short, the run is stopping")]
+    Stopped {
+        /// The structure the walk was at.
+        what: &'static str,
+        /// Its address.
+        addr: u64,
+    },
+}
+
+impl WalkError {
+    /// Whether the walk ended because it may take no more steps (budget spent, run stopping):
+    /// every later step of the same event fails the same way.
+    fn ends_walk(&self) -> bool {
+        matches!(self, WalkError::Budget { .. } | WalkError::Stopped { .. })
+    }
+}
+
+/// The walk errors of one event, bounded whatever the guest laid out: the first
+/// [`MAX_EVENT_ERRORS`] kept, the rest counted, and the end of the walk (budget spent, run
+/// stopping) kept apart and told once, first.
+#[derive(Debug, Default)]
+pub(crate) struct WalkErrors {
+    ended: Option<WalkError>,
+    kept: Vec<WalkError>,
+    more: u64,
+}
+
+impl WalkErrors {
+    /// Records `e`.
+    pub(crate) fn push(&mut self, e: WalkError) {
+        if e.ends_walk() {
+            self.ended.get_or_insert(e);
+        } else if self.kept.len() < MAX_EVENT_ERRORS {
+            self.kept.push(e);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Records every error of `other`.
+    pub(crate) fn append(&mut self, other: &mut WalkErrors) {
+        if let Some(e) = other.ended.take() {
+            self.push(e);
+        }
+        for e in other.kept.drain(..) {
+            self.push(e);
+        }
+        self.more += std::mem::take(&mut other.more);
+    }
+
+    /// One line for the end of the walk, one per kept error, then one counting the rest.
+    pub(crate) fn into_lines(self) -> impl Iterator<Item = String> {
+        let more = (self.more > 0).then(|| {
+            format!(
+                "{} more walk errors in the same event not listed",
+                self.more
+            )
+        });
+        let ended = self.ended.map(|e| e.to_string());
+        ended
+            .into_iter()
+            .chain(self.kept.into_iter().map(|e| e.to_string()))
+            .chain(more)
+    }
 }
 
 /// A view of guest memory for one event's walks, with its step budget.
@@ -126,6 +200,10 @@ pub(crate) struct GuestView<'a> {
     /// Each region's first guest address and its memory, looked up once per view.
     regions: Vec<(u64, VolatileSlice<'a, ()>)>,
     steps_left: u64,
+    /// The run's stop flag: once set, the next poll ends the walk.
+    stop: Option<&'a AtomicBool>,
+    /// The poll saw the flag set: every later step fails.
+    stopped: bool,
 }
 
 impl<'a> GuestView<'a> {
@@ -139,16 +217,41 @@ impl<'a> GuestView<'a> {
             mem,
             regions,
             steps_left: STEP_BUDGET,
+            stop: None,
+            stopped: false,
+        }
+    }
+
+    /// The same view, giving up its walks soon after `stop` is set (the run's watchdog).
+    pub(crate) fn stopping_on(self, stop: &'a AtomicBool) -> Self {
+        Self {
+            stop: Some(stop),
+            ..self
         }
     }
 
     /// Spends one step of the budget on `what` at `addr`.
     pub(crate) fn step(&mut self, what: &'static str, addr: u64) -> Result<(), WalkError> {
+        if self.stopped {
+            return Err(WalkError::Stopped { what, addr });
+        }
         self.steps_left = self
             .steps_left
             .checked_sub(1)
             .ok_or(WalkError::Budget { what, addr })?;
+        if self.steps_left.is_multiple_of(STOP_POLL)
+            && self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            self.stopped = true;
+            return Err(WalkError::Stopped { what, addr });
+        }
         Ok(())
+    }
+
+    /// Whether the walk may take no more steps (budget spent, run stopping): loops over what a
+    /// walk collected stop here.
+    pub(crate) fn spent(&self) -> bool {
+        self.steps_left == 0 || self.stopped
     }
 
     /// Steps spent so far.

@@ -7,6 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+/// VMAs the index holds at most (~80 bytes each, ~10 MiB): twice what one mm may hold (65,530),
+/// and many times what the scenarios keep live. A guest that reports more turns the index off for the rest of the
+/// run, and P1 walks the rmap registries instead, as for a guest that reports no ranges.
+pub(crate) const MAX_INDEXED_VMAS: usize = 1 << 17;
+
 /// Every live VMA of every mm, from the guest's events.
 #[derive(Debug, Default)]
 pub(crate) struct VmaIndex {
@@ -19,11 +24,23 @@ pub(crate) struct VmaIndex {
     longest: HashMap<u64, u64>,
     /// Whether the guest reports VMA ranges at all (an older guest does not: P1 then walks all).
     pub active: bool,
+    /// The guest reported more than [`MAX_INDEXED_VMAS`] live VMAs: the index is off for good.
+    pub overflowed: bool,
 }
 
 impl VmaIndex {
     /// `vma` of `mm` now covers `[start, end)` (linked, or its range changed).
     pub(crate) fn range(&mut self, mm: u64, vma: u64, start: u64, end: u64) {
+        if self.overflowed {
+            return;
+        }
+        if self.at.len() >= MAX_INDEXED_VMAS && !self.at.contains_key(&vma) {
+            *self = VmaIndex {
+                overflowed: true,
+                ..VmaIndex::default()
+            };
+            return;
+        }
         self.active = true;
         self.freed(vma);
         self.by_mm.entry(mm).or_default().insert((start, vma), end);
@@ -73,7 +90,6 @@ impl VmaIndex {
     }
 
     /// VMAs indexed.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.at.len()
     }

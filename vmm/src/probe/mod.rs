@@ -37,6 +37,6 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Check, Cost, Probe, Summary, Violation, VmaInfo};
+pub use engine::{Check, Cost, Held, Probe, Summary, Violation, VmaInfo};
 pub use mm_core::abi::{ProbeEvent, TableSpan};
 pub use mm_core::hooks::UnlinkKind;

@@ -23,7 +23,7 @@ use mm_core::interval_tree::IntervalNode;
 use mm_core::phys::{PageFlags, PAGE_MAPPING_ANON};
 
 use super::engine::VmaInfo;
-use super::guest_mem::{AddrHashState, AddrSet, GuestView, WalkError};
+use super::guest_mem::{AddrHashState, AddrSet, GuestView, WalkError, WalkErrors};
 use super::layout::{self, anon_vma, file, mapping, node, page, roots, tree_root, vma, word};
 use super::UnlinkKind;
 
@@ -59,7 +59,7 @@ pub(crate) struct RmapWalk<'v, 'a> {
     /// VMAs meeting the filter, in the order found, each once per rmap structure kind.
     pub found: Vec<VmaInfo>,
     /// Structures that could not be walked.
-    pub errors: Vec<WalkError>,
+    pub errors: WalkErrors,
     /// anon_vmas walked.
     pub anon_vmas: u64,
     /// address_spaces walked.
@@ -80,7 +80,7 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
             files_done: AddrSet::default(),
             seen: HashSet::default(),
             found: Vec::new(),
-            errors: Vec::new(),
+            errors: WalkErrors::default(),
             anon_vmas: 0,
             mappings: 0,
             vmas: 0,
@@ -94,24 +94,20 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
             Ok(r) => r,
             Err(e) => return self.errors.push(e),
         };
-        let anons = self.registry(
+        self.registry(
             "anon_vma",
             r[word(roots::ANON_VMAS)],
             r[word(roots::NR_ANON_VMAS)],
             anon_vma::ALL_NEXT,
+            Self::anon_vma,
         );
-        for av in anons {
-            self.anon_vma(av);
-        }
-        let files = self.registry(
+        self.registry(
             "address_space",
             r[word(roots::MAPPINGS)],
             r[word(roots::NR_MAPPINGS)],
             mapping::ALL_NEXT,
+            Self::address_space,
         );
-        for m in files {
-            self.address_space(m);
-        }
     }
 
     /// Walks the anon_vma or address_space each of the `len` `Page`s at `mem_map` points to, as rmap
@@ -168,17 +164,31 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
             i += n;
         }
         for av in anons {
+            if self.view.spent() {
+                return;
+            }
             self.anon_vma(av);
         }
         for m in files {
+            if self.view.spent() {
+                return;
+            }
             self.address_space(m);
         }
     }
 
-    /// The objects on a registry list (`ListLink` at `next_off`, `prev` right after), checked.
-    fn registry(&mut self, what: &'static str, head: u64, count: u64, next_off: usize) -> Vec<u64> {
-        let mut out = Vec::new();
-        let (mut obj, mut prev) = (head, 0);
+    /// Visits each object on a registry list (`ListLink` at `next_off`, `prev` right after) as
+    /// the list is checked, so a registry longer than the step budget costs no more than the
+    /// budget.
+    fn registry(
+        &mut self,
+        what: &'static str,
+        head: u64,
+        count: u64,
+        next_off: usize,
+        visit: fn(&mut Self, u64),
+    ) {
+        let (mut obj, mut prev, mut n) = (head, 0, 0u64);
         while obj != 0 {
             let step = (|| {
                 self.view.step(what, obj)?;
@@ -198,23 +208,20 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
             })();
             match step {
                 Ok(next) => {
-                    out.push(obj);
+                    visit(self, obj);
+                    n += 1;
                     (prev, obj) = (obj, next);
                 }
-                Err(e) => {
-                    self.errors.push(e);
-                    return out;
-                }
+                Err(e) => return self.errors.push(e),
             }
         }
-        if out.len() as u64 != count {
+        if n != count {
             self.errors.push(WalkError::Insane {
                 what: "KernelRoots",
                 addr: head,
-                detail: format!("{what} registry holds {} but counts {count}", out.len()),
+                detail: format!("{what} registry holds {n} but counts {count}"),
             });
         }
-        out
     }
 
     /// Walks the VMA list of the anon_vma at `av` (once per search).
@@ -450,6 +457,10 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
     }
 
     fn consider(&mut self, addr: u64, w: &[u64], via: UnlinkKind) {
+        if self.found.len() == MAX_FOUND {
+            // Enough to tell the bug; a guest laying out more would only grow the VMM.
+            return;
+        }
         if self.filter.matches(w) && self.seen.insert((addr, via == UnlinkKind::Anon)) {
             self.found.push(VmaInfo {
                 addr,
@@ -461,6 +472,9 @@ impl<'v, 'a> RmapWalk<'v, 'a> {
         }
     }
 }
+
+/// VMAs one search reports at most (each becomes a P1 violation).
+pub(crate) const MAX_FOUND: usize = 64;
 
 // Layout sanity the walkers rely on: a registry link is `next` then `prev`.
 const _: () = {

@@ -30,7 +30,7 @@ use mm_core::mm::VmFlags;
 use mm_core::paging::{Level, PageTableEntry, PteFlags};
 use mm_core::phys::{PageFlags, TableDesc, PAGE_MAPPING_ANON};
 
-use super::guest_mem::{AddrSet, GuestView, WalkError};
+use super::guest_mem::{AddrSet, GuestView, WalkError, WalkErrors};
 use super::layout::{self, word};
 use super::mem_map::{MemMapCopy, Pages};
 use super::pgtable::{is_poison, user_entries};
@@ -59,7 +59,7 @@ pub(crate) struct Outcome {
     /// Broken rules.
     pub findings: Vec<Finding>,
     /// Structures that could not be read.
-    pub errors: Vec<WalkError>,
+    pub errors: WalkErrors,
     /// Every table reached, with where it hangs (mm, level, base).
     pub reached: HashMap<u64, TableDesc>,
     /// Mms swept.
@@ -79,6 +79,9 @@ pub(crate) fn sweep(
 ) -> Outcome {
     let mut out = Outcome::default();
     for &(pgd, desc) in pgds {
+        if view.spent() {
+            break;
+        }
         out.mms += 1;
         if let Err(e) = sweep_mm(view, pages, pgd, desc, index, rss, &mut out) {
             out.errors.push(e);

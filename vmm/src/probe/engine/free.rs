@@ -56,6 +56,8 @@ impl Probe {
         };
         self.table_freeing(view, seq, &span, &mut f);
         if span.level == 4 {
+            // The mm is gone: its flushes can cover nothing any more.
+            self.flushes.remove(&span.mm);
             self.summary.checks[Check::P6.index()] += 1;
             if let Some(copy) = self.read_mem_map(view, &mut f) {
                 f.p6.extend(sweep::leftovers(&copy, span.mm, frame));

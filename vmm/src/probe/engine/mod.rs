@@ -22,15 +22,17 @@
 //!   bogus free cannot corrupt user data. Any walk that meets the poison reports a use after free.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use mm_core::addr::{TASK_SIZE, USER_BASE};
 use mm_core::phys::PageFlags;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use mm_core::phys::TableDesc;
 
 use super::coverage::{self, VmaKind};
-use super::guest_mem::{GuestView, WalkError};
+use super::guest_mem::{GuestView, WalkError, WalkErrors};
 use super::index::VmaIndex;
 use super::layout::{self, page, word};
 use super::mem_map::{self, LivePages, MemMapCopy};
@@ -44,7 +46,7 @@ mod free;
 mod sweeping;
 mod types;
 
-pub use types::{Check, Cost, Summary, Violation, VmaInfo};
+pub use types::{Check, Cost, Held, Summary, Violation, VmaInfo, MAX_VIOLATIONS};
 
 /// Distinct walk errors kept in the summary; later ones are counted in one last line.
 const MAX_ERRORS: usize = 256;
@@ -55,6 +57,10 @@ const FULL_SWEEP_EVERY: u64 = 64;
 
 /// TLB flushes remembered per mm for P3 (the newest ones; see [`Probe::flushed_since`]).
 const FLUSH_LOG: usize = 4096;
+
+/// Mms whose flushes are remembered (~100 KiB each at most): past it, the mm that flushed least
+/// recently is forgotten. A sane guest has a few live mms; a mm's log goes with its PGD.
+const FLUSH_MMS: usize = 64;
 
 /// Where the guest's structures start (the `Roots` event).
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +121,8 @@ pub struct Probe {
     rss_racy: bool,
     /// P6 findings already reported, by kind and frame: a lost table stays lost, and is told once.
     reported: HashSet<(&'static str, u64)>,
+    /// The run's stop flag: a walk in progress gives up once it is set (the watchdog).
+    stop: Arc<AtomicBool>,
 }
 
 /// The findings of one `TableFreeing`, before they become violations.
@@ -126,7 +134,7 @@ struct Findings {
     p3: Option<String>,
     p5: Vec<String>,
     p6: Vec<sweep::Finding>,
-    errors: Vec<WalkError>,
+    errors: WalkErrors,
 }
 
 /// The kernel's page-table root, once the roots are known (0 before).
@@ -158,7 +166,14 @@ impl Probe {
             mem_map_buf: Vec::new(),
             rss_racy: false,
             reported: HashSet::new(),
+            stop: Arc::default(),
         }
+    }
+
+    /// Makes walks give up soon after `stop` is set, so a run stopped by its watchdog is not held
+    /// up by a check of whatever the guest laid out.
+    pub fn set_stop(&mut self, stop: Arc<AtomicBool>) {
+        self.stop = stop;
     }
 
     /// Tells the sweep that other vCPUs may change rss while it reads (`--free-run` races).
@@ -212,24 +227,26 @@ impl Probe {
                 Vec::new()
             }
             ProbeEvent::TableUnhooked(span) => {
-                self.freed.remove(&span.frame);
-                self.unhooked.insert(span.frame, Unhooked { seq });
+                if self.ram_frame("TableUnhooked", span.frame) {
+                    self.freed.remove(&span.frame);
+                    self.unhooked.insert(span.frame, Unhooked { seq });
+                }
                 Vec::new()
             }
             ProbeEvent::TlbFlushed { mm, start, end } => {
-                let log = self.flushes.entry(mm).or_default();
-                if log.len() == FLUSH_LOG {
-                    log.pop_front();
-                }
-                log.push_back(Flush { seq, start, end });
+                self.flushed(seq, mm, start, end);
+                Vec::new()
+            }
+            ProbeEvent::TableFreed { frame, .. } if !self.ram_frame("TableFreed", frame) => {
                 Vec::new()
             }
             ProbeEvent::TableFreed { frame, claim, path } => {
                 // One view of guest memory for the whole check: every read of it is cold here.
-                let mem = self.mem.clone();
-                let mut view = GuestView::new(&mem);
+                let (mem, stop) = (self.mem.clone(), self.stop.clone());
+                let mut view = GuestView::new(&mem).stopping_on(&stop);
                 let (span, findings) = self.table_freed(&mut view, seq, frame, claim);
                 self.count_free(&mut view, &span, path);
+                self.summary.max_steps = self.summary.max_steps.max(view.steps_spent());
                 self.violations(&span, findings, rip)
             }
             ProbeEvent::Quiescent { .. } => self.sweep(rip),
@@ -245,11 +262,10 @@ impl Probe {
                     vma: None,
                     rip: rip(),
                     detail: format!(
-                        "the guest's validate_mm found {count} broken invariant(s), first: {}",
-                        text.escape_debug()
+                        "the guest's validate_mm found {count} broken invariant(s), first: {text}"
                     ),
                 };
-                self.summary.violations.push(violation.clone());
+                self.summary.record(&violation);
                 vec![violation]
             }
         }
@@ -263,12 +279,33 @@ impl Probe {
     /// Indexes `vma` of `mm` as covering `[start, end)` (the guest's `VmaRange` event: a VMA linked
     /// or its range changed).
     pub fn vma_range(&mut self, mm: u64, vma: u64, start: u64, end: u64) {
+        let was = self.index.overflowed;
         self.index.range(mm, vma, start, end);
+        if self.index.overflowed && !was {
+            log::warn!(
+                "probes: the guest reported more than {} live VMAs; P1 walks the rmap registries                  from now on instead of the VMA index",
+                super::index::MAX_INDEXED_VMAS
+            );
+        }
     }
 
     /// Drops `vma` from the index (the guest's `VmaFreed` event).
     pub fn vma_freed(&mut self, vma: u64) {
         self.index.freed(vma);
+    }
+
+    /// How much the engine holds now, per structure.
+    pub fn held(&self) -> Held {
+        Held {
+            violations: self.summary.violations.len(),
+            errors: self.summary.errors.len(),
+            indexed_vmas: self.index.len(),
+            flush_mms: self.flushes.len(),
+            flushes: self.flushes.values().map(VecDeque::len).sum(),
+            unhooked: self.unhooked.len(),
+            freed: self.freed.len(),
+            swept: self.swept.len(),
+        }
     }
 
     /// What the last `TableFreeing` cost.
@@ -279,7 +316,8 @@ impl Probe {
     /// Counts a checked free in its coverage cell: the level its descriptor gives, the lowest
     /// table above it still holding entries.
     fn count_free(&mut self, view: &mut GuestView<'_>, span: &TableSpan, path: FreePath) {
-        if !(1..=4).contains(&span.level) {
+        // A walk that may take no more steps has said so once already.
+        if !(1..=4).contains(&span.level) || view.spent() {
             return;
         }
         let kept = if span.level == 4 {
@@ -318,8 +356,8 @@ impl Probe {
         f: Findings,
         rip: &mut dyn FnMut() -> u64,
     ) -> Vec<Violation> {
-        for e in f.errors {
-            self.error(e.to_string());
+        for line in f.errors.into_lines() {
+            self.error(line);
         }
         let mut out = Vec::new();
         let base = |check, vma, detail| Violation {
@@ -371,9 +409,43 @@ impl Probe {
             for v in &mut out {
                 v.rip = at;
             }
-            self.summary.violations.extend(out.iter().cloned());
+            for v in &out {
+                self.summary.record(v);
+            }
         }
         out
+    }
+
+    /// Whether `frame` is a page-aligned frame of guest RAM; an event naming another is recorded
+    /// as an error and ignored, so the per-frame maps stay bounded by RAM.
+    fn ram_frame(&mut self, event: &str, frame: u64) -> bool {
+        let ok = frame.is_multiple_of(mm_core::addr::PAGE_SIZE) && frame <= self.mem.last_addr().0;
+        if !ok {
+            self.error(format!(
+                "{event} of frame {frame:#x}: not a page-aligned frame of guest RAM; ignored"
+            ));
+        }
+        ok
+    }
+
+    /// Logs a completed TLB flush of `mm` for P3, within [`FLUSH_LOG`] per mm and [`FLUSH_MMS`]
+    /// mms.
+    fn flushed(&mut self, seq: u64, mm: u64, start: u64, end: u64) {
+        if !self.flushes.contains_key(&mm) && self.flushes.len() >= FLUSH_MMS {
+            let stalest = self
+                .flushes
+                .iter()
+                .min_by_key(|(_, log)| log.back().map_or(0, |f| f.seq))
+                .map(|(&mm, _)| mm);
+            if let Some(stalest) = stalest {
+                self.flushes.remove(&stalest);
+            }
+        }
+        let log = self.flushes.entry(mm).or_default();
+        if log.len() == FLUSH_LOG {
+            log.pop_front();
+        }
+        log.push_back(Flush { seq, start, end });
     }
 
     /// Records a walk error once; past [`MAX_ERRORS`] distinct ones, only counts them.

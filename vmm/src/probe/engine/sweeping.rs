@@ -34,8 +34,8 @@ impl Probe {
         self.summary.checks[Check::P6.index()] += 1;
         self.summary.sweeps += 1;
         let full = self.thorough || self.summary.sweeps % FULL_SWEEP_EVERY == 1;
-        let mem = self.mem.clone();
-        let mut view = GuestView::new(&mem);
+        let (mem, stop) = (self.mem.clone(), self.stop.clone());
+        let mut view = GuestView::new(&mem).stopping_on(&stop);
         let live_view = GuestView::new(&mem);
         let live = LivePages::new(&live_view, r.mem_map, r.mem_map_len);
         let mut f = Findings::default();
@@ -103,7 +103,8 @@ impl Probe {
             self.mem_map_buf = copy.into_buffer();
         }
         self.swept = outcome.reached;
-        f.errors.extend(outcome.errors);
+        self.summary.max_steps = self.summary.max_steps.max(view.steps_spent());
+        f.errors.append(&mut outcome.errors);
         let mut out = self.violations(&TableSpan::default(), f, rip);
         let at = if outcome.findings.is_empty() {
             0
@@ -127,7 +128,7 @@ impl Probe {
                 rip: at,
                 detail: finding.detail,
             };
-            self.summary.violations.push(v.clone());
+            self.summary.record(&v);
             out.push(v);
         }
         out

@@ -127,10 +127,60 @@ pub struct Summary {
     pub sweeps: u64,
     /// What the checks covered (module `coverage`).
     pub coverage: Coverage,
-    /// Every violation.
+    /// The first [`MAX_VIOLATIONS`] violations; later ones are only counted.
     pub violations: Vec<Violation>,
+    /// Violations found per check (P1..P7), the ones not kept included.
+    pub violation_counts: [u64; 7],
     /// Guest structures that could not be walked (corrupt, cyclic, out of range).
     pub errors: Vec<String>,
+    /// The most walk steps one event took (its budget is `guest_mem::STEP_BUDGET`).
+    pub max_steps: u64,
+}
+
+/// Violations a run keeps in full (a guest breaking rules in a loop would otherwise grow the VMM
+/// without bound); the rest are counted per check in [`Summary::violation_counts`].
+pub const MAX_VIOLATIONS: usize = 1000;
+
+impl Summary {
+    /// Keeps `v` (up to [`MAX_VIOLATIONS`]) and counts it.
+    pub(crate) fn record(&mut self, v: &Violation) {
+        self.violation_counts[v.check.index()] += 1;
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(v.clone());
+        }
+    }
+
+    /// Violations found, kept or not.
+    pub fn violation_total(&self) -> u64 {
+        self.violation_counts.iter().sum()
+    }
+
+    /// Violations found but not kept in [`Summary::violations`].
+    pub fn violations_dropped(&self) -> u64 {
+        self.violation_total() - self.violations.len() as u64
+    }
+}
+
+/// How much the engine holds for the run, structure by structure: what a guest's events can grow,
+/// each within its documented bound (docs/threat-model.md), reported so tests can check them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Violations kept (at most [`MAX_VIOLATIONS`]).
+    pub violations: usize,
+    /// Walk error lines kept.
+    pub errors: usize,
+    /// VMAs in the index.
+    pub indexed_vmas: usize,
+    /// Mms with a flush log.
+    pub flush_mms: usize,
+    /// Flushes logged over all mms.
+    pub flushes: usize,
+    /// Tables unhooked and not yet freed (at most one per frame of RAM).
+    pub unhooked: usize,
+    /// Tables freed and not unhooked since (at most one per frame of RAM).
+    pub freed: usize,
+    /// Tables the last sweep found (at most one per frame of RAM).
+    pub swept: usize,
 }
 
 /// What the last `TableFreeing` cost, for benchmarks and tests.

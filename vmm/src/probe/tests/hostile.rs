@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::*;
-use crate::probe::guest_mem::{GuestView, WalkError, STEP_BUDGET};
+use crate::probe::engine::MAX_VIOLATIONS;
+use crate::probe::guest_mem::{GuestView, WalkError, MAX_EVENT_ERRORS, STEP_BUDGET};
 use crate::probe::{Check, UnlinkKind};
 
 fn errors(p: &Probe) -> String {
@@ -301,4 +302,160 @@ proptest! {
         prop_assert_eq!(p.summary().events, before + 4 * spans.len() as u64);
         prop_assert_eq!(p.summary().checks[0], 2 * spans.len() as u64);
     }
+}
+
+/// Lays a registry of `n` anon_vmas 16 bytes apart from `base` (only their `all` links are
+/// sane; every other field reads a neighbour's link) and points the roots at it.
+fn long_registry(f: &Fake, base: u64, n: u64) {
+    let next_at = offset_of!(AnonVma, all.next) as u64;
+    let node = |k: u64| base + 16 * k;
+    let mut bytes = vec![0u8; (16 * n + next_at + 16) as usize];
+    for k in 0..n {
+        let next = if k + 1 == n { 0 } else { node(k + 1) };
+        let prev = if k == 0 { 0 } else { node(k - 1) };
+        let at = (16 * k + next_at) as usize;
+        bytes[at..at + 8].copy_from_slice(&next.to_le_bytes());
+        bytes[at + 8..at + 16].copy_from_slice(&prev.to_le_bytes());
+    }
+    f.mem
+        .write_slice(&bytes, GuestAddress(base))
+        .expect("registry inside test RAM");
+    f.w(ROOTS + offset_of!(KernelRoots, anon_vmas) as u64, node(0));
+    f.w(ROOTS + offset_of!(KernelRoots, nr_anon_vmas) as u64, n);
+}
+
+#[test]
+fn a_registry_longer_than_the_budget_costs_the_budget_and_one_error() {
+    let mut f = Fake::new();
+    let (_, _, s) = unhooked_pte_table(&mut f);
+    // Past the heap the fake guest has used: more anon_vmas than the budget has steps.
+    let base = f.alloc(0) + 0x1000;
+    long_registry(&f, base, STEP_BUDGET + 1000);
+    let mut p = f.probe(false);
+    feed(&mut p, &correct_free(s));
+    let errors = &p.summary().errors;
+    let budget: Vec<_> = errors.iter().filter(|e| e.contains("budget")).collect();
+    assert_eq!(budget.len(), 1, "{}", errors.join("\n"));
+    // The budget's line, the kept errors, and one line counting the rest.
+    assert!(
+        errors.len() <= MAX_EVENT_ERRORS + 2,
+        "{} errors: {}",
+        errors.len(),
+        errors.join("\n")
+    );
+    assert!(p.last_cost().steps <= STEP_BUDGET);
+}
+
+#[test]
+fn a_walk_gives_up_once_the_run_is_stopping() {
+    let mut f = Fake::new();
+    let (_, _, s) = unhooked_pte_table(&mut f);
+    let base = f.alloc(0) + 0x1000;
+    long_registry(&f, base, 1 << 16);
+    let mut p = f.probe(false);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    p.set_stop(stop);
+    feed(&mut p, &correct_free(s));
+    let errors = p.summary().errors.join("\n");
+    assert!(
+        errors.contains("walk cut short, the run is stopping"),
+        "{errors}"
+    );
+    assert!(p.last_cost().steps <= 1024, "{} steps", p.last_cost().steps);
+}
+
+#[test]
+fn events_naming_frames_outside_ram_are_errors_and_leave_no_state() {
+    let f = Fake::new();
+    let mut p = f.probe(false);
+    let span = |frame| TableSpan {
+        mm: 0x5000,
+        level: 1,
+        frame,
+        start: USER_BASE.0,
+        end: USER_BASE.0 + (1 << 21),
+    };
+    for i in 0..10_000u64 {
+        let frame = RAM + (i << 12);
+        feed(
+            &mut p,
+            &[
+                ProbeEvent::TableUnhooked(span(frame)),
+                announced_free(span(frame | 1)),
+            ],
+        );
+    }
+    let s = p.summary();
+    // Nothing was checked: no frame of RAM was named.
+    assert_eq!(s.checks[Check::P1.index()], 0);
+    assert!(s.errors.len() <= 257, "{}", s.errors.len());
+    assert!(
+        s.errors[0].contains("not a page-aligned frame of guest RAM"),
+        "{}",
+        s.errors[0]
+    );
+}
+
+#[test]
+fn violations_past_the_cap_are_counted_not_kept() {
+    let f = Fake::new();
+    let mut p = f.probe(false);
+    let n = MAX_VIOLATIONS as u64 + 500;
+    for i in 0..n {
+        let ev = ProbeEvent::MmInvalid { mm: i, count: 1 };
+        assert_eq!(p.handle(0, &ev, "broken", &mut || RIP).len(), 1);
+    }
+    let s = p.summary();
+    assert_eq!(s.violations.len(), MAX_VIOLATIONS);
+    assert_eq!(s.violation_counts[Check::P7.index()], n);
+    assert_eq!((s.violation_total(), s.violations_dropped()), (n, 500));
+}
+
+#[test]
+fn the_flush_logs_of_many_mms_stay_bounded_and_a_live_mm_keeps_its_own() {
+    let mut f = Fake::new();
+    let (_, _, s) = unhooked_pte_table(&mut f);
+    let mut p = f.probe(false);
+    feed(&mut p, &[ProbeEvent::TableUnhooked(s)]);
+    // A flood of flushes of other mms, then this mm's own flush and free: P3 still sees it.
+    for mm in 0..100_000u64 {
+        let ev = ProbeEvent::TlbFlushed {
+            mm: 0x100_0000 + mm * 8,
+            start: 0,
+            end: 0x1000,
+        };
+        feed(&mut p, &[ev]);
+    }
+    let flush = ProbeEvent::TlbFlushed {
+        mm: s.mm,
+        start: s.start,
+        end: s.end,
+    };
+    let v = feed(&mut p, &[flush, announced_free(s)]);
+    assert!(v.is_empty(), "{v:?}");
+    let held = p.held();
+    assert!(held.flush_mms <= 64, "{held:?}");
+    assert!(held.flushes <= 64 * 4096, "{held:?}");
+}
+
+#[test]
+fn one_free_reports_at_most_max_found_vmas() {
+    let mut f = Fake::new();
+    let (mm, _, s) = unhooked_pte_table(&mut f);
+    let av = f.anon_vma();
+    // 200 VMAs inside the freed span, every one still on the anon_vma list.
+    for i in 0..200u64 {
+        let start = s.start + 0x4000 + i * 0x2000;
+        let v = f.vma(mm, start, start + 0x1000);
+        f.anon_link(av, v);
+    }
+    let mut p = f.probe(false);
+    let v = feed(&mut p, &correct_free(s));
+    assert_eq!(
+        v.len(),
+        crate::probe::rmap::MAX_FOUND,
+        "{} violations",
+        v.len()
+    );
+    assert!(v.iter().all(|v| v.check == Check::P1));
 }

@@ -175,3 +175,33 @@ fn indexed_default_full_walk_and_thorough_find_the_same_vmas() {
         assert_eq!(got, &want, "mode {i}");
     }
 }
+
+#[test]
+fn a_flood_of_vma_ranges_turns_the_index_off_and_p1_still_finds_the_vma() {
+    let mut f = Fake::new();
+    let (_, vma, s) = unhooked_pte_table(&mut f);
+    let av = f.anon_vma();
+    f.anon_link(av, vma);
+    let mut p = f.probe_indexed(false);
+    // More VMAs than the index holds, none of them real: the index gives up rather than grow.
+    for i in 0..crate::probe::index::MAX_INDEXED_VMAS as u64 + 1 {
+        let start = 1 << 40 | i << 12;
+        let ev = ProbeEvent::VmaRange {
+            mm: 0x7000,
+            vma: 0x100_0000 + i * 0x100,
+            start,
+            end: start + 0x1000,
+        };
+        assert!(p.handle(0, &ev, "", &mut || RIP).is_empty());
+    }
+    let v = feed(&mut p, &correct_free(s));
+    assert_eq!(
+        v.iter()
+            .map(|v| (v.check, v.vma.as_ref().map(|i| i.addr)))
+            .collect::<Vec<_>>(),
+        [(Check::P1, Some(vma))]
+    );
+    // Found by walking the registries, not by the index.
+    assert_eq!(p.last_cost().candidates, 0);
+    assert!(p.last_cost().anon_vmas >= 1);
+}
