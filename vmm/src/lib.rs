@@ -42,6 +42,7 @@ pub mod calls;
 pub mod campaign;
 pub mod cli;
 pub mod devices;
+pub mod guest_text;
 pub mod inject;
 pub mod loader;
 pub mod out_file;

@@ -1,5 +1,6 @@
 //! The host side of the guest→host call channel (layout in `mm_core::abi::Ucall`).
 
+use crate::guest_text::printable;
 use mm_core::abi::{Call, PoisonReport, ProbeEvent, RaceCall, Ucall, UcallCmd};
 use mm_core::mm::layout::{LAYOUT_MAGIC, LAYOUT_VERSION};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
@@ -132,7 +133,8 @@ pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallEr
         }
     }
     let text = call.text();
-    let owned = || String::from_utf8_lossy(text).into_owned();
+    // Guest text is escaped here, where it enters the VMM, before any of its lines can show it.
+    let owned = || printable(text);
     Ok(match decoded {
         Call::Sync { stage } => GuestCall::Sync { stage },
         Call::Done { verdict } => GuestCall::Done { verdict },
@@ -147,9 +149,8 @@ pub fn read_call(mem: &GuestMemoryMmap, data: &[u8]) -> Result<GuestCall, CallEr
             let rest = text.len() - message_len;
             let file_len = usize::try_from(file_len).map_or(rest, |n| n.min(rest));
             GuestCall::Abort {
-                message: String::from_utf8_lossy(&text[..message_len]).into_owned(),
-                file: String::from_utf8_lossy(&text[message_len..message_len + file_len])
-                    .into_owned(),
+                message: printable(&text[..message_len]),
+                file: printable(&text[message_len..message_len + file_len]),
                 line,
             }
         }

@@ -10,6 +10,7 @@
 //! hands them to the sink in one write at the end of the access, flushing at line ends; it keeps the
 //! last [`TAIL_LINES`] complete lines for failure reports.
 
+use crate::guest_text;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::{self, Write};
@@ -26,6 +27,8 @@ pub const TAIL_LINES: usize = 12;
 /// Longest line kept for those reports: a guest that never sends a newline cannot grow the VMM's
 /// memory, its line is cut here (the console itself still gets every byte).
 pub const MAX_LINE: usize = 4096;
+/// Ends each piece of a line cut at [`MAX_LINE`], so a report never passes a piece off as a line.
+pub const CUT_MARK: &str = " [cut at 4096 bytes, the line goes on]";
 
 /// The UART and where its output goes.
 pub struct Serial {
@@ -118,12 +121,12 @@ impl Console {
             match self.access[i] {
                 b'\n' => {
                     let _ = self.sink.flush();
-                    self.finish_line();
+                    self.finish_line(false);
                 }
                 b'\r' => {}
                 b => {
                     if self.line.len() == MAX_LINE {
-                        self.finish_line();
+                        self.finish_line(true);
                     }
                     self.line.push(b);
                 }
@@ -132,9 +135,12 @@ impl Console {
         self.access.clear();
     }
 
-    /// Moves the unfinished line to the tail.
-    fn finish_line(&mut self) {
-        let line = printable(&self.line);
+    /// Moves the unfinished line to the tail; `cut`: it goes on, and is marked so.
+    fn finish_line(&mut self, cut: bool) {
+        let mut line = guest_text::printable(&self.line);
+        if cut {
+            line.push_str(CUT_MARK);
+        }
         self.line.clear();
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
@@ -145,24 +151,10 @@ impl Console {
     fn tail(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.tail.iter().cloned().collect();
         if !self.line.is_empty() {
-            lines.push(printable(&self.line));
+            lines.push(guest_text::printable(&self.line));
         }
         lines
     }
-}
-
-/// A guest's line as the VMM may print it among its own: UTF-8 made valid, and control characters
-/// (escape sequences, a stray newline) shown escaped instead of reaching the terminal.
-fn printable(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for c in String::from_utf8_lossy(bytes).chars() {
-        if c.is_control() && c != '\t' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl Write for Console {
@@ -220,12 +212,18 @@ mod tests {
             uart.write(COM1_BASE, &[b'x'; 1000]);
         }
         let tail = uart.tail();
+        let pieces: Vec<&str> = tail
+            .iter()
+            .map(|l| l.strip_suffix(CUT_MARK).unwrap_or(l))
+            .collect();
         assert!(
-            tail.iter().all(|l| l.len() <= MAX_LINE),
+            pieces.iter().all(|l| l.len() <= MAX_LINE),
             "{:?}",
-            tail.iter().map(String::len).collect::<Vec<_>>()
+            pieces.iter().map(|l| l.len()).collect::<Vec<_>>()
         );
-        assert_eq!(tail.iter().map(String::len).sum::<usize>(), 10_000);
+        assert_eq!(pieces.iter().map(|l| l.len()).sum::<usize>(), 10_000);
+        // The two full pieces say they were cut; the unfinished rest is shown as it is.
+        assert_eq!(tail.iter().filter(|l| l.ends_with(CUT_MARK)).count(), 2);
         assert_eq!(shared.bytes().len(), 10_000);
         uart.write(COM1_BASE, b"\n");
         // A terminal escape and a bell are shown, not sent, in the VMM's own lines.
