@@ -1,4 +1,6 @@
-//! Builds the guest kernel for `x86_64-unknown-none` and hands its ELF to the VMM (`OUT_DIR/guest.elf`).
+//! Builds the guest kernel for `x86_64-unknown-none` and hands its ELF to the VMM (`OUT_DIR/guest.elf`),
+//! and the hostile test kernel beside it (`OUT_DIR/hostile.elf`, its path in `HOSTILE_KERNEL` for
+//! tests/hostile.rs).
 //!
 //! The nested cargo gets its own target directory (sharing the outer one would deadlock on its lock)
 //! and none of the outer build's target or flag variables. On a machine where rustup does not
@@ -35,6 +37,7 @@ fn main() {
         "mm-core/Cargo.toml",
         "replay/src",
         "replay/Cargo.toml",
+        "tests/hostile-kernel",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
@@ -61,9 +64,17 @@ fn main() {
     if !status.success() {
         panic!("building the guest kernel failed ({status}); see the errors above");
     }
-    let elf = target_dir.join(GUEST_TARGET).join("release").join("guest");
-    std::fs::copy(&elf, out.join("guest.elf"))
-        .unwrap_or_else(|e| panic!("cannot copy {}: {e}", elf.display()));
+    let release = target_dir.join(GUEST_TARGET).join("release");
+    for (bin, copy) in [("guest", "guest.elf"), ("hostile", "hostile.elf")] {
+        let elf = release.join(bin);
+        std::fs::copy(&elf, out.join(copy))
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", elf.display()));
+    }
+    // The hostile kernel is for the tests (tests/hostile.rs), never embedded in the VMM.
+    println!(
+        "cargo:rustc-env=HOSTILE_KERNEL={}",
+        out.join("hostile.elf").display()
+    );
 }
 
 /// Adds the guest target with rustup when the active toolchain lacks it.
