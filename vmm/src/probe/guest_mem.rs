@@ -178,6 +178,11 @@ impl WalkErrors {
         self.more += std::mem::take(&mut other.more);
     }
 
+    /// Whether nothing went wrong.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ended.is_none() && self.kept.is_empty() && self.more == 0
+    }
+
     /// One line for the end of the walk, one per kept error, then one counting the rest.
     pub(crate) fn into_lines(self) -> impl Iterator<Item = String> {
         let more = (self.more > 0).then(|| {

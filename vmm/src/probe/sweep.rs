@@ -64,6 +64,33 @@ pub(crate) struct Outcome {
     pub reached: HashMap<u64, TableDesc>,
     /// Mms swept.
     pub mms: u64,
+    /// Every present PTE-level leaf reached (at most [`MAX_LEAVES`]), for the leaf flush check.
+    pub leaves: Vec<Leaf>,
+    /// More leaves were present than [`MAX_LEAVES`]: the list is partial.
+    pub leaves_overflow: bool,
+    /// The mms whose walk completed.
+    pub mms_done: Vec<u64>,
+}
+
+impl Outcome {
+    /// Whether every structure could be read.
+    pub(crate) fn errors_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Leaves a sweep remembers at most (24 bytes each, 12 MiB).
+pub(crate) const MAX_LEAVES: usize = 1 << 19;
+
+/// A present PTE the sweep found: in mm `mm`, mapping `va`, holding `bits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Leaf {
+    /// The mm (first: leaves sort by mm, then address).
+    pub mm: u64,
+    /// The address it maps.
+    pub va: u64,
+    /// The entry.
+    pub bits: u64,
 }
 
 /// Sweeps the mms whose PGDs are `pgds` (frame and descriptor), reading `Page`s from `pages`.
@@ -210,6 +237,17 @@ fn sweep_mm(
             let e = PageTableEntry::from_bits(value);
             let va = base.wrapping_add(i as u64 * level.entry_span());
             let Some(lower) = level.lower() else {
+                if e.is_present() {
+                    if out.leaves.len() < MAX_LEAVES {
+                        out.leaves.push(Leaf {
+                            mm,
+                            va,
+                            bits: value,
+                        });
+                    } else {
+                        out.leaves_overflow = true;
+                    }
+                }
                 if !e.holds_frame() {
                     continue;
                 }
@@ -306,6 +344,7 @@ fn sweep_mm(
             out.findings.push(finding(4, pgd, 0, name, detail));
         }
     }
+    out.mms_done.push(mm);
     Ok(())
 }
 

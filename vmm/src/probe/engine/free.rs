@@ -56,8 +56,12 @@ impl Probe {
         };
         self.table_freeing(view, seq, &span, &mut f);
         if span.level == 4 {
-            // The mm is gone: its flushes can cover nothing any more.
+            // The mm is gone: its flushes can cover nothing any more, and its leaves are not
+            // compared with those of a new mm that takes its address.
             self.flushes.remove(&span.mm);
+            if let Some(leaves) = &mut self.leaves {
+                leaves.mm_gone(span.mm);
+            }
             self.summary.checks[Check::P6.index()] += 1;
             if let Some(copy) = self.read_mem_map(view, &mut f) {
                 f.p6.extend(sweep::leftovers(&copy, span.mm, frame));
@@ -424,7 +428,7 @@ impl Probe {
 
     /// Whether a flush of `mm` covering `[start, end)` arrived after event `since`. Only the newest
     /// [`FLUSH_LOG`] flushes per mm are kept; an older covering flush is not seen.
-    fn flushed_since(&self, mm: u64, since: u64, start: u64, end: u64) -> bool {
+    pub(super) fn flushed_since(&self, mm: u64, since: u64, start: u64, end: u64) -> bool {
         self.flushes.get(&mm).is_some_and(|log| {
             log.iter()
                 .rev()

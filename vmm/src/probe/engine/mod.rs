@@ -43,6 +43,7 @@ use super::{ProbeEvent, TableSpan, UnlinkKind};
 use mm_core::abi::FreePath;
 
 mod free;
+mod leaves;
 mod sweeping;
 mod types;
 
@@ -123,6 +124,8 @@ pub struct Probe {
     reported: HashSet<(&'static str, u64)>,
     /// The run's stop flag: a walk in progress gives up once it is set (the watchdog).
     stop: Arc<AtomicBool>,
+    /// The present leaves the last complete sweep found (P3 for leaves, module `leaves`).
+    leaves: Option<leaves::LeafSnapshot>,
 }
 
 /// The findings of one `TableFreeing`, before they become violations.
@@ -167,6 +170,7 @@ impl Probe {
             rss_racy: false,
             reported: HashSet::new(),
             stop: Arc::default(),
+            leaves: None,
         }
     }
 

@@ -102,15 +102,21 @@ impl Probe {
         if let Some(copy) = copy {
             self.mem_map_buf = copy.into_buffer();
         }
+        let unflushed = self.leaf_flushes(self.summary.events, &mut outcome);
         self.swept = outcome.reached;
         self.summary.max_steps = self.summary.max_steps.max(view.steps_spent());
         f.errors.append(&mut outcome.errors);
         let mut out = self.violations(&TableSpan::default(), f, rip);
-        let at = if outcome.findings.is_empty() {
+        let at = if outcome.findings.is_empty() && unflushed.is_empty() {
             0
         } else {
             rip()
         };
+        for mut v in unflushed {
+            v.rip = at;
+            self.summary.record(&v);
+            out.push(v);
+        }
         for finding in outcome.findings {
             if !self.reported.insert((finding.kind, finding.frame)) {
                 continue;

@@ -228,8 +228,10 @@ fn a_table_freed_with_no_report_is_found_by_the_next_sweep() {
     f.unhook(mm, Level::Pte, USER_BASE.0);
     f.w(f.page(pte) + offset_of!(Page, flags) as u64, 0);
     counters(&f, mm, 0, 2, 0);
+    // The page the table mapped left the tables with no flush either (P3 for leaves).
     let v = quiescent(&mut p);
-    assert_eq!(checks_of(&v), [Check::P6]);
+    assert_eq!(checks_of(&v), [Check::P3, Check::P6]);
+    let v = &v[1..];
     assert_eq!(v[0].frame, pte);
     assert!(v[0].detail.starts_with("freed unreported"), "{}", v[0]);
     // A reported free is no such thing.
@@ -279,8 +281,10 @@ fn a_light_sweep_finds_a_table_lost_since_the_last_sweep() {
     );
     f.unhook(mm, Level::Pte, USER_BASE.0);
     counters(&f, mm, 0, 2, 0);
+    // The page the table mapped left the tables with no flush either (P3 for leaves).
     let v = quiescent(&mut p);
-    assert_eq!(checks_of(&v), [Check::P6]);
+    assert_eq!(checks_of(&v), [Check::P3, Check::P6]);
+    let v = &v[1..];
     assert_eq!(v[0].frame, pte);
     assert!(v[0].detail.starts_with("lost"), "{}", v[0]);
 }
@@ -297,4 +301,73 @@ fn a_table_freed_while_it_still_maps_a_page_is_p4() {
     );
     assert_eq!(checks_of(&v), [Check::P4]);
     assert!(v[0].detail.contains("1 live entry (entry 0"), "{}", v[0]);
+}
+
+/// The mm of `mm_with_a_page` swept once, then its leaf rewritten to `new` (rss kept right).
+fn leaf_changed(new: impl Fn(u64) -> u64, flushed: bool) -> Vec<Violation> {
+    let mut f = Fake::new();
+    let (mm, pte) = mm_with_a_page(&mut f);
+    let mut p = f.probe(false);
+    assert!(quiescent(&mut p).is_empty());
+    let new = new(f.r(pte));
+    f.w(pte, new);
+    let present = PageTableEntry::from_bits(new).holds_frame();
+    counters(&f, mm, 1, 3, u64::from(present));
+    if flushed {
+        let va = USER_BASE.0;
+        feed(
+            &mut p,
+            &[ProbeEvent::TlbFlushed {
+                mm: mm.addr,
+                start: va,
+                end: va + 4096,
+            }],
+        );
+    }
+    quiescent(&mut p)
+}
+
+#[test]
+fn a_leaf_cleared_without_a_flush_is_p3_at_the_next_sweep() {
+    let v = leaf_changed(|_| 0, false);
+    assert_eq!(checks_of(&v), [Check::P3], "{v:?}");
+    let va = USER_BASE.0;
+    assert_eq!((v[0].start, v[0].end), (va, va + 4096));
+    assert!(v[0].detail.contains("no TLB flush"), "{}", v[0]);
+    assert!(leaf_changed(|_| 0, true).is_empty());
+}
+
+#[test]
+fn write_access_taken_away_needs_a_flush_and_the_cpus_own_bits_do_not() {
+    let ro = |e: u64| e & !PteFlags::WRITABLE.bits();
+    assert_eq!(checks_of(&leaf_changed(ro, false)), [Check::P3]);
+    assert!(leaf_changed(ro, true).is_empty());
+    let touched = |e: u64| e | PteFlags::ACCESSED.bits() | PteFlags::DIRTY.bits();
+    assert!(leaf_changed(touched, false).is_empty());
+}
+
+#[test]
+fn the_leaves_of_a_mm_torn_down_between_sweeps_are_not_compared() {
+    let mut f = Fake::new();
+    let (mm, pte) = mm_with_a_page(&mut f);
+    let mut p = f.probe(false);
+    assert!(quiescent(&mut p).is_empty());
+    // The mm's PGD goes (exit); a new mm at the same address maps another page there.
+    let pgd = mm.pgd;
+    feed(
+        &mut p,
+        &[ProbeEvent::TableFreed {
+            frame: pgd,
+            claim: None,
+            path: FreePath::Exit,
+        }],
+    );
+    f.describe(pgd, mm.addr, 4, 0);
+    let other = f.anon_page(0x1000);
+    f.w(
+        pte,
+        PageTableEntry::new(PhysAddr(other), PteFlags::TABLE).bits(),
+    );
+    let v = quiescent(&mut p);
+    assert!(!checks_of(&v).contains(&Check::P3), "{v:?}");
 }
