@@ -337,3 +337,45 @@ fn an_injected_failure_is_part_of_the_reproduction_command() {
         "{repro}"
     );
 }
+
+#[test]
+fn a_campaign_over_every_u64_seed_starts_running_instead_of_collecting_the_seeds() {
+    // Collecting 2^64 - 1 seeds up front aborted the process at once ("memory allocation failed").
+    // Without KVM the children fail fast, which is fine: the campaign must simply keep going.
+    let dir = std::env::temp_dir().join(format!("mm-campaign-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stderr = std::fs::File::create(dir.join("stderr.txt")).unwrap();
+    let mut campaign = Command::new(VMM)
+        .args([
+            "campaign",
+            "--scenario",
+            "hello",
+            "--seeds",
+            "0..18446744073709551615",
+        ])
+        .args(["--jobs", "1", "--timeout", "1"])
+        // The children's reports go in a directory the test removes.
+        .env("TMPDIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("the vmm binary runs");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let exited = campaign.try_wait().expect("the campaign can be waited for");
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", campaign.id()))
+        .ok()
+        .and_then(|status| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+    let _ = campaign.kill();
+    let _ = campaign.wait();
+    let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(exited, None, "the campaign ended early:\n{stderr}");
+    let rss_kib = rss_kib.expect("the running campaign has a VmRSS");
+    assert!(rss_kib < 64 << 10, "{rss_kib} KiB resident:\n{stderr}");
+}

@@ -4,7 +4,7 @@
 //! A campaign splits into shards (`seed % N == K`) that can run on separate machines; their JSON
 //! files merge into the result of the whole campaign.
 //!
-//! - [`spec`]: the seed range and the shard.
+//! - [`spec`]: the seed range, the shard, and the cursor that streams the seeds a shard takes.
 //! - [`task_index`](mod@task_index): the job engine's task index, K of `--shard auto/N`.
 //! - [`outcome`]: how one seed ended, read from the child's exit status and report.
 //! - [`result`]: every seed's outcome, the tally, the JSON form.
@@ -24,4 +24,4 @@ pub use merge::{merge, MergeError};
 pub use outcome::{Kind, SeedOutcome};
 pub use result::{CampaignResult, Tally};
 pub use runner::{run_campaign, CampaignConfig, CampaignError};
-pub use spec::{SeedRange, Shard, ShardArg};
+pub use spec::{SeedCursor, SeedRange, Seeds, Shard, ShardArg};
