@@ -76,7 +76,8 @@ pub struct RunArgs {
     /// Stop the guest (exit 1) if it has not finished after this many seconds.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
     pub timeout: Duration,
-    /// Boot this kernel ELF instead of the built-in guest.
+    /// Boot this kernel ELF instead of the built-in guest: a regular file of at most 64 MiB,
+    /// refused from its size before it is read.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// The mm-core ordering variant the guest follows (`vmm list` shows them); every variant but
@@ -473,6 +474,16 @@ mod tests {
         ] {
             assert!(help.contains(engine), "{engine} missing from {help}");
         }
+    }
+
+    #[test]
+    fn run_help_states_the_kernel_file_limit() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let run = cli.find_subcommand_mut("run").unwrap();
+        let help = run.render_long_help().to_string();
+        let limit = format!("at most {} MiB", crate::loader::MAX_KERNEL_FILE >> 20);
+        assert!(help.contains(&limit), "{limit} missing from {help}");
     }
 
     #[test]

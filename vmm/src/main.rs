@@ -9,7 +9,7 @@ use std::time::Instant;
 use vmm::campaign::{CampaignConfig, CampaignResult};
 use vmm::cli::{BenchKind, CampaignArgs, CampaignCommand, Cli, Command, MergeArgs, RunArgs};
 use vmm::exit_code::{FAILURE, SUCCESS, USAGE};
-use vmm::loader::GUEST_KERNEL;
+use vmm::loader::{GUEST_KERNEL, MAX_KERNEL_FILE};
 use vmm::run::{run, RunConfig, RunError};
 use vmm::trace_events::json::RunInfo;
 use vmm::trace_events::TraceRecorder;
@@ -158,7 +158,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
     let kernel_file;
     let kernel = match &args.kernel {
         None => GUEST_KERNEL,
-        Some(path) => match std::fs::read(path) {
+        Some(path) => match vmm::in_file::read_bounded(path, MAX_KERNEL_FILE) {
             Ok(bytes) => {
                 kernel_file = bytes;
                 &kernel_file
