@@ -258,7 +258,9 @@ pub enum CampaignCommand {
 /// Options of `vmm campaign merge`.
 #[derive(Debug, Args)]
 pub struct MergeArgs {
-    /// The shards' JSON files (`vmm campaign --shard K/N --json FILE`).
+    /// The shards' JSON files (`vmm campaign --shard K/N --json FILE`), each a regular file of
+    /// at most 1 GiB; every field is checked first, and a bad one is exit 2 naming the file and
+    /// the field.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Write the merged result as JSON to FILE.

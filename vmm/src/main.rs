@@ -366,6 +366,10 @@ fn campaign(args: &CampaignArgs) -> u8 {
             &"campaign needs --scenario and --seeds (see vmm campaign --help)",
         );
     };
+    // The result of a long campaign must not be lost to a bad path found only at the end.
+    if let Err(code) = check_outputs(&[("--json", run.json.as_deref())]) {
+        return code;
+    }
     let shard = match run
         .shard
         .map(|s| s.resolve(|name| std::env::var(name).ok()))
@@ -399,13 +403,16 @@ fn campaign(args: &CampaignArgs) -> u8 {
 }
 
 fn campaign_merge(args: &MergeArgs) -> u8 {
+    if let Err(code) = check_outputs(&[("--json", args.json.as_deref())]) {
+        return code;
+    }
     let mut parts = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
-        let parsed = std::fs::read_to_string(path)
+        let parsed = vmm::in_file::read_text(path, vmm::campaign::merge::MAX_PART_FILE)
             .map_err(|e| e.to_string())
             .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-            .and_then(|json| CampaignResult::from_json(&json));
+            .and_then(|json| CampaignResult::from_json(&json).map_err(|e| e.to_string()));
         match parsed {
             Ok(result) => parts.push((name, result)),
             Err(e) => return fail(USAGE, &format_args!("cannot merge {name}: {e}")),
