@@ -13,7 +13,7 @@ use vmm::loader::{GUEST_KERNEL, MAX_KERNEL_FILE};
 use vmm::run::{run, RunConfig, RunError};
 use vmm::trace_events::json::RunInfo;
 use vmm::trace_events::TraceRecorder;
-use vmm::vstate::vm::{VmConfig, VmError};
+use vmm::vstate::vm::VmConfig;
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -198,9 +198,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         Ok(report) => report,
         Err(e) => {
             let code = match &e {
-                RunError::Vm(
-                    VmError::TooManyVcpus { .. } | VmError::ScenarioName(_) | VmError::Kernel(_),
-                ) => USAGE,
+                RunError::Vm(e) if e.is_bad_input() => USAGE,
                 _ => FAILURE,
             };
             return fail(code, &e);
@@ -449,7 +447,8 @@ fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
         return code;
     }
     let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        vmm::in_file::read_text(path, vmm::replay::MAX_REPLAY_FILE)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let inputs = (|| -> Result<_, String> {
         let before = maps::parse_maps(&read(&args.maps)?)
@@ -474,6 +473,17 @@ fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
         let result = mm_replay::replay::replay(&before, &calls, hints);
         (result, start.elapsed(), "on the host")
     } else {
+        // Too big for guest RAM is bad input, refused before a VM (or a trace) exists.
+        let input = match vmm::replay::GuestInput::new(&before, &calls, hints, args.mem) {
+            Ok(input) => input,
+            Err(e) => {
+                let code = if e.is_bad_input() { USAGE } else { FAILURE };
+                let trace = args.trace.display();
+                let hint = "raise --mem (up to 4G) or replay with --host";
+                let message = format_args!("cannot replay {trace} in the guest: {e}; {hint}");
+                return fail(code, &message);
+            }
+        };
         let trace_events = args.trace_events.as_deref();
         let trace = trace_recorder(trace_events, vmm::replay::VCPUS, started);
         let options = vmm::replay::GuestOptions {
@@ -481,7 +491,7 @@ fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
             timeout: args.timeout,
             trace: trace.clone(),
         };
-        let replayed = replay_in_guest(&before, &calls, hints, options);
+        let replayed = replay_in_guest(&input, options);
         let info = RunInfo {
             command: format!("vmm replay --trace {}", args.trace.display()),
             scenario: vmm::replay::SCENARIO.to_string(),
@@ -534,13 +544,11 @@ fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
 /// Runs the replay in the guest and reports the probes; on failure, the exit code after saying why,
 /// and why.
 fn replay_in_guest(
-    before: &[mm_replay::maps::MapsLine],
-    calls: &mm_replay::trace::Trace,
-    hints: &[mm_replay::maps::MapsLine],
+    input: &vmm::replay::GuestInput,
     options: vmm::replay::GuestOptions,
 ) -> Result<vmm::replay::GuestReplay, (u8, String)> {
     use vmm::replay::GuestReplayError;
-    match vmm::replay::replay_in_guest(before, calls, hints, options) {
+    match vmm::replay::replay_input_in_guest(input, options) {
         Ok(g) => {
             log::info!(
                 "{} (kernel ready after {:.1} ms)",
