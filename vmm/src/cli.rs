@@ -21,7 +21,8 @@ its COM1 console to stdout and reports how the run ended. `vmm` alone is `vmm ru
 
 Exit status: 0 when the guest reports success; 1 when the guest fails (abort, panic, exception,
 triple fault, KVM error, watchdog timeout) or KVM is unavailable; 2 for bad command-line values or
-an unusable kernel file.
+an unusable input file (for --kernel: not a regular file, over 64 MiB, or not an x86_64 ELF that
+fits guest RAM), found before the run starts.
 
 Set RUST_LOG=debug for details (boot time, every guest stage).";
 
