@@ -65,9 +65,10 @@ impl SeedRange {
         }
     }
 
-    /// How many seeds the range holds.
+    /// How many seeds the range holds (none for a backwards range, which only a crafted file
+    /// can hold).
     pub fn len(self) -> u64 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
 
     /// Never true: [`SeedRange::parse`] refuses empty ranges.
