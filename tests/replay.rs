@@ -235,3 +235,78 @@ fn a_trace_mm_core_cannot_follow_exits_1_naming_its_line_in_either_mode() {
         );
     }
 }
+
+#[test]
+fn a_trace_too_big_for_guest_ram_is_a_one_line_usage_error_before_the_guest_boots() {
+    // 40,000 calls encode to 3.8 MB (96 bytes each), which with a result buffer twice that does
+    // not fit a 16 MiB guest (the default 256 MiB takes ~900,000 calls, slow to parse in a debug
+    // build). No KVM is needed: the sizes are checked before a VM exists.
+    let trace = common::temp_file("too-big.trace", &b"brk(NULL) = 0x1000\n".repeat(40_000));
+    let events = common::temp_file("too-big.events.json", b"the previous trace\n");
+    let (trace, events) = (trace.to_str().unwrap(), events.to_str().unwrap());
+    let before = fixture("ls.before.maps");
+    let args = ["replay", "--maps", &before, "--trace", trace];
+    let mut guest = args.to_vec();
+    guest.extend(["--mem", "16M", "--trace-events", events]);
+    let (stdout, stderr) = expect_exit(&guest, 2);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "vmm: cannot replay {trace} in the guest: the scenario's input ("
+        )) && stderr.contains("do not fit guest RAM")
+            && stderr.contains("of its 16 MiB")
+            && stderr
+                .trim_end()
+                .ends_with("raise --mem (up to 4G) or replay with --host"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(events).unwrap(),
+        "the previous trace\n",
+        "a refused replay writes no trace events"
+    );
+    // The trace itself is fine: on the host it replays.
+    let mut host = args.to_vec();
+    host.push("--host");
+    expect_exit(&host, 0);
+    let _ = std::fs::remove_file(trace);
+    let _ = std::fs::remove_file(events);
+}
+
+#[test]
+fn a_replay_file_too_large_or_not_a_file_is_refused_before_it_is_read_in_either_mode() {
+    // Sparse, one byte over the 256 MiB limit: it costs no disk, and is never read.
+    let huge = common::temp_file("huge.trace", b"");
+    std::fs::File::options()
+        .write(true)
+        .open(&huge)
+        .and_then(|f| f.set_len((256 << 20) + 1))
+        .expect("a sparse file");
+    let huge = huge.to_str().unwrap();
+    let (before, trace) = (fixture("ls.before.maps"), fixture("ls.trace"));
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().unwrap();
+    for mode in [&["--host"][..], &[]] {
+        for (args, expected) in [
+            (
+                ["--maps", &before, "--trace", huge],
+                format!("cannot read {huge}: 268435457 bytes, more than the 256 MiB allowed"),
+            ),
+            (
+                ["--maps", "/dev/zero", "--trace", &trace],
+                "cannot read /dev/zero: a character device, not a regular file".into(),
+            ),
+            (
+                ["--maps", &before, "--trace", dir],
+                format!("cannot read {dir}: a directory, not a regular file"),
+            ),
+        ] {
+            let all = [&["replay"][..], mode, &args].concat();
+            let (stdout, stderr) = expect_exit(&all, 2);
+            assert!(stdout.is_empty(), "{stdout}");
+            assert_eq!(stderr, format!("vmm: {expected}\n"), "{all:?}");
+        }
+    }
+    let _ = std::fs::remove_file(huge);
+}

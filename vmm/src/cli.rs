@@ -21,7 +21,8 @@ its COM1 console to stdout and reports how the run ended. `vmm` alone is `vmm ru
 
 Exit status: 0 when the guest reports success; 1 when the guest fails (abort, panic, exception,
 triple fault, KVM error, watchdog timeout) or KVM is unavailable; 2 for bad command-line values or
-an unusable kernel file.
+an unusable input file (for --kernel: not a regular file, over 64 MiB, or not an x86_64 ELF that
+fits guest RAM), found before the run starts.
 
 Set RUST_LOG=debug for details (boot time, every guest stage).";
 
@@ -76,7 +77,8 @@ pub struct RunArgs {
     /// Stop the guest (exit 1) if it has not finished after this many seconds.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
     pub timeout: Duration,
-    /// Boot this kernel ELF instead of the built-in guest.
+    /// Boot this kernel ELF instead of the built-in guest: a regular file of at most 64 MiB,
+    /// refused from its size before it is read.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// The mm-core ordering variant the guest follows (`vmm list` shows them); every variant but
@@ -158,13 +160,19 @@ pub struct ReplayArgs {
     /// The program's /proc/PID/maps just before its first traced call.
     #[arg(long, value_name = "FILE")]
     pub maps: PathBuf,
-    /// What `strace -f -y -e trace=memory -o FILE` wrote.
+    /// What `strace -f -y -e trace=memory -o FILE` wrote. Each of --maps, --trace and
+    /// --compare is a regular file of at most 256 MiB, refused from its size before it is read.
     #[arg(long, value_name = "FILE")]
     pub trace: PathBuf,
     /// The maps Linux produced at exit: compare and exit 1 on a difference, printing the first
     /// differing lines.
     #[arg(long, value_name = "FILE")]
     pub compare: Option<PathBuf>,
+    /// In the guest: its RAM, e.g. 256M or 1G (a multiple of 2 MiB, 16 MiB to 4 GiB). The
+    /// encoded trace (96 bytes a call) and a result buffer twice its size must fit, with 4 MiB
+    /// to spare; a trace too big is refused before the guest boots (exit 2).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem, conflicts_with = "host")]
+    pub mem: u64,
     /// Replay through mm-core on the host (fast). Without it the replay runs in the guest, on
     /// real page tables with the probes checking every page-table free (a violation exits 1).
     #[arg(long)]
@@ -257,7 +265,9 @@ pub enum CampaignCommand {
 /// Options of `vmm campaign merge`.
 #[derive(Debug, Args)]
 pub struct MergeArgs {
-    /// The shards' JSON files (`vmm campaign --shard K/N --json FILE`).
+    /// The shards' JSON files (`vmm campaign --shard K/N --json FILE`), each a regular file of
+    /// at most 1 GiB; every field is checked first, and a bad one is exit 2 naming the file and
+    /// the field.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Write the merged result as JSON to FILE.
@@ -473,6 +483,33 @@ mod tests {
         ] {
             assert!(help.contains(engine), "{engine} missing from {help}");
         }
+    }
+
+    #[test]
+    fn run_help_states_the_kernel_file_limit() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let run = cli.find_subcommand_mut("run").unwrap();
+        let help = run.render_long_help().to_string();
+        let limit = format!("at most {} MiB", crate::loader::MAX_KERNEL_FILE >> 20);
+        assert!(help.contains(&limit), "{limit} missing from {help}");
+    }
+
+    #[test]
+    fn replay_help_states_the_file_limit_and_what_must_fit_guest_ram() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let replay = cli.find_subcommand_mut("replay").unwrap();
+        let help = replay.render_long_help().to_string();
+        let limit = format!("at most {} MiB", crate::replay::MAX_REPLAY_FILE >> 20);
+        assert!(help.contains(&limit), "{limit} missing from {help}");
+        let record = std::mem::size_of::<mm_core::abi::replay::EventRecord>();
+        assert!(help.contains(&format!("{record} bytes a call")), "{help}");
+        let replay = Cli::try_parse_from(["vmm", "replay", "--maps", "m", "--trace", "t"]).unwrap();
+        let Some(Command::Replay(args)) = replay.command else {
+            panic!("not a replay");
+        };
+        assert_eq!(args.mem, crate::arch::x86_64::layout::DEFAULT_RAM);
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! - [`trace_events`]: `--trace-events`: the run as Chrome trace-event JSON (Perfetto), a track per
 //!   vCPU.
 //! - [`out_file`]: output files checked before the run and written atomically.
+//! - [`in_file`]: input files checked from their metadata and read through a size limit.
 //! - [`cli`]: command-line parsing.
 //! - [`bench`]: `vmm bench`: boot, probe cost, mm workloads (host and guest) against Linux,
 //!   scaling and campaign throughput, each against its anchor.
@@ -43,6 +44,7 @@ pub mod campaign;
 pub mod cli;
 pub mod devices;
 pub mod guest_text;
+pub mod in_file;
 pub mod inject;
 pub mod loader;
 pub mod out_file;

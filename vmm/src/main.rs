@@ -9,11 +9,11 @@ use std::time::Instant;
 use vmm::campaign::{CampaignConfig, CampaignResult};
 use vmm::cli::{BenchKind, CampaignArgs, CampaignCommand, Cli, Command, MergeArgs, RunArgs};
 use vmm::exit_code::{FAILURE, SUCCESS, USAGE};
-use vmm::loader::GUEST_KERNEL;
+use vmm::loader::{GUEST_KERNEL, MAX_KERNEL_FILE};
 use vmm::run::{run, RunConfig, RunError};
 use vmm::trace_events::json::RunInfo;
 use vmm::trace_events::TraceRecorder;
-use vmm::vstate::vm::{VmConfig, VmError};
+use vmm::vstate::vm::VmConfig;
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -158,7 +158,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
     let kernel_file;
     let kernel = match &args.kernel {
         None => GUEST_KERNEL,
-        Some(path) => match std::fs::read(path) {
+        Some(path) => match vmm::in_file::read_bounded(path, MAX_KERNEL_FILE) {
             Ok(bytes) => {
                 kernel_file = bytes;
                 &kernel_file
@@ -198,9 +198,7 @@ fn run_command(args: &RunArgs, started: Instant) -> u8 {
         Ok(report) => report,
         Err(e) => {
             let code = match &e {
-                RunError::Vm(
-                    VmError::TooManyVcpus { .. } | VmError::ScenarioName(_) | VmError::Kernel(_),
-                ) => USAGE,
+                RunError::Vm(e) if e.is_bad_input() => USAGE,
                 _ => FAILURE,
             };
             return fail(code, &e);
@@ -366,6 +364,10 @@ fn campaign(args: &CampaignArgs) -> u8 {
             &"campaign needs --scenario and --seeds (see vmm campaign --help)",
         );
     };
+    // The result of a long campaign must not be lost to a bad path found only at the end.
+    if let Err(code) = check_outputs(&[("--json", run.json.as_deref())]) {
+        return code;
+    }
     let shard = match run
         .shard
         .map(|s| s.resolve(|name| std::env::var(name).ok()))
@@ -399,13 +401,16 @@ fn campaign(args: &CampaignArgs) -> u8 {
 }
 
 fn campaign_merge(args: &MergeArgs) -> u8 {
+    if let Err(code) = check_outputs(&[("--json", args.json.as_deref())]) {
+        return code;
+    }
     let mut parts = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
-        let parsed = std::fs::read_to_string(path)
+        let parsed = vmm::in_file::read_text(path, vmm::campaign::merge::MAX_PART_FILE)
             .map_err(|e| e.to_string())
             .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-            .and_then(|json| CampaignResult::from_json(&json));
+            .and_then(|json| CampaignResult::from_json(&json).map_err(|e| e.to_string()));
         match parsed {
             Ok(result) => parts.push((name, result)),
             Err(e) => return fail(USAGE, &format_args!("cannot merge {name}: {e}")),
@@ -442,7 +447,8 @@ fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
         return code;
     }
     let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        vmm::in_file::read_text(path, vmm::replay::MAX_REPLAY_FILE)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let inputs = (|| -> Result<_, String> {
         let before = maps::parse_maps(&read(&args.maps)?)
@@ -467,6 +473,17 @@ fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
         let result = mm_replay::replay::replay(&before, &calls, hints);
         (result, start.elapsed(), "on the host")
     } else {
+        // Too big for guest RAM is bad input, refused before a VM (or a trace) exists.
+        let input = match vmm::replay::GuestInput::new(&before, &calls, hints, args.mem) {
+            Ok(input) => input,
+            Err(e) => {
+                let code = if e.is_bad_input() { USAGE } else { FAILURE };
+                let trace = args.trace.display();
+                let hint = "raise --mem (up to 4G) or replay with --host";
+                let message = format_args!("cannot replay {trace} in the guest: {e}; {hint}");
+                return fail(code, &message);
+            }
+        };
         let trace_events = args.trace_events.as_deref();
         let trace = trace_recorder(trace_events, vmm::replay::VCPUS, started);
         let options = vmm::replay::GuestOptions {
@@ -474,7 +491,7 @@ fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
             timeout: args.timeout,
             trace: trace.clone(),
         };
-        let replayed = replay_in_guest(&before, &calls, hints, options);
+        let replayed = replay_in_guest(&input, options);
         let info = RunInfo {
             command: format!("vmm replay --trace {}", args.trace.display()),
             scenario: vmm::replay::SCENARIO.to_string(),
@@ -527,13 +544,11 @@ fn replay(args: &vmm::cli::ReplayArgs, started: Instant) -> u8 {
 /// Runs the replay in the guest and reports the probes; on failure, the exit code after saying why,
 /// and why.
 fn replay_in_guest(
-    before: &[mm_replay::maps::MapsLine],
-    calls: &mm_replay::trace::Trace,
-    hints: &[mm_replay::maps::MapsLine],
+    input: &vmm::replay::GuestInput,
     options: vmm::replay::GuestOptions,
 ) -> Result<vmm::replay::GuestReplay, (u8, String)> {
     use vmm::replay::GuestReplayError;
-    match vmm::replay::replay_in_guest(before, calls, hints, options) {
+    match vmm::replay::replay_input_in_guest(input, options) {
         Ok(g) => {
             log::info!(
                 "{} (kernel ready after {:.1} ms)",

@@ -18,7 +18,7 @@ use crate::probe::Summary;
 use crate::run::{run, Failure, RunConfig, RunError};
 use crate::sched::Mode;
 use crate::trace_events::TraceRecorder;
-use crate::vstate::vm::VmConfig;
+use crate::vstate::vm::{VmConfig, VmError};
 
 /// vCPUs a guest replay runs on: the replay runs on vCPU 0 alone, and a second would only add
 /// boot time.
@@ -26,6 +26,13 @@ pub const VCPUS: usize = 1;
 
 /// The guest scenario that replays.
 pub const SCENARIO: &str = "replay";
+
+/// The largest file `vmm replay` reads for `--maps`, `--trace` or `--compare`: 256 MiB, checked
+/// from the file's size before it is read. Generous: the shipped traces are a few KiB, and a
+/// strace line of a memory call is some 100 bytes, so this is millions of calls. Parsed, a trace
+/// of the shortest lines takes up to about ten times its size; in the guest, what fits its RAM
+/// is the tighter limit ([`GuestInput::new`]).
+pub const MAX_REPLAY_FILE: u64 = 256 << 20;
 
 /// Output buffer for `input` bytes of op stream: the result is a maps snapshot and notes, which
 /// for any real program is far below a megabyte; twice the input leaves room for a trace that
@@ -89,31 +96,72 @@ impl Default for GuestOptions {
     }
 }
 
-/// Replays `trace` on `before` in the guest (`hints` as for `mm_replay::replay::replay`); the
-/// guest console goes to stderr, so stdout stays the caller's.
+/// A replay encoded for the guest, known to fit its RAM with its output buffer.
+#[derive(Debug)]
+pub struct GuestInput {
+    /// The op stream (`mm_core::abi::replay`).
+    bytes: Vec<u8>,
+    /// Guest RAM, in bytes.
+    ram_size: u64,
+}
+
+impl GuestInput {
+    /// Encodes the replay of `trace` on `before` (`hints` as for `mm_replay::replay::replay`) for
+    /// a guest of `ram_size` bytes (a valid `--mem`), refusing, before any VM exists, an op stream
+    /// that with its output buffer does not fit (a usage error: [`VmError::is_bad_input`]).
+    pub fn new(
+        before: &[MapsLine],
+        trace: &Trace,
+        hints: &[MapsLine],
+        ram_size: u64,
+    ) -> Result<GuestInput, VmError> {
+        let input = GuestInput {
+            bytes: wire::encode_input(before, trace, hints),
+            ram_size,
+        };
+        crate::vstate::vm::check(&input.vm_config(Variant::Correct))?;
+        Ok(input)
+    }
+
+    /// The VM that replays this input under `variant`.
+    fn vm_config(&self, variant: Variant) -> VmConfig<'_> {
+        VmConfig {
+            ram_size: self.ram_size,
+            vcpus: VCPUS,
+            scenario: SCENARIO,
+            seed: 0,
+            log_level: log::max_level() as u64,
+            variant,
+            scale: 0,
+            inject: None,
+            kernel: GUEST_KERNEL,
+            input: &self.bytes,
+            output_len: output_len(self.bytes.len()),
+            probes: crate::vstate::vm::GuestProbes::DEFAULT,
+        }
+    }
+}
+
+/// Replays `trace` on `before` in a guest of the default RAM (`hints` as for
+/// `mm_replay::replay::replay`); the guest console goes to stderr, so stdout stays the caller's.
 pub fn replay_in_guest(
     before: &[MapsLine],
     trace: &Trace,
     hints: &[MapsLine],
     options: GuestOptions,
 ) -> Result<GuestReplay, GuestReplayError> {
+    let input = GuestInput::new(before, trace, hints, DEFAULT_RAM).map_err(RunError::Vm)?;
+    replay_input_in_guest(&input, options)
+}
+
+/// Replays `input` in the guest, as [`replay_in_guest`].
+pub fn replay_input_in_guest(
+    input: &GuestInput,
+    options: GuestOptions,
+) -> Result<GuestReplay, GuestReplayError> {
     let started = Instant::now();
-    let input = wire::encode_input(before, trace, hints);
     let config = RunConfig {
-        vm: VmConfig {
-            ram_size: DEFAULT_RAM,
-            vcpus: VCPUS,
-            scenario: SCENARIO,
-            seed: 0,
-            log_level: log::max_level() as u64,
-            variant: options.variant,
-            scale: 0,
-            inject: None,
-            kernel: GUEST_KERNEL,
-            input: &input,
-            output_len: output_len(input.len()),
-            probes: crate::vstate::vm::GuestProbes::DEFAULT,
-        },
+        vm: input.vm_config(options.variant),
         timeout: options.timeout,
         started,
         console: Box::new(std::io::stderr()),

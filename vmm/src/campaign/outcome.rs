@@ -1,5 +1,7 @@
 //! What became of one seed: read from the child's exit status and its `--report` JSON.
 
+use super::read::{optional_text, seconds, JsonError};
+use crate::sched::Schedule;
 use serde_json::{json, Value};
 use std::fmt;
 
@@ -87,20 +89,29 @@ impl SeedOutcome {
         })
     }
 
-    /// From [`SeedOutcome::to_json`]'s output.
-    pub fn from_json(v: &Value) -> Result<SeedOutcome, String> {
-        let seed = v["seed"].as_u64().ok_or("an outcome has no seed")?;
+    /// From [`SeedOutcome::to_json`]'s output; an error names the field (`seed`, `secs`, …).
+    pub fn from_json(v: &Value) -> Result<SeedOutcome, JsonError> {
+        let seed = v["seed"]
+            .as_u64()
+            .ok_or_else(|| JsonError::new("seed", "missing or not a whole number"))?;
         let kind = v["outcome"]
             .as_str()
             .and_then(Kind::from_name)
-            .ok_or_else(|| format!("seed {seed} has no known outcome"))?;
+            .ok_or_else(|| {
+                JsonError::new("outcome", format!("seed {seed} has no known outcome"))
+            })?;
+        let schedule = optional_text(v, "schedule")?;
+        if let Some(Err(e)) = schedule.map(str::parse::<Schedule>) {
+            return Err(JsonError::new("schedule", e.to_string()));
+        }
         Ok(SeedOutcome {
             seed,
             kind,
-            violations: checks_from_json(&v["violations"]),
-            detail: v["detail"].as_str().map(str::to_string),
-            secs: v["secs"].as_f64().unwrap_or(0.0),
-            schedule: v["schedule"].as_str().map(str::to_string),
+            violations: checks_from_json_strictly(&v["violations"])
+                .map_err(|e| e.within("violations"))?,
+            detail: optional_text(v, "detail")?.map(str::to_string),
+            secs: seconds(v, "secs", 0.0, false)?,
+            schedule: schedule.map(str::to_string),
         })
     }
 }
@@ -116,9 +127,28 @@ pub fn checks_json(counts: &[u64; NCHECKS]) -> Value {
     )
 }
 
-/// Reads `{ "P1": n, … }`, missing checks as 0.
+/// Reads `{ "P1": n, … }`, missing checks as 0 (for a child's report, which this vmm wrote; a
+/// campaign file is read strictly, by [`checks_from_json_strictly`]).
 pub fn checks_from_json(v: &Value) -> [u64; NCHECKS] {
     CHECKS.map(|c| v[c].as_u64().unwrap_or(0))
+}
+
+/// Reads `{ "P1": n, … }`, missing checks (or a missing object) as 0; a count that is not a whole
+/// number is an error naming its check.
+pub fn checks_from_json_strictly(v: &Value) -> Result<[u64; NCHECKS], JsonError> {
+    if !(v.is_null() || v.is_object()) {
+        return Err(JsonError::new("", "not an object of counts per check"));
+    }
+    let mut counts = [0; NCHECKS];
+    for (count, check) in counts.iter_mut().zip(CHECKS) {
+        *count = match &v[check] {
+            Value::Null => 0,
+            n => n
+                .as_u64()
+                .ok_or_else(|| JsonError::new(check, "not a whole number from 0 to 2^64-1"))?,
+        };
+    }
+    Ok(counts)
 }
 
 /// How a walker caught a wrong order at run time, read from a failure's text: `None` for

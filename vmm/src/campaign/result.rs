@@ -1,6 +1,7 @@
-//! A campaign's result: the outcome of every seed, its tally, and its JSON form.
+//! A campaign's result: the outcome of every seed, its tally, and its JSON form (read back, every
+//! field checked, in [`super::read`]).
 
-use super::outcome::{checks_json, dynamic_catch, Kind, SeedOutcome, NCHECKS};
+use super::outcome::{checks_json, dynamic_catch, Kind, SeedOutcome, CHECKS, NCHECKS};
 use super::spec::{SeedRange, Shard};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -61,17 +62,48 @@ impl Tally {
     pub fn failed(&self) -> u64 {
         self.runs - self.of(Kind::Passed)
     }
+
+    /// The two tallies' sum, field by field; `Err` names the check whose violations add up past
+    /// `u64::MAX` (every other count is at most the number of seeds, so cannot overflow first).
+    pub fn checked_add(&self, other: &Tally) -> Result<Tally, &'static str> {
+        let mut sum = *self;
+        for (i, n) in other.violations.iter().enumerate() {
+            sum.violations[i] = sum.violations[i].checked_add(*n).ok_or(CHECKS[i])?;
+        }
+        let add = |a: u64, b: u64| a.saturating_add(b);
+        sum.runs = add(sum.runs, other.runs);
+        for (i, n) in other.by_kind.iter().enumerate() {
+            sum.by_kind[i] = add(sum.by_kind[i], *n);
+        }
+        for (i, n) in other.seeds_by_check.iter().enumerate() {
+            sum.seeds_by_check[i] = add(sum.seeds_by_check[i], *n);
+        }
+        sum.use_after_free = add(sum.use_after_free, other.use_after_free);
+        sum.deadlocks = add(sum.deadlocks, other.deadlocks);
+        Ok(sum)
+    }
 }
 
 impl CampaignResult {
-    /// Counts the outcomes.
+    /// Counts the outcomes. The counts of a result that [`CampaignResult::check`] passed are
+    /// exact; past `u64::MAX` (which only a crafted result reaches) they saturate.
     pub fn tally(&self) -> Tally {
+        self.sum(|a, b| Some(a.saturating_add(b)))
+            .unwrap_or_default()
+    }
+
+    /// Counts the outcomes; `Err` names the check whose violations add up past `u64::MAX`.
+    pub fn try_tally(&self) -> Result<Tally, &'static str> {
+        self.sum(u64::checked_add)
+    }
+
+    fn sum(&self, add: fn(u64, u64) -> Option<u64>) -> Result<Tally, &'static str> {
         let mut t = Tally::default();
         for o in &self.outcomes {
             t.runs += 1;
             t.by_kind[Kind::ALL.iter().position(|&k| k == o.kind).unwrap_or(0)] += 1;
             for (i, &n) in o.violations.iter().enumerate() {
-                t.violations[i] += n;
+                t.violations[i] = add(t.violations[i], n).ok_or(CHECKS[i])?;
                 t.seeds_by_check[i] += u64::from(n > 0);
             }
             match o.detail.as_deref().and_then(dynamic_catch) {
@@ -80,18 +112,30 @@ impl CampaignResult {
                 None => {}
             }
         }
-        t
+        Ok(t)
     }
 
-    /// Seeds the campaign should have run: those of the range its shards take.
+    /// Seeds the campaign should have run: those of the range its shards take, counted without
+    /// visiting them. The shards are distinct shards of one count ([`CampaignResult::check`]),
+    /// so no seed is in two and their counts add up.
     pub fn expected(&self) -> u64 {
         if self.shards.is_empty() {
             return self.seeds.len();
         }
-        self.seeds
-            .seeds(None)
-            .filter(|&s| self.shards.iter().any(|sh| sh.takes(s)))
-            .count() as u64
+        let taken = self
+            .shards
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.count_in(self.seeds)));
+        taken.min(self.seeds.len())
+    }
+
+    /// The shards, as the table names them.
+    pub(super) fn shards_text(&self) -> String {
+        self.shards
+            .iter()
+            .map(Shard::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Campaign throughput: runs per minute of wall time.
@@ -141,50 +185,6 @@ impl CampaignResult {
                 "repro": self.repro(program, o.seed),
             })),
             "outcomes": self.outcomes.iter().map(SeedOutcome::to_json).collect::<Vec<_>>(),
-        })
-    }
-
-    /// Reads [`CampaignResult::to_json`]'s output back; the tallies are recomputed from the
-    /// outcomes.
-    pub fn from_json(v: &Value) -> Result<CampaignResult, String> {
-        if v["format"] != FORMAT {
-            return Err(format!(
-                "not a campaign result (no \"format\": \"{FORMAT}\")"
-            ));
-        }
-        let text = |key: &str| {
-            v[key]
-                .as_str()
-                .map(str::to_string)
-                .ok_or(format!("no \"{key}\""))
-        };
-        let seeds = SeedRange {
-            start: v["seeds"]["start"].as_u64().ok_or("no seeds.start")?,
-            end: v["seeds"]["end"].as_u64().ok_or("no seeds.end")?,
-        };
-        let shards = v["shards"]
-            .as_array()
-            .ok_or("no \"shards\"")?
-            .iter()
-            .map(|s| Shard::parse(s.as_str().unwrap_or_default()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut outcomes = v["outcomes"]
-            .as_array()
-            .ok_or("no \"outcomes\"")?
-            .iter()
-            .map(SeedOutcome::from_json)
-            .collect::<Result<Vec<_>, _>>()?;
-        outcomes.sort_by_key(|o| o.seed);
-        Ok(CampaignResult {
-            scenario: text("scenario")?,
-            variant: text("variant")?,
-            inject: v["inject"].as_str().map(str::to_string),
-            seeds,
-            shards,
-            jobs: v["jobs"].as_u64().unwrap_or(0) as usize,
-            timeout_secs: v["timeout_secs"].as_f64().unwrap_or(DEFAULT_TIMEOUT_SECS),
-            wall_secs: v["wall_secs"].as_f64().unwrap_or(0.0),
-            outcomes,
         })
     }
 }
@@ -271,5 +271,15 @@ pub(super) mod tests {
         assert_eq!(json["by_outcome"]["violation"], 1);
         assert_eq!(CampaignResult::from_json(&json), Ok(r));
         assert!(CampaignResult::from_json(&json!({ "passed": true })).is_err());
+    }
+
+    #[test]
+    fn counts_that_overflow_only_when_added_are_caught_by_checked_addition() {
+        let mut big = Tally::default();
+        big.violations[1] = u64::MAX;
+        let mut one = Tally::default();
+        one.violations[1] = 1;
+        assert_eq!(big.checked_add(&one), Err("P2"));
+        assert_eq!(big.checked_add(&Tally::default()), Ok(big));
     }
 }

@@ -1,16 +1,16 @@
 //! Runs a campaign: one `vmm run` child per seed, up to `jobs` at once, each under a timeout.
 //!
-//! Workers take the next seed from a shared counter, run the child with its console discarded and
-//! its stderr in a file, and send the outcome to the calling thread, which reports progress.
+//! Workers take the next seed from a shared cursor over the range (no list of seeds, so any range
+//! starts at once), run the child with its console discarded and its stderr in a file, and send
+//! the outcome to the calling thread, which reports progress.
 
 use super::outcome::{classify, ChildExit, Kind, SeedOutcome, NCHECKS};
 use super::result::CampaignResult;
-use super::spec::{SeedRange, Shard};
+use super::spec::{SeedCursor, SeedRange, Shard};
 use crate::inject::InjectSpec;
 use crate::progress::{Lines, Progress};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -65,19 +65,21 @@ pub fn run_campaign(config: &CampaignConfig) -> Result<CampaignResult, CampaignE
         path: dir.clone(),
         source,
     })?;
-    let seeds: Vec<u64> = config.seeds.seeds(config.shard).collect();
+    // Streamed, never collected: `--seeds 0..18446744073709551615` starts at once.
+    let seeds = SeedCursor::new(config.seeds.seeds(config.shard));
     let started = Instant::now();
-    let mut progress = Progress::stderr("campaign:", seeds.len() as u64, Lines::EachTenth);
+    let mut progress = Progress::stderr("campaign:", seeds.total(), Lines::EachTenth);
     let mut failed = 0u64;
-    let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel();
-    let mut outcomes = Vec::with_capacity(seeds.len());
+    // Grows with the runs done, not with the range.
+    let mut outcomes = Vec::new();
+    let workers = usize::try_from(seeds.total()).unwrap_or(usize::MAX);
     std::thread::scope(|scope| {
-        for _ in 0..config.jobs.max(1).min(seeds.len().max(1)) {
+        for _ in 0..config.jobs.max(1).min(workers.max(1)) {
             let tx = tx.clone();
-            let (next, seeds, dir) = (&next, &seeds, &dir);
+            let (seeds, dir) = (&seeds, &dir);
             scope.spawn(move || {
-                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
+                while let Some(seed) = seeds.take() {
                     if tx.send(run_seed(config, dir, seed)).is_err() {
                         break;
                     }

@@ -95,13 +95,21 @@ pub enum VmError {
     Kernel(#[from] LoadError),
     /// The scenario's input and output buffers leave too little RAM.
     #[error(
-        "the scenario's input ({input} bytes) and output ({output} bytes) do not fit guest RAM"
+        "the scenario's input ({input} bytes) and output buffer ({output} bytes) do not fit guest \
+         RAM: {room} bytes ({} MiB) of its {} MiB are free after the kernel, the stacks and the \
+         frame allocator's minimum",
+        room >> 20,
+        ram >> 20
     )]
     InputTooLarge {
         /// Input bytes.
         input: usize,
         /// Output bytes.
         output: u64,
+        /// What the two could have had.
+        room: u64,
+        /// Guest RAM.
+        ram: u64,
     },
     /// Writing a boot structure to guest RAM failed.
     #[error("writing {what} to guest memory failed: {source}")]
@@ -138,13 +146,50 @@ pub struct Vm {
     pub cr3: u64,
 }
 
+impl VmError {
+    /// True when the error is the user's input (flags, kernel, scenario input), known before KVM
+    /// is touched: a usage error (exit 2), not a failed run.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            VmError::TooManyVcpus { .. }
+                | VmError::ScenarioName(_)
+                | VmError::Kernel(_)
+                | VmError::InputTooLarge { .. }
+        )
+    }
+}
+
+/// Where the scenario's input and output buffer go in guest RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ScenarioIo {
+    /// The input's first byte, at the top of RAM.
+    input_gpa: u64,
+    /// The output buffer's, just below the input; the frame allocator ends here.
+    output_gpa: u64,
+}
+
+/// Checks what [`Vm::new`] would refuse of `config` without opening KVM: the kernel image, and
+/// that the scenario's input and output fit guest RAM. A caller with input to prepare (`vmm
+/// replay`) learns before building anything that it is too big.
+pub fn check(config: &VmConfig<'_>) -> Result<(), VmError> {
+    layout(config).map(|_| ())
+}
+
+/// Where the scenario's I/O goes, once the kernel image passed its checks ([`check`]).
+fn layout(config: &VmConfig<'_>) -> Result<Option<ScenarioIo>, VmError> {
+    let stacks_room = config.vcpus as u64 * STACK_SIZE + MIN_FREE_RAM;
+    let kernel = check_kernel(config.kernel, config.ram_size.saturating_sub(stacks_room))?;
+    // Where `Vm::new` puts the stacks, after the kernel, and so where the frame allocator starts.
+    let free_start = kernel.end.next_multiple_of(PAGE_SIZE) + config.vcpus as u64 * STACK_SIZE;
+    scenario_io(config, free_start)
+}
+
 impl Vm {
     /// Opens KVM and builds a VM from `config`: RAM, irqchip, kernel, GDT, page tables, boot info.
     pub fn new(config: &VmConfig<'_>) -> Result<Vm, VmError> {
         // Bad input is reported before KVM is touched, so it reads the same on any host.
-        let stacks_room = config.vcpus as u64 * STACK_SIZE + MIN_FREE_RAM;
-        let kernel_limit = config.ram_size.saturating_sub(stacks_room);
-        check_kernel(config.kernel, kernel_limit)?;
+        let io = layout(config)?;
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let max = max_vcpus(&kvm);
         if config.vcpus == 0 || config.vcpus > max {
@@ -183,7 +228,9 @@ impl Vm {
         boot_info.stack_size = STACK_SIZE;
         boot_info.free_start = stacks_base + config.vcpus as u64 * STACK_SIZE;
         boot_info.free_end = config.ram_size;
-        place_scenario_io(&mem, config, &mut boot_info)?;
+        if let Some(io) = io {
+            place_scenario_io(&mem, config, io, &mut boot_info)?;
+        }
         boot_info.seed = config.seed;
         boot_info.log_level = config.log_level;
         boot_info.variant = config.variant.as_u64();
@@ -213,45 +260,124 @@ impl Vm {
     }
 }
 
-/// Puts the scenario's input at the top of RAM and its output buffer just below, taking both from
-/// the frame allocator's range (`free_end`).
-fn place_scenario_io(
-    mem: &GuestMemoryMmap,
-    config: &VmConfig<'_>,
-    boot_info: &mut BootInfo,
-) -> Result<(), VmError> {
+/// Places the scenario's input at the top of RAM and its output buffer just below, taking both
+/// from the frame allocator's range (`free_start` up to the end of RAM), which must keep
+/// [`MIN_FREE_RAM`]; `None` when there is neither.
+fn scenario_io(config: &VmConfig<'_>, free_start: u64) -> Result<Option<ScenarioIo>, VmError> {
     if config.input.is_empty() && config.output_len == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let too_large = || VmError::InputTooLarge {
         input: config.input.len(),
         output: config.output_len,
+        room: config
+            .ram_size
+            .saturating_sub(free_start.saturating_add(MIN_FREE_RAM)),
+        ram: config.ram_size,
     };
-    let input_len = config.input.len() as u64;
-    let input_gpa = boot_info
-        .free_end
-        .checked_sub(input_len.next_multiple_of(PAGE_SIZE))
+    // Page-rounded sizes, checked: a size near 2^64 must not wrap into one that fits.
+    let pages = |len: u64| len.checked_next_multiple_of(PAGE_SIZE);
+    let input_gpa = pages(config.input.len() as u64)
+        .and_then(|len| config.ram_size.checked_sub(len))
         .ok_or_else(too_large)?;
-    let output_gpa = input_gpa
-        .checked_sub(config.output_len.next_multiple_of(PAGE_SIZE))
+    let output_gpa = pages(config.output_len)
+        .and_then(|len| input_gpa.checked_sub(len))
         .ok_or_else(too_large)?;
-    if output_gpa < boot_info.free_start.saturating_add(MIN_FREE_RAM) {
+    if output_gpa < free_start.saturating_add(MIN_FREE_RAM) {
         return Err(too_large());
     }
-    mem.write_slice(config.input, GuestAddress(input_gpa))
+    Ok(Some(ScenarioIo {
+        input_gpa,
+        output_gpa,
+    }))
+}
+
+/// Writes the scenario's input where [`scenario_io`] placed it and tells the guest where both
+/// buffers are, ending the frame allocator's range below them.
+fn place_scenario_io(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig<'_>,
+    io: ScenarioIo,
+    boot_info: &mut BootInfo,
+) -> Result<(), VmError> {
+    mem.write_slice(config.input, GuestAddress(io.input_gpa))
         .map_err(|source| VmError::Write {
             what: "the scenario input",
             source,
         })?;
-    boot_info.input_gpa = if input_len > 0 { input_gpa } else { 0 };
+    let input_len = config.input.len() as u64;
+    boot_info.input_gpa = if input_len > 0 { io.input_gpa } else { 0 };
     boot_info.input_len = input_len;
-    boot_info.output_gpa = if config.output_len > 0 { output_gpa } else { 0 };
+    boot_info.output_gpa = if config.output_len > 0 {
+        io.output_gpa
+    } else {
+        0
+    };
     boot_info.output_len = config.output_len;
-    boot_info.free_end = output_gpa;
+    boot_info.free_end = io.output_gpa;
     Ok(())
 }
 
 /// The most vCPUs a VM may have here: KVM's limit, capped by the guest's per-CPU tables.
 pub fn max_vcpus(kvm: &Kvm) -> usize {
     kvm.get_max_vcpus().min(MAX_VCPUS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::x86_64::layout::DEFAULT_RAM;
+    use crate::loader::GUEST_KERNEL;
+
+    fn config<'a>(input: &'a [u8], output_len: u64) -> VmConfig<'a> {
+        VmConfig {
+            ram_size: DEFAULT_RAM,
+            vcpus: 1,
+            scenario: "replay",
+            seed: 0,
+            log_level: 0,
+            variant: mm_core::Variant::Correct,
+            scale: 0,
+            inject: None,
+            kernel: GUEST_KERNEL,
+            input,
+            output_len,
+            probes: GuestProbes::DEFAULT,
+        }
+    }
+
+    #[test]
+    fn scenario_io_that_fits_goes_at_the_top_of_ram_and_the_check_needs_no_kvm() {
+        let input = [1u8; 5000];
+        assert!(check(&config(&input, 1 << 20)).is_ok());
+        let free_start = 4 << 20;
+        let io = scenario_io(&config(&input, 1 << 20), free_start).unwrap();
+        assert_eq!(
+            io,
+            Some(ScenarioIo {
+                input_gpa: DEFAULT_RAM - 2 * PAGE_SIZE,
+                output_gpa: DEFAULT_RAM - 2 * PAGE_SIZE - (1 << 20),
+            })
+        );
+        assert_eq!(scenario_io(&config(&[], 0), free_start).unwrap(), None);
+    }
+
+    #[test]
+    fn scenario_io_too_big_for_guest_ram_is_bad_input_known_before_kvm() {
+        let input = vec![0u8; 100 << 20];
+        let err = check(&config(&input, 200 << 20)).unwrap_err();
+        assert!(
+            matches!(err, VmError::InputTooLarge { input: i, ram, .. } if i == 100 << 20 && ram == DEFAULT_RAM),
+            "{err}"
+        );
+        assert!(err.is_bad_input());
+        let text = err.to_string();
+        assert!(
+            text.contains("do not fit guest RAM") && text.contains("256 MiB"),
+            "{text}"
+        );
+        // An output length near 2^64 cannot wrap the arithmetic into a fit.
+        let err = check(&config(&[], u64::MAX - 10)).unwrap_err();
+        assert!(matches!(err, VmError::InputTooLarge { .. }), "{err}");
+    }
 }
