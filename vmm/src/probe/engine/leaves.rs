@@ -74,7 +74,7 @@ impl Probe {
         let done: HashSet<u64> = outcome.mms_done.iter().copied().collect();
         // Runs of unflushed changed leaves: (mm, start, end, first old entry, its new entry).
         let mut runs: Vec<(u64, u64, u64, u64, Option<u64>)> = Vec::new();
-        let mut checked = 0;
+        let mut checked = 0u64;
         let mut next = now.leaves.iter().peekable();
         for old in &was.leaves {
             while next.next_if(|n| (n.mm, n.va) < (old.mm, old.va)).is_some() {}
@@ -99,7 +99,8 @@ impl Probe {
                 _ => runs.push((old.mm, old.va, old.va + PAGE_BYTES, old.bits, new)),
             }
         }
-        self.summary.checks[Check::P3.index()] += checked;
+        // One check per sweep that had changed leaves to judge, as every check counts events.
+        self.summary.checks[Check::P3.index()] += u64::from(checked > 0);
         self.leaves = Some(now);
         let total = runs.len();
         runs.into_iter()
