@@ -206,9 +206,11 @@ fn console() -> ! {
     }
 }
 
-/// Nodes of the crafted anon_vma registry. Each is 16 bytes apart, so its `all` link (two words)
-/// never overlaps another node's; every other field of a node reads whatever lies there.
-const REGISTRY_NODES: u64 = 1 << 16;
+/// Nodes of the crafted anon_vma registry: more than half the probes' step budget (2^20), since
+/// each node costs two steps (the registry's and its list's first VMA). Each is 16 bytes apart, so
+/// its `all` link (two words) never overlaps another node's; every other field of a node reads
+/// whatever lies there. Writing them takes a few seconds in emulated ring 0.
+const REGISTRY_NODES: u64 = 600_000;
 
 fn registry(ram: u64) -> ! {
     use mm_core::kernel::KernelRoots;
@@ -221,26 +223,26 @@ fn registry(ram: u64) -> ! {
         core::mem::offset_of!(AnonVma, all.next) as u64,
         core::mem::offset_of!(AnonVma, all.prev) as u64,
     );
-    let node = |k: u64| nodes + k * 16;
-    // SAFETY: the top half of RAM is identity-mapped and unused by this kernel.
+    let last = nodes + (REGISTRY_NODES - 1) * 16;
+    // SAFETY: the third quarter of RAM is identity-mapped and unused by this kernel.
     unsafe {
         let w = |addr: u64, value: u64| (addr as *mut u64).write_volatile(value);
-        for k in 0..REGISTRY_NODES {
-            let next = if k + 1 == REGISTRY_NODES {
-                0
-            } else {
-                node(k + 1)
-            };
-            let prev = if k == 0 { 0 } else { node(k - 1) };
-            w(node(k) + next_at, next);
-            w(node(k) + prev_at, prev);
+        // The tightest loop: every node linked both ways, then the two ends fixed.
+        let mut node = nodes;
+        while node <= last {
+            w(node + next_at, node + 16);
+            w(node + prev_at, node - 16);
+            node += 16;
         }
+        w(nodes + prev_at, 0);
+        w(last + next_at, 0);
+        let roots_at = |off: usize| roots + off as u64;
         w(
-            roots + core::mem::offset_of!(KernelRoots, anon_vmas) as u64,
-            node(0),
+            roots_at(core::mem::offset_of!(KernelRoots, anon_vmas)),
+            nodes,
         );
         w(
-            roots + core::mem::offset_of!(KernelRoots, nr_anon_vmas) as u64,
+            roots_at(core::mem::offset_of!(KernelRoots, nr_anon_vmas)),
             REGISTRY_NODES,
         );
     }
