@@ -1,6 +1,6 @@
-//! Builds the guest kernel for `x86_64-unknown-none` and hands its ELF to the VMM (`OUT_DIR/guest.elf`),
-//! and the hostile test kernel beside it (`OUT_DIR/hostile.elf`, its path in `HOSTILE_KERNEL` for
-//! tests/hostile.rs).
+//! Builds the guest kernel for `x86_64-unknown-none` and hands its ELF to the VMM
+//! (`OUT_DIR/guest.elf`), and the hostile test kernel beside it (`OUT_DIR/hostile.elf`, its path in
+//! `HOSTILE_KERNEL` for tests/hostile.rs).
 //!
 //! The nested cargo gets its own target directory (sharing the outer one would deadlock on its lock)
 //! and none of the outer build's target or flag variables. On a machine where rustup does not

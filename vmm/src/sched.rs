@@ -150,7 +150,7 @@ pub enum SchedError {
         cpu: u8,
     },
     /// The race went on past the picks a schedule may hold, so it could not be replayed.
-    #[error("the race made more than {MAX_SCHEDULE_PICKS} picks; a schedule that long cannot be recorded")]
+    #[error("the race made more than {MAX_SCHEDULE_PICKS} picks: too long a schedule to record")]
     TooLong,
 }
 

@@ -287,7 +287,8 @@ impl Probe {
         self.index.range(mm, vma, start, end);
         if self.index.overflowed && !was {
             log::warn!(
-                "probes: the guest reported more than {} live VMAs; P1 walks the rmap registries                  from now on instead of the VMA index",
+                "probes: the guest reported more than {} live VMAs; P1 walks the rmap \
+                 registries from now on instead of the VMA index",
                 super::index::MAX_INDEXED_VMAS
             );
         }
