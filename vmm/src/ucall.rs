@@ -263,6 +263,37 @@ mod tests {
     }
 
     #[test]
+    fn every_guest_text_is_escaped_where_it_is_decoded() {
+        let mem = mem();
+        let forged = "x\nvmm: guest passed\x1b[2J";
+        let shown = "x\\nvmm: guest passed\\u{1b}[2J";
+        let decode = |cmd, args: [u64; 6]| {
+            let mut call = Ucall::new(cmd, 0);
+            call.push_text(forged);
+            call.args = args;
+            write_call(&mem, GuestAddress(0x4000), call).unwrap();
+            read_call(&mem, &0x4000u32.to_le_bytes()).unwrap()
+        };
+        let len = forged.len() as u64;
+        match decode(UcallCmd::Abort, [1, len, 0, 0, 0, 0]) {
+            GuestCall::Abort { message, .. } => assert_eq!(message, shown),
+            other => panic!("{other:?}"),
+        }
+        match decode(UcallCmd::LockContended, [0; 6]) {
+            GuestCall::Race { class, .. } => assert_eq!(class, shown),
+            other => panic!("{other:?}"),
+        }
+        match decode(UcallCmd::PoisonHit, [0; 6]) {
+            GuestCall::PoisonHit(hit) => assert_eq!(hit.file, shown),
+            other => panic!("{other:?}"),
+        }
+        match decode(UcallCmd::ProbeMmInvalid, [0x5000, 1, 0, 0, 0, 0]) {
+            GuestCall::Probe { text, .. } => assert_eq!(text, shown),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn roots_from_another_mm_layout_are_refused() {
         let mem = mem();
         let mut call = Ucall::new(UcallCmd::ProbeRoots, 0);
