@@ -378,6 +378,8 @@ fn rmap() -> u64 {
 /// A little of everything: what `cargo run` shows.
 fn tour() -> u64 {
     for scenario in [
+        // mprotect taking write access from touched pages (P3 for leaves needs its flush).
+        smoke,
         munmap_whole,
         munmap_part,
         munmap_several,
