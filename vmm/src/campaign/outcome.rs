@@ -1,6 +1,7 @@
 //! What became of one seed: read from the child's exit status and its `--report` JSON.
 
 use super::read::{optional_text, seconds, JsonError};
+use crate::guest_text::printable;
 use crate::sched::Schedule;
 use serde_json::{json, Value};
 use std::fmt;
@@ -109,7 +110,8 @@ impl SeedOutcome {
             kind,
             violations: checks_from_json_strictly(&v["violations"])
                 .map_err(|e| e.within("violations"))?,
-            detail: optional_text(v, "detail")?.map(str::to_string),
+            // A merged file's text reaches the table: escaped like the guest's own.
+            detail: optional_text(v, "detail")?.map(|d| printable(d.as_bytes())),
             secs: seconds(v, "secs", 0.0, false)?,
             schedule: schedule.map(str::to_string),
         })
@@ -258,6 +260,17 @@ mod tests {
     fn report(passed: bool, failure: Option<&str>, checks: &[&str]) -> Result<Value, String> {
         let violations: Vec<Value> = checks.iter().map(|c| json!({ "check": c })).collect();
         Ok(json!({ "passed": passed, "failure": failure, "violations": violations }))
+    }
+
+    #[test]
+    fn a_merged_outcomes_detail_is_escaped_before_the_table_shows_it() {
+        let v = json!({ "seed": 3, "outcome": "guest-failure", "violations": {}, "secs": 1.0,
+                        "detail": "boom\nvmm: campaign passed\x1b[2J" });
+        let o = SeedOutcome::from_json(&v).unwrap();
+        assert_eq!(
+            o.detail.as_deref(),
+            Some("boom\\nvmm: campaign passed\\u{1b}[2J")
+        );
     }
 
     #[test]
