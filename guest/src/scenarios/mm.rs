@@ -17,7 +17,9 @@ use mm_core::addr::{PAGE_SIZE as PAGE, PMD_SIZE, PUD_SIZE};
 use mm_core::lockdep::{Violation as LockViolation, LOCKDEP};
 use mm_core::mm::{iput, AddressSpace, File, FilePtr, MappingPtr};
 use mm_core::phys::AllocKind;
-use mm_core::uapi::{MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_RW};
+use mm_core::uapi::{
+    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_FIXED, PROT_READ, PROT_RW,
+};
 
 /// A user address with room around it for every layout below (PGD index 2).
 const BASE: u64 = 1 << 40;
@@ -224,7 +226,8 @@ pub fn smoke() -> u64 {
             [anon + 12 * PAGE, 4 * PAGE, PROT_READ, 0, 0, 0],
             Some(0),
         )
-        .touch(anon + 12 * PAGE, 4 * PAGE, PAGE, Touch::Read)
+        .touch(anon + 12 * PAGE, 4 * PAGE, PAGE, Touch::Read);
+    let script = refused_like_linux(script, anon)
         .map_file(file_at, 8, 0, 0)
         .fill(file_at, 8)
         .syscall(nr::FTRUNCATE, [0, 4 * PAGE, 0, 0, 0, 0], Some(0))
@@ -243,6 +246,27 @@ pub fn smoke() -> u64 {
     }
     log::info!("mm-smoke: served on the real MMU; no frame leaked");
     PASS
+}
+
+/// Calls Linux refuses with EINVAL (each checked on this machine's kernel): unknown mremap flags,
+/// MREMAP_FIXED without MREMAP_MAYMOVE, unaligned addresses, zero lengths, unknown protection
+/// bits. mm-core must refuse them too, before it touches the mapping at `at`.
+fn refused_like_linux(script: Script, at: u64) -> Script {
+    let einval = Some(i64::from(mm_core::mm::error::EINVAL).wrapping_neg() as u64);
+    [
+        (nr::MREMAP, [at, PAGE, PAGE, 0x10, 0, 0]),
+        (nr::MREMAP, [at, PAGE, PAGE, MREMAP_FIXED, at + 8 * PAGE, 0]),
+        (nr::MREMAP, [at + 1, PAGE, PAGE, 0, 0, 0]),
+        (nr::MREMAP, [at, PAGE, 0, 0, 0, 0]),
+        (nr::MUNMAP, [at + 1, PAGE, 0, 0, 0, 0]),
+        (nr::MUNMAP, [at, 0, 0, 0, 0, 0]),
+        (nr::MPROTECT, [at + 1, PAGE, PROT_READ, 0, 0, 0]),
+        (nr::MPROTECT, [at, PAGE, 0x1000, 0, 0, 0]),
+    ]
+    .into_iter()
+    .fold(script, |script, (nr, args)| {
+        script.syscall(nr, args, einval)
+    })
 }
 
 /// munmap of a whole VMA alone in its tables: its PTE, PMD and PUD tables all go.
