@@ -18,7 +18,8 @@ use mm_core::lockdep::{Violation as LockViolation, LOCKDEP};
 use mm_core::mm::{iput, AddressSpace, File, FilePtr, MappingPtr};
 use mm_core::phys::AllocKind;
 use mm_core::uapi::{
-    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_FIXED, PROT_READ, PROT_RW,
+    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_READ,
+    PROT_RW,
 };
 
 /// A user address with room around it for every layout below (PGD index 2).
@@ -249,8 +250,8 @@ pub fn smoke() -> u64 {
 }
 
 /// Calls Linux refuses with EINVAL (each checked on this machine's kernel): unknown mremap flags,
-/// MREMAP_FIXED without MREMAP_MAYMOVE, unaligned addresses, zero lengths, unknown protection
-/// bits. mm-core must refuse them too, before it touches the mapping at `at`.
+/// MREMAP_FIXED without MREMAP_MAYMOVE, a fixed target overlapping the source or past the top of
+/// user space, unaligned addresses, zero lengths, unknown protection bits. mm-core must refuse them too, before it touches the mapping at `at`.
 fn refused_like_linux(script: Script, at: u64) -> Script {
     let einval = Some(i64::from(mm_core::mm::error::EINVAL).wrapping_neg() as u64);
     [
@@ -258,6 +259,28 @@ fn refused_like_linux(script: Script, at: u64) -> Script {
         (nr::MREMAP, [at, PAGE, PAGE, MREMAP_FIXED, at + 8 * PAGE, 0]),
         (nr::MREMAP, [at + 1, PAGE, PAGE, 0, 0, 0]),
         (nr::MREMAP, [at, PAGE, 0, 0, 0, 0]),
+        (
+            nr::MREMAP,
+            [
+                at,
+                2 * PAGE,
+                2 * PAGE,
+                MREMAP_MAYMOVE | MREMAP_FIXED,
+                at + PAGE,
+                0,
+            ],
+        ),
+        (
+            nr::MREMAP,
+            [
+                at,
+                PAGE,
+                1 << 47,
+                MREMAP_MAYMOVE | MREMAP_FIXED,
+                at + 8 * PAGE,
+                0,
+            ],
+        ),
         (nr::MUNMAP, [at + 1, PAGE, 0, 0, 0, 0]),
         (nr::MUNMAP, [at, 0, 0, 0, 0, 0]),
         (nr::MPROTECT, [at + 1, PAGE, PROT_READ, 0, 0, 0]),
