@@ -180,9 +180,16 @@ pub fn check(config: &VmConfig<'_>) -> Result<(), VmError> {
 fn layout(config: &VmConfig<'_>) -> Result<Option<ScenarioIo>, VmError> {
     let stacks_room = config.vcpus as u64 * STACK_SIZE + MIN_FREE_RAM;
     let kernel = check_kernel(config.kernel, config.ram_size.saturating_sub(stacks_room))?;
-    // Where `Vm::new` puts the stacks, after the kernel, and so where the frame allocator starts.
-    let free_start = kernel.end.next_multiple_of(PAGE_SIZE) + config.vcpus as u64 * STACK_SIZE;
-    scenario_io(config, free_start)
+    scenario_io(
+        config,
+        stacks_base(kernel.end) + config.vcpus as u64 * STACK_SIZE,
+    )
+}
+
+/// Where the vCPUs' stacks start: the first page after the kernel image ending at `kernel_end`.
+/// The frame allocator's range starts after them.
+fn stacks_base(kernel_end: u64) -> u64 {
+    kernel_end.next_multiple_of(PAGE_SIZE)
 }
 
 impl Vm {
@@ -221,7 +228,7 @@ impl Vm {
         let cr3 = paging::write_boot_page_tables(&mem, config.ram_size)
             .map_err(write("the boot page tables"))?;
 
-        let stacks_base = kernel.end.next_multiple_of(PAGE_SIZE);
+        let stacks_base = stacks_base(kernel.end);
         boot_info.ram_size = config.ram_size;
         boot_info.vcpus = config.vcpus as u64;
         boot_info.stacks_base = stacks_base;

@@ -241,10 +241,10 @@ impl Probe {
                 self.flushed(seq, mm, start, end);
                 Vec::new()
             }
-            ProbeEvent::TableFreed { frame, .. } if !self.ram_frame("TableFreed", frame) => {
-                Vec::new()
-            }
             ProbeEvent::TableFreed { frame, claim, path } => {
+                if !self.ram_frame("TableFreed", frame) {
+                    return Vec::new();
+                }
                 // One view of guest memory for the whole check: every read of it is cold here.
                 let (mem, stop) = (self.mem.clone(), self.stop.clone());
                 let mut view = GuestView::new(&mem).stopping_on(&stop);
