@@ -9,7 +9,7 @@ use crate::kernel::Kernel;
 use crate::lockdep::ANON_VMA_LOCK;
 use crate::mm::kobj::{addr_of, list_add, list_del, KPtr, ListLink};
 use crate::mm::lock::MmSpinLock;
-use crate::mm::vma::VmaPtr;
+use crate::mm::vma::{VmFlags, Vma, VmaPtr};
 use crate::phys::{AllocKind, PAGE_MAPPING_ANON};
 
 /// Handle to an [`AnonVma`].
@@ -60,14 +60,26 @@ pub(crate) fn anon_vma_prepare(k: &Kernel<'_>, vma: VmaPtr) -> bool {
     if vma.get().anon().is_some() {
         return true;
     }
-    // Reuse a mergeable neighbour's anon_vma so a later merge of the two VMAs stays possible.
+    // Reuse a neighbour's anon_vma where the two could ever become one VMA (Linux's
+    // `find_mergeable_anon_vma`: the next VMA first, then the previous; flags equal but for the
+    // access bits, which mprotect can still make equal; same file; contiguous offsets), so a later
+    // merge of the two stays possible.
     let v = vma.get();
-    let neighbour = [v.prev(), v.next()].into_iter().flatten().find_map(|n| {
-        let nv = n.get();
-        let adjacent = nv.end() == v.start() || nv.start() == v.end();
-        (adjacent && nv.file().is_none() && v.file().is_none() && nv.flags() == v.flags())
-            .then(|| nv.anon())
-            .flatten()
+    let compatible = |a: &Vma, b: &Vma| {
+        let differ = (a.flags().0 ^ b.flags().0) & !VmFlags::ACCESS.0;
+        a.end() == b.start()
+            && a.file() == b.file()
+            && differ == 0
+            && b.pgoff() == a.pgoff() + a.pages()
+    };
+    let from_next = v
+        .next()
+        .filter(|n| compatible(v, n.get()))
+        .and_then(|n| n.get().anon());
+    let neighbour = from_next.or_else(|| {
+        v.prev()
+            .filter(|p| compatible(p.get(), v))
+            .and_then(|p| p.get().anon())
     });
     let anon = match neighbour {
         Some(a) => a,

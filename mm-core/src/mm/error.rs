@@ -12,6 +12,18 @@ pub const EFAULT: i32 = 14;
 pub const EBADF: i32 = 9;
 /// Linux's `ENOSYS`.
 pub const ENOSYS: i32 = 38;
+/// Linux's `EACCES`.
+pub const EACCES: i32 = 13;
+/// Linux's `EEXIST`.
+pub const EEXIST: i32 = 17;
+/// Linux's `EOVERFLOW`.
+pub const EOVERFLOW: i32 = 75;
+/// Linux's `EOPNOTSUPP`.
+pub const EOPNOTSUPP: i32 = 95;
+/// Linux's `EBUSY`.
+pub const EBUSY: i32 = 16;
+/// Linux's `EAGAIN`.
+pub const EAGAIN: i32 = 11;
 
 macro_rules! error_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => ($errno:expr, $msg:expr)),* $(,)? }) => {
@@ -41,8 +53,19 @@ error_enum!(
 error_enum!(
     /// Why `mmap` failed.
     MmapError {
-        /// Zero length, unaligned or non-user fixed address, bad prot/flags, or a missing file.
+        /// Zero length, unaligned fixed address or offset, an unknown mapping type, or a
+        /// growing file mapping.
         Invalid => (EINVAL, "invalid mmap arguments"),
+        /// Not anonymous, and no file.
+        BadFd => (EBADF, "no file to map"),
+        /// A shared writable mapping of a file opened read-only.
+        Access => (EACCES, "file not opened for writing"),
+        /// `MAP_FIXED_NOREPLACE` over a mapping.
+        Exists => (EEXIST, "MAP_FIXED_NOREPLACE range already mapped"),
+        /// The file offset plus the length overflows.
+        Overflow => (EOVERFLOW, "file offset overflows"),
+        /// `MAP_SHARED_VALIDATE` with a flag the file does not support.
+        NotSupported => (EOPNOTSUPP, "flag not supported with MAP_SHARED_VALIDATE"),
         /// The length overflows the user address space.
         TooLarge => (ENOMEM, "mapping larger than user space"),
         /// No gap large enough.
@@ -73,8 +96,10 @@ error_enum!(
 error_enum!(
     /// Why `mprotect` failed.
     MprotectError {
-        /// Unaligned start, unknown prot bits, or outside user space.
+        /// Unaligned start, or unknown prot bits.
         Invalid => (EINVAL, "invalid mprotect arguments"),
+        /// A permission the mapping may not have (`VM_MAY*`: a shared mapping of a read-only file).
+        Access => (EACCES, "permission not allowed on the mapping"),
         /// Part of the range is not mapped.
         NotMapped => (ENOMEM, "range not fully mapped"),
         /// Splitting a VMA would exceed `max_map_count`.
@@ -92,6 +117,10 @@ error_enum!(
         Invalid => (EINVAL, "invalid madvise arguments"),
         /// Part of the range is not mapped (the mapped parts got the advice).
         NotMapped => (ENOMEM, "range not fully mapped"),
+        /// `MADV_REMOVE` of a mapping that is not shared and writable.
+        Access => (EACCES, "MADV_REMOVE needs a shared writable mapping"),
+        /// `MADV_POPULATE_*` hit a page it could not fault in (beyond the end of a file).
+        Fault => (EFAULT, "a page could not be faulted in"),
         /// Splitting a VMA would exceed `max_map_count`.
         MapCount => (ENOMEM, "max_map_count reached while splitting"),
         /// A VMA allocation for a split failed.
@@ -143,5 +172,43 @@ error_enum!(
     FileError {
         /// No memory for the file or its address_space.
         NoMemory => (ENOMEM, "no memory for the file"),
+    }
+);
+
+error_enum!(
+    /// Why `mincore` failed.
+    MincoreError {
+        /// Unaligned start.
+        Invalid => (EINVAL, "unaligned mincore start"),
+        /// Part of the range is not mapped, or it leaves user space.
+        NotMapped => (ENOMEM, "range not fully mapped"),
+        /// The result vector is too short.
+        Fault => (EFAULT, "result vector too short"),
+    }
+);
+
+error_enum!(
+    /// Why `mlock`, `mlock2` or `munlock` failed (the VMAs before the failure may be changed).
+    MlockError {
+        /// Unknown `mlock2` flags, or the range wraps.
+        Invalid => (EINVAL, "invalid mlock arguments"),
+        /// Part of the range is not mapped, or a page could not be faulted in.
+        NotMapped => (ENOMEM, "range not fully mapped"),
+        /// No memory to fault the pages in.
+        Again => (EAGAIN, "could not lock the pages"),
+        /// Splitting a VMA would exceed `max_map_count`, or its allocation failed.
+        Split => (ENOMEM, "could not split a VMA"),
+    }
+);
+
+error_enum!(
+    /// Why `msync` failed.
+    MsyncError {
+        /// Unknown flags, `MS_ASYNC` with `MS_SYNC`, or an unaligned start.
+        Invalid => (EINVAL, "invalid msync arguments"),
+        /// Part of the range is not mapped.
+        NotMapped => (ENOMEM, "range not fully mapped"),
+        /// `MS_INVALIDATE` of locked pages.
+        Busy => (EBUSY, "MS_INVALIDATE of locked pages"),
     }
 );

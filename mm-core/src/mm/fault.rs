@@ -47,14 +47,19 @@ impl Mm {
         addr: VirtAddr,
         access: Access,
     ) -> Result<(), FaultError> {
-        let vma = self.vma_at(addr).ok_or(FaultError::MapErr)?;
-        let flags = vma.get().flags();
-        let needed = match access {
-            Access::Read => VmFlags::READ,
-            Access::Write => VmFlags::WRITE,
-            Access::Exec => VmFlags::EXEC,
+        let vma = match self.vma_at(addr) {
+            Some(v) => v,
+            None => self.expand_stack(k, addr)?,
         };
-        if !flags.contains(needed) {
+        let flags = vma.get().flags();
+        // x86 cannot map a page writable or executable but not readable: a read is allowed
+        // wherever any access is (Linux's `access_error`).
+        let allowed = match access {
+            Access::Read => flags.0 & VmFlags::ACCESS.0 != 0,
+            Access::Write => flags.contains(VmFlags::WRITE),
+            Access::Exec => flags.contains(VmFlags::EXEC),
+        };
+        if !allowed {
             return Err(FaultError::AccErr);
         }
         let addr = addr.align_down(PAGE_SIZE);
@@ -84,6 +89,50 @@ impl Mm {
         }
         slot.write(k, e.with_flags(f));
         Ok(())
+    }
+
+    /// A fault below a `VM_GROWSDOWN` mapping extends it down to the faulting page (Linux's
+    /// `expand_downwards`), unless an accessible mapping that does not grow ends less than the
+    /// stack guard gap below that page.
+    fn expand_stack(&mut self, k: &Kernel<'_>, addr: VirtAddr) -> Result<VmaPtr, FaultError> {
+        let vma = self
+            .find_vma(addr)
+            .filter(|v| v.get().flags().contains(VmFlags::GROWSDOWN))
+            .ok_or(FaultError::MapErr)?;
+        let addr = addr.align_down(PAGE_SIZE);
+        if addr < crate::addr::USER_BASE {
+            return Err(FaultError::MapErr);
+        }
+        let v = vma.get();
+        if let Some(prev) = v.prev() {
+            let p = prev.get();
+            let stack = p.flags().contains(VmFlags::GROWSDOWN);
+            let accessible = p.flags().0 & VmFlags::ACCESS.0 != 0;
+            if !stack && accessible && addr - p.end() < crate::mm::mmap::STACK_GUARD_GAP {
+                return Err(FaultError::MapErr);
+            }
+        }
+        let grow = (v.start() - addr) >> crate::addr::PAGE_SHIFT;
+        if grow > v.pgoff() {
+            return Err(FaultError::MapErr);
+        }
+        if !anon_vma_prepare(k, vma) {
+            return Err(FaultError::Oom);
+        }
+        {
+            // rmap walkers read the range under the anon_vma lock.
+            let anon = v.anon().ok_or(FaultError::Oom)?;
+            let _lock = anon.get().lock.lock(k);
+            v.vm_start.set(addr.0);
+            v.vm_pgoff.set(v.pgoff() - grow);
+        }
+        let raw = self.raw();
+        raw.total_vm.add(grow);
+        if v.flags().contains(VmFlags::LOCKED) {
+            raw.locked_vm.add(grow);
+        }
+        crate::mm::mmap::report_vma_range(k, vma);
+        Ok(vma)
     }
 
     fn do_no_page(

@@ -71,6 +71,8 @@ pub struct File {
     /// Address of the `AddressSpace`.
     pub f_mapping: U64Cell,
     vm_ops: Option<&'static dyn VmOps>,
+    /// Opened for writing (`FMODE_WRITE`): a shared mapping may be writable.
+    writable: bool,
 }
 
 impl AddressSpace {
@@ -189,6 +191,24 @@ impl File {
         mapping: MappingPtr,
         vm_ops: Option<&'static dyn VmOps>,
     ) -> Result<FilePtr, FileError> {
+        Self::open_mode(k, mapping, vm_ops, true)
+    }
+
+    /// Opens `mapping` read-only (`O_RDONLY`): a shared mapping of it can never be writable.
+    pub fn open_read_only(
+        k: &Kernel<'_>,
+        mapping: MappingPtr,
+        vm_ops: Option<&'static dyn VmOps>,
+    ) -> Result<FilePtr, FileError> {
+        Self::open_mode(k, mapping, vm_ops, false)
+    }
+
+    fn open_mode(
+        k: &Kernel<'_>,
+        mapping: MappingPtr,
+        vm_ops: Option<&'static dyn VmOps>,
+        writable: bool,
+    ) -> Result<FilePtr, FileError> {
         if !k.may_alloc(AllocKind::File) {
             return Err(FileError::NoMemory);
         }
@@ -197,7 +217,13 @@ impl File {
             f_count: U64Cell::new(1),
             f_mapping: U64Cell::new(mapping.addr()),
             vm_ops,
+            writable,
         }))
+    }
+
+    /// Whether the file was opened for writing.
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 
     /// The file's address_space.

@@ -6,6 +6,7 @@
 use crate::addr::{VirtAddr, PAGE_SIZE, TASK_SIZE, USER_BASE};
 use crate::kernel::Kernel;
 use crate::mm::error::MadviseError;
+use crate::mm::fault::Access;
 use crate::mm::mm_struct::Mm;
 use crate::mm::mmap::SplitError;
 use crate::mm::unmap::zap_range;
@@ -54,6 +55,14 @@ impl Advice {
     pub const KEEPONFORK: Self = Self(19);
     /// `MADV_DONTNEED_LOCKED`: `DONTNEED` that also drops locked pages.
     pub const DONTNEED_LOCKED: Self = Self(24);
+    /// `MADV_COLD`: deactivate the pages (nothing to do without reclaim).
+    pub const COLD: Self = Self(20);
+    /// `MADV_PAGEOUT`: reclaim the pages (nothing to do without swap).
+    pub const PAGEOUT: Self = Self(21);
+    /// `MADV_POPULATE_READ`: fault the pages in for reading.
+    pub const POPULATE_READ: Self = Self(22);
+    /// `MADV_POPULATE_WRITE`: fault the pages in for writing.
+    pub const POPULATE_WRITE: Self = Self(23);
 
     /// The advice strace names `name` (`MADV_DONTNEED`), or a number as strace prints unknown
     /// ones.
@@ -154,6 +163,9 @@ impl Mm {
             return Err(MadviseError::Invalid);
         }
         let end = start + len;
+        if matches!(advice, Advice::POPULATE_READ | Advice::POPULATE_WRITE) {
+            return self.madvise_populate(k, start, end, advice == Advice::POPULATE_WRITE);
+        }
         let split_err = |e| match e {
             SplitError::MapCount => MadviseError::MapCount,
             SplitError::VmaAlloc => MadviseError::VmaAlloc,
@@ -171,7 +183,18 @@ impl Mm {
                 at = v.start();
             }
             let piece_end = v.end().min(end);
-            if let Some((set, clear)) = advice.flag_change() {
+            let shared = v.flags().0 & (VmFlags::SHARED.0 | VmFlags::MAYSHARE.0) != 0;
+            let locked = v.flags().contains(VmFlags::LOCKED);
+            if advice == Advice::MERGEABLE && shared {
+                // KSM ignores what it cannot merge (`vma_ksm_compatible`): no split, no error.
+            } else if matches!(advice, Advice::COLD | Advice::PAGEOUT) {
+                // Without swap nothing is reclaimed; locked pages are refused.
+                if locked {
+                    return Err(MadviseError::Invalid);
+                }
+            } else if advice == Advice::REMOVE {
+                self.madvise_remove(k, vma, at, piece_end)?;
+            } else if let Some((set, clear)) = advice.flag_change() {
                 if advice == Advice::WIPEONFORK
                     && (v.file().is_some() || v.flags().contains(VmFlags::SHARED))
                 {
@@ -181,14 +204,16 @@ impl Mm {
                 self.modify_flags(k, vma, at, piece_end, newflags, |_, _, _| {})
                     .map_err(split_err)?;
             } else if advice.drops_pages() {
-                let refused = (v.flags().contains(VmFlags::LOCKED)
-                    && advice != Advice::DONTNEED_LOCKED)
-                    || (advice == Advice::FREE && v.file().is_some())
-                    || (advice == Advice::REMOVE && !v.flags().contains(VmFlags::SHARED));
+                let refused = (locked && advice != Advice::DONTNEED_LOCKED)
+                    || (advice == Advice::FREE && v.file().is_some());
                 if refused {
                     return Err(MadviseError::Invalid);
                 }
-                self.zap(k, vma, at, piece_end);
+                // MADV_FREE only marks the pages lazily freeable: they stay mapped until memory
+                // runs short, which mm-core never sees.
+                if advice != Advice::FREE {
+                    self.zap(k, vma, at, piece_end);
+                }
             }
             at = piece_end;
         }
@@ -197,6 +222,66 @@ impl Mm {
         } else {
             Ok(())
         }
+    }
+
+    /// `MADV_REMOVE` (Linux's `madvise_remove`): frees the file's pages behind `[start, end)` of
+    /// a shared writable mapping, in the file itself.
+    fn madvise_remove(
+        &self,
+        k: &Kernel<'_>,
+        vma: VmaPtr,
+        start: VirtAddr,
+        end: VirtAddr,
+    ) -> Result<(), MadviseError> {
+        let v = vma.get();
+        let Some(file) = v.file() else {
+            return Err(MadviseError::Invalid);
+        };
+        if v.flags().contains(VmFlags::LOCKED) {
+            return Err(MadviseError::Invalid);
+        }
+        if !v.flags().contains(VmFlags::SHARED) || !v.flags().contains(VmFlags::MAYWRITE) {
+            return Err(MadviseError::Access);
+        }
+        let first = v.linear_page_index(start);
+        let last = v.linear_page_index(end - PAGE_SIZE);
+        crate::mm::truncate::punch_hole(k, file.get().mapping(), first, last);
+        Ok(())
+    }
+
+    /// `MADV_POPULATE_READ` / `_WRITE` (Linux's `madvise_populate`): faults every page in, VMA
+    /// by VMA; a hole is `ENOMEM`, a VMA that forbids the access `EINVAL`, a page that cannot be
+    /// faulted in (beyond the end of a file) `EFAULT`, each after the pages before it.
+    fn madvise_populate(
+        &mut self,
+        k: &Kernel<'_>,
+        start: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+    ) -> Result<(), MadviseError> {
+        let mut at = start;
+        while at < end {
+            let vma = self.vma_at(at).ok_or(MadviseError::NotMapped)?;
+            let flags = vma.get().flags();
+            let allowed = if write {
+                flags.contains(VmFlags::WRITE)
+            } else {
+                flags.contains(VmFlags::READ)
+            };
+            if !allowed {
+                return Err(MadviseError::Invalid);
+            }
+            let access = if write { Access::Write } else { Access::Read };
+            let vma_end = vma.get().end().min(end);
+            while at < vma_end {
+                self.handle_mm_fault(k, at, access).map_err(|e| match e {
+                    crate::mm::FaultError::Oom => MadviseError::NotMapped,
+                    _ => MadviseError::Fault,
+                })?;
+                at = at + PAGE_SIZE;
+            }
+        }
+        Ok(())
     }
 
     /// Drops the pages of `[start, end)` inside `vma`, keeping its page tables (Linux's

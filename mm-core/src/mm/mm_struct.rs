@@ -92,6 +92,9 @@ pub struct Mm {
     index: BTreeMap<u64, VmaPtr>,
     /// Where the next search for free space starts (Linux's `free_area_cache`).
     free_area_cache: u64,
+    /// Whether searches for free space go top-down from `mmap_base` (Linux's default layout on
+    /// x86_64) rather than up from it (the legacy layout).
+    top_down: bool,
     exited: bool,
 }
 
@@ -123,6 +126,7 @@ impl Mm {
             raw,
             index: BTreeMap::new(),
             free_area_cache: TASK_UNMAPPED_BASE.0,
+            top_down: false,
             exited: false,
         })
     }
@@ -227,6 +231,31 @@ impl Mm {
         vma_rekey_file(k, vma, || v.vm_end.set(end.0));
         self.index.insert(end.0, vma);
         crate::mm::mmap::report_vma_range(k, vma);
+    }
+
+    /// Switches to the top-down layout (Linux's default on x86_64): free space is searched
+    /// downwards from `base`.
+    pub fn set_mmap_top_down(&mut self, base: VirtAddr) {
+        self.raw().mmap_base.set(base.0);
+        self.top_down = true;
+    }
+
+    pub(crate) fn top_down(&self) -> bool {
+        self.top_down
+    }
+
+    /// The VMAs that end above `low`, lowest first.
+    pub(crate) fn vmas_above(&self, low: u64) -> impl Iterator<Item = VmaPtr> + '_ {
+        self.index.range(low.saturating_add(1)..).map(|(_, v)| *v)
+    }
+
+    /// The VMAs that start below `high`, highest first.
+    pub(crate) fn vmas_below(&self, high: u64) -> impl Iterator<Item = Option<VmaPtr>> + '_ {
+        self.index
+            .values()
+            .rev()
+            .filter(move |v| v.get().start().0 < high)
+            .map(|v| Some(*v))
     }
 
     pub(crate) fn free_area_cache(&self) -> VirtAddr {

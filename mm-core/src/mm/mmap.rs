@@ -1,6 +1,6 @@
 //! Creating mappings: `mmap`, `brk`, and the VMA surgery they share (split, merge, link).
 
-use crate::addr::{VirtAddr, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, USER_BASE};
+use crate::addr::{VirtAddr, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, TASK_UNMAPPED_BASE, USER_BASE};
 use crate::hooks::VmaRangeEvent;
 use crate::kernel::Kernel;
 use crate::mm::anon::{anon_vma_link, anon_vma_unlink};
@@ -23,9 +23,12 @@ pub(crate) enum SplitError {
 }
 
 impl Mm {
-    /// Maps `len` bytes (Linux's `do_mmap_pgoff`): anonymous if `file` is `None`, else `file` from
-    /// page `pgoff`; at `addr` exactly with [`MapFlags::FIXED`] (replacing what is there), else at
-    /// `addr` if it is free or wherever there is room. Returns the mapping's start.
+    /// Maps `len` bytes (Linux's `do_mmap`): anonymous if `flags` has `MAP_ANONYMOUS`, else `file`
+    /// from page `pgoff`; at `addr` exactly with [`MapFlags::FIXED`] (replacing what is there) or
+    /// [`MapFlags::FIXED_NOREPLACE`] (failing if anything is there), else at `addr` if it is free
+    /// or wherever there is room. `flags` are Linux's `MAP_*` bits as a program passes them; the
+    /// checks and their order are Linux's, so each failure has Linux's errno. Returns the
+    /// mapping's start.
     #[allow(clippy::too_many_arguments)] // mmap(2)'s own six arguments, plus the mm and the kernel
     pub fn mmap(
         &mut self,
@@ -37,26 +40,49 @@ impl Mm {
         file: Option<FilePtr>,
         pgoff: u64,
     ) -> Result<VirtAddr, MmapError> {
-        let shared = flags.contains(MapFlags::SHARED);
-        if len == 0
-            || !prot.is_valid()
-            || shared == flags.contains(MapFlags::PRIVATE)
-            || file.is_some() == flags.contains(MapFlags::ANONYMOUS)
-        {
+        let file = if flags.contains(MapFlags::ANONYMOUS) {
+            None
+        } else {
+            Some(file.ok_or(MmapError::BadFd)?)
+        };
+        let mut flags = flags;
+        if flags.contains(MapFlags::FIXED_NOREPLACE) {
+            flags = flags.union(MapFlags::FIXED);
+        }
+        let fixed = flags.contains(MapFlags::FIXED);
+        if len == 0 {
             return Err(MmapError::Invalid);
         }
         let len = VirtAddr(len)
             .checked_align_up(PAGE_SIZE)
             .ok_or(MmapError::TooLarge)?
             .0;
-        if len > TASK_SIZE - USER_BASE {
-            return Err(MmapError::TooLarge);
-        }
         if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
+            return Err(MmapError::Overflow);
+        }
+        if self.raw().map_count.get() > self.raw().max_map_count.get() {
+            return Err(MmapError::MapCount);
+        }
+        let mut vm_flags = VmFlags(0)
+            .with_prot(Prot(prot.0 & VmFlags::ACCESS.0))
+            .union(VmFlags::MAY);
+        for (map, vm) in [
+            (MapFlags::GROWSDOWN, VmFlags::GROWSDOWN),
+            (MapFlags::LOCKED, VmFlags::LOCKED),
+            (MapFlags::STACK, VmFlags::NOHUGEPAGE),
+        ] {
+            if flags.contains(map) {
+                vm_flags = vm_flags.union(vm);
+            }
+        }
+        if len > TASK_SIZE.0 - USER_BASE.0 {
             return Err(MmapError::TooLarge);
         }
-        let addr = if flags.contains(MapFlags::FIXED) {
-            if !addr.is_aligned(PAGE_SIZE) || addr < USER_BASE || addr.0 > TASK_SIZE.0 - len {
+        let addr = if fixed {
+            if addr.0 > TASK_SIZE.0 - len || addr < USER_BASE {
+                return Err(MmapError::TooLarge);
+            }
+            if !addr.is_aligned(PAGE_SIZE) {
                 return Err(MmapError::Invalid);
             }
             addr
@@ -64,18 +90,54 @@ impl Mm {
             self.get_unmapped_area(addr, len)
                 .ok_or(MmapError::NoSpace)?
         };
+        if flags.contains(MapFlags::FIXED_NOREPLACE) && !self.range_is_free(addr, addr + len) {
+            return Err(MmapError::Exists);
+        }
+        let shared = match flags.0 & MapFlags::TYPE.0 {
+            1 | 3 => true,
+            2 => false,
+            _ => return Err(MmapError::Invalid),
+        };
+        if let Some(f) = file {
+            if shared {
+                let known = if flags.0 & MapFlags::TYPE.0 == 3 {
+                    MapFlags::LEGACY_MASK.0
+                } else {
+                    u64::MAX
+                };
+                if flags.0 & !known != 0 {
+                    return Err(MmapError::NotSupported);
+                }
+                vm_flags = vm_flags.union(VmFlags::SHARED).union(VmFlags::MAYSHARE);
+                if !f.get().is_writable() {
+                    if prot.contains(Prot::WRITE) {
+                        return Err(MmapError::Access);
+                    }
+                    vm_flags = VmFlags(vm_flags.0 & !(VmFlags::MAYWRITE.0 | VmFlags::SHARED.0));
+                }
+            }
+            if vm_flags.contains(VmFlags::GROWSDOWN) {
+                return Err(MmapError::Invalid);
+            }
+        } else if shared {
+            if flags.0 & MapFlags::TYPE.0 != 1 || vm_flags.contains(VmFlags::GROWSDOWN) {
+                return Err(MmapError::Invalid);
+            }
+            vm_flags = vm_flags.union(VmFlags::SHARED).union(VmFlags::MAYSHARE);
+        }
+        if flags.contains(MapFlags::NORESERVE) {
+            vm_flags = vm_flags.union(VmFlags::NORESERVE);
+        }
+        if fixed {
+            self.munmap(k, addr, len).map_err(|_| MmapError::Unmap)?;
+        }
         if self.raw().map_count.get() >= self.raw().max_map_count.get() {
             return Err(MmapError::MapCount);
         }
-        if flags.contains(MapFlags::FIXED) {
-            self.munmap(k, addr, len).map_err(|_| MmapError::Unmap)?;
-        }
-        let mut vm_flags = VmFlags(0).with_prot(prot);
-        if shared {
-            vm_flags = vm_flags.union(VmFlags::SHARED);
-        }
-        if flags.contains(MapFlags::LOCKED) {
-            vm_flags = vm_flags.union(VmFlags::LOCKED);
+        // A private writable mapping is charged to the commit limit (`accountable_mapping`).
+        let accountable = VmFlags::NORESERVE.0 | VmFlags::SHARED.0 | VmFlags::WRITE.0;
+        if vm_flags.0 & accountable == VmFlags::WRITE.0 {
+            vm_flags = vm_flags.union(VmFlags::ACCOUNT);
         }
         // Shared anonymous memory is a file of its own from offset 0 (Linux's
         // `shmem_zero_setup`): its pages live in that file's page cache, rmap and truncate find
@@ -95,7 +157,30 @@ impl Mm {
             fput(k, f);
         }
         mapped?;
+        let populate = flags.0 & (MapFlags::POPULATE.0 | MapFlags::NONBLOCK.0);
+        if vm_flags.contains(VmFlags::LOCKED) || populate == MapFlags::POPULATE.0 {
+            // As `mm_populate`: errors are ignored, the mapping stays.
+            let _ = self.populate(k, addr, addr + len, true);
+        }
         Ok(addr)
+    }
+
+    /// `mmap(2)` as a program calls it: `off` is in bytes and must be page aligned.
+    #[allow(clippy::too_many_arguments)] // mmap(2)'s own six arguments, plus the mm and the kernel
+    pub fn sys_mmap(
+        &mut self,
+        k: &Kernel<'_>,
+        addr: VirtAddr,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        file: Option<FilePtr>,
+        off: u64,
+    ) -> Result<VirtAddr, MmapError> {
+        if !off.is_multiple_of(PAGE_SIZE) {
+            return Err(MmapError::Invalid);
+        }
+        self.mmap(k, addr, len, prot, flags, file, off >> PAGE_SHIFT)
     }
 
     /// Installs `[addr, end)` (known to be free) with `flags`, extending a neighbour when it can.
@@ -146,19 +231,30 @@ impl Mm {
         report_vma_range(k, vma);
     }
 
-    /// Finds `len` free bytes: at `hint` if possible, else the first gap from the search cache.
+    /// Finds `len` free bytes: at `hint` if possible, else (top-down layout, Linux's default on
+    /// x86_64) the highest gap below `mmap_base`, falling back to a search upwards; in the legacy
+    /// layout, the first gap from the search cache. A gap just below a `VM_GROWSDOWN` mapping is
+    /// shortened by the stack guard gap in both.
     pub(crate) fn get_unmapped_area(&mut self, hint: VirtAddr, len: u64) -> Option<VirtAddr> {
         let hint = hint.align_down(PAGE_SIZE);
-        if hint >= USER_BASE && hint.0 <= TASK_SIZE.0 - len && self.range_is_free(hint, hint + len)
-        {
-            return Some(hint);
+        if hint >= USER_BASE && hint.0 <= TASK_SIZE.0 - len {
+            let above = self.find_vma(hint);
+            if above.is_none_or(|v| hint + len <= start_gap(v.get())) {
+                return Some(hint);
+            }
         }
         let base = VirtAddr(self.raw().mmap_base.get());
+        if self.top_down() {
+            // Linux falls back to a bottom-up search from the legacy base.
+            return self
+                .unmapped_area_topdown(len, USER_BASE.0, base.0)
+                .or_else(|| self.unmapped_area(len, TASK_UNMAPPED_BASE.0, TASK_SIZE.0));
+        }
         for start in [self.free_area_cache().max(base), base, USER_BASE] {
             let mut addr = start;
             while addr.0 <= TASK_SIZE.0 - len {
                 match self.find_vma(addr) {
-                    Some(v) if v.get().start() < addr + len => addr = v.get().end(),
+                    Some(v) if start_gap(v.get()) < addr + len => addr = v.get().end(),
                     _ => {
                         self.set_free_area_cache(addr + len);
                         return Some(addr);
@@ -167,6 +263,59 @@ impl Mm {
             }
         }
         None
+    }
+
+    /// The start of the lowest gap of `len` bytes inside `[low, high)` (Linux's `unmapped_area`):
+    /// a gap right below a `VM_GROWSDOWN` mapping must leave its guard gap free, or the search
+    /// goes on above that mapping.
+    fn unmapped_area(&self, len: u64, low: u64, high: u64) -> Option<VirtAddr> {
+        let mut gap_start = low;
+        let mut vmas = self.vmas_above(low);
+        loop {
+            let next = vmas.next();
+            let gap_end = next.map_or(high, |v| start_gap(v.get()).0.min(high));
+            if gap_end >= gap_start && gap_end - gap_start >= len {
+                return Some(VirtAddr(gap_start));
+            }
+            let v = next?;
+            gap_start = gap_start.max(v.get().end().0);
+            if gap_start >= high {
+                return None;
+            }
+        }
+    }
+
+    /// The top of the highest gap of `len` bytes inside `[low, high)` (Linux's
+    /// `unmapped_area_topdown`). When that gap lies right below a `VM_GROWSDOWN` mapping whose
+    /// guard gap reaches into it, the search starts again from below the guard gap, so every gap
+    /// above that point is out of reach, not only this one: Linux lowers the limit, it does not
+    /// skip the gap.
+    fn unmapped_area_topdown(&self, len: u64, low: u64, high: u64) -> Option<VirtAddr> {
+        let mut high = high;
+        'retry: loop {
+            let mut gap_end = high;
+            let mut above: Option<VmaPtr> = None;
+            for v in self.vmas_below(high).chain(core::iter::once(None)) {
+                let gap_start = v.map_or(low, |v| v.get().end().0).max(low);
+                if gap_end >= gap_start && gap_end - gap_start >= len {
+                    if let Some(next) = above {
+                        let guard = start_gap(next.get()).0;
+                        if guard < gap_end {
+                            high = guard;
+                            continue 'retry;
+                        }
+                    }
+                    return Some(VirtAddr(gap_end - len));
+                }
+                let Some(v) = v else { break };
+                gap_end = v.get().start().0.min(high);
+                above = Some(v);
+                if v.get().start().0 <= low {
+                    break;
+                }
+            }
+            return None;
+        }
     }
 
     /// Whether no VMA meets `[start, end)`.
@@ -277,7 +426,11 @@ impl Mm {
             if self.raw().map_count.get() >= self.raw().max_map_count.get() {
                 return Err(BrkError::NoMemory);
             }
-            let flags = VmFlags(0).with_prot(Prot::RW);
+            // `do_brk_flags`: the heap is always accounted.
+            let flags = VmFlags(0)
+                .with_prot(Prot::RW)
+                .union(VmFlags::MAY)
+                .union(VmFlags::ACCOUNT);
             self.map_region(k, oldbrk, newbrk, flags, None, oldbrk.page_index())
                 .map_err(|_| BrkError::NoMemory)?;
         }
@@ -286,7 +439,19 @@ impl Mm {
     }
 }
 
-/// Whether `prev` (ending at `addr`) can simply grow to cover a new mapping starting at `addr`.
+/// Linux's `stack_guard_gap`: the pages kept free below a `VM_GROWSDOWN` mapping.
+pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
+
+/// Where the free space below `vma` ends: its start, less the guard gap for a stack
+/// (`vm_start_gap`).
+pub(crate) fn start_gap(vma: &Vma) -> VirtAddr {
+    if vma.flags().contains(VmFlags::GROWSDOWN) {
+        VirtAddr(vma.start().0.saturating_sub(STACK_GUARD_GAP))
+    } else {
+        vma.start()
+    }
+}
+
 /// Tells the hooks `vma`'s current range (see [`crate::hooks::VmaRangeEvent`]).
 pub(crate) fn report_vma_range(k: &Kernel<'_>, vma: VmaPtr) {
     let v = vma.get();
@@ -299,6 +464,7 @@ pub(crate) fn report_vma_range(k: &Kernel<'_>, vma: VmaPtr) {
     k.hooks().vma_range(k, &ev);
 }
 
+/// Whether `prev` (ending at `addr`) can simply grow to cover a new mapping starting at `addr`.
 fn can_extend(
     prev: &Vma,
     addr: VirtAddr,

@@ -9,6 +9,8 @@
 //! - [`mprotect`]: `mprotect` and `change_protection`.
 //! - [`mremap`]: `mremap`: shrink, grow in place, or move with the page-table entries.
 //! - [`madvise`]: `madvise`: dropping pages, or changing `vm_flags` with splits and merges.
+//! - [`mlock`]: `mlock`/`mlock2`/`munlock`, `msync`, and populating ranges (`MAP_POPULATE`).
+//! - [`mincore`]: `mincore`, which pages of a range are resident.
 //! - [`fault`]: `handle_mm_fault` (anonymous, file, copy-on-write).
 //! - [`rmap`]: `rmap_walk`, `page_referenced`, `try_to_unmap`.
 //! - [`truncate`]: `vmtruncate`, `unmap_mapping_range`.
@@ -28,6 +30,8 @@ pub mod kobj;
 pub mod layout;
 pub mod lock;
 pub mod madvise;
+pub mod mincore;
+pub mod mlock;
 pub mod mm_struct;
 pub mod mmap;
 pub mod mprotect;
@@ -40,8 +44,8 @@ pub mod vma;
 
 pub use anon::{AnonVma, AnonVmaPtr};
 pub use error::{
-    BrkError, FaultError, FileError, MadviseError, MmNewError, MmapError, MprotectError,
-    MremapError, MunmapError,
+    BrkError, FaultError, FileError, MadviseError, MincoreError, MlockError, MmNewError, MmapError,
+    MprotectError, MremapError, MsyncError, MunmapError,
 };
 pub use fault::Access;
 pub use file::{fput, get_file, iput, AddressSpace, File, FilePtr, MappingPtr, VmOps};

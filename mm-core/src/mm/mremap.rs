@@ -38,8 +38,11 @@ impl MremapFlags {
 }
 
 impl Mm {
-    /// Resizes or moves the mapping at `old` (Linux's `sys_mremap`); returns where it is now.
-    /// `[old, old + old_len)` must lie in one VMA.
+    /// Resizes or moves the mapping at `old` (Linux's `sys_mremap`, as of 6.17); returns where
+    /// it is now. A shrink, or a resize to the same length, needs only `old` to be mapped (the
+    /// unmapped tail may span several VMAs and holes); a growth or a move needs
+    /// `[old, old + old_len)` inside one VMA, except a same-length `MREMAP_FIXED` move, which
+    /// moves every VMA of the range, keeping the gaps between them.
     pub fn mremap(
         &mut self,
         k: &Kernel<'_>,
@@ -49,77 +52,176 @@ impl Mm {
         flags: MremapFlags,
         new_addr: VirtAddr,
     ) -> Result<VirtAddr, MremapError> {
-        let fixed = flags.contains(MremapFlags::FIXED);
-        let known = MremapFlags::MAYMOVE.0 | MremapFlags::FIXED.0;
+        // PAGE_ALIGN first; one that wraps is 0, as in Linux.
+        let page = |n: u64| VirtAddr(n).checked_align_up(PAGE_SIZE).map_or(0, |a| a.0);
+        let (old_len, new_len) = (page(old_len), page(new_len));
+        let known = MremapFlags::MAYMOVE.0 | MremapFlags::FIXED.0 | MremapFlags::DONTUNMAP.0;
         if flags.0 & !known != 0
-            || (fixed && !flags.contains(MremapFlags::MAYMOVE))
             || !old.is_aligned(PAGE_SIZE)
-            || old < USER_BASE
+            || new_len == 0
+            || new_len > TASK_SIZE.0
         {
             return Err(MremapError::Invalid);
         }
-        let page = |n: u64| VirtAddr(n).checked_align_up(PAGE_SIZE).map(|a| a.0);
-        let (Some(old_len), Some(new_len)) = (page(old_len), page(new_len)) else {
-            return Err(MremapError::Invalid);
-        };
-        let fits =
-            |start: VirtAddr, len: u64| start.0 <= TASK_SIZE.0 && len <= TASK_SIZE.0 - start.0;
-        if new_len == 0 || old_len == 0 || !fits(old, old_len) {
-            return Err(MremapError::Invalid);
-        }
-        if fixed {
+        if implies_new_addr(flags) {
             let overlap = new_addr < old + old_len && old < new_addr + new_len;
-            if !new_addr.is_aligned(PAGE_SIZE)
-                || new_addr < USER_BASE
-                || !fits(new_addr, new_len)
+            // mm-core's user space starts at USER_BASE: nothing may move below it.
+            let below = flags.contains(MremapFlags::FIXED) && new_addr < USER_BASE;
+            if new_addr.0 > TASK_SIZE.0 - new_len
+                || below
+                || !new_addr.is_aligned(PAGE_SIZE)
+                || !flags.contains(MremapFlags::MAYMOVE)
+                || (flags.contains(MremapFlags::DONTUNMAP) && old_len != new_len)
                 || overlap
             {
                 return Err(MremapError::Invalid);
             }
         }
+        if flags.contains(MremapFlags::FIXED) && old_len == new_len {
+            return self.remap_move(k, old, old_len, flags, new_addr);
+        }
         let vma = self.vma_at(old).ok_or(MremapError::NotMapped)?;
-        if old + old_len > vma.get().end() {
+        self.remap_one(k, vma, old, old_len, new_len, flags, new_addr)
+    }
+
+    /// A same-length `MREMAP_FIXED` move of every VMA in `[old, old + len)` (Linux's
+    /// `remap_move`): `old` must be mapped; each piece goes to the previous piece's new end plus
+    /// the gap before it. Returns where the first piece went.
+    fn remap_move(
+        &mut self,
+        k: &Kernel<'_>,
+        old: VirtAddr,
+        len: u64,
+        flags: MremapFlags,
+        new_addr: VirtAddr,
+    ) -> Result<VirtAddr, MremapError> {
+        let end = old + len;
+        let mut at = old;
+        let mut target = new_addr;
+        let mut last_end: Option<VirtAddr> = None;
+        while at < end {
+            let Some(vma) = self.find_vma(at).filter(|v| v.get().start() < end) else {
+                break;
+            };
+            let (start, vma_end) = (vma.get().start(), vma.get().end());
+            if last_end.is_none() && old < start {
+                return Err(MremapError::NotMapped);
+            }
+            let piece = start.max(old);
+            let piece_len = vma_end.min(end) - piece;
+            let to = target + last_end.map_or(0, |e| start - e);
+            last_end = Some(vma_end);
+            let moved = self.remap_one(k, vma, piece, piece_len, piece_len, flags, to)?;
+            target = moved + piece_len;
+            at = piece + piece_len;
+        }
+        if last_end.is_none() {
             return Err(MremapError::NotMapped);
         }
+        Ok(new_addr)
+    }
+
+    /// One VMA's part of an mremap (Linux's `check_prep_vma`, then `mremap_to` or `mremap_at`).
+    #[allow(clippy::too_many_arguments)] // mremap(2)'s arguments, the VMA, the mm and the kernel
+    fn remap_one(
+        &mut self,
+        k: &Kernel<'_>,
+        vma: VmaPtr,
+        old: VirtAddr,
+        old_len: u64,
+        new_len: u64,
+        flags: MremapFlags,
+        new_addr: VirtAddr,
+    ) -> Result<VirtAddr, MremapError> {
+        let (shrink, expand) = (new_len < old_len, new_len > old_len);
+        if !expand && !implies_new_addr(flags) {
+            // No new range: nothing to check but that `old` is mapped.
+            if shrink {
+                self.munmap(k, old + new_len, old_len - new_len)
+                    .map_err(|_| MremapError::NoMemory)?;
+            }
+            return Ok(old);
+        }
+        let v = vma.get();
+        let may_share =
+            v.flags().contains(VmFlags::SHARED) || v.flags().contains(VmFlags::MAYSHARE);
+        if old_len == 0 && !may_share {
+            return Err(MremapError::Invalid);
+        }
+        let kept = if shrink { new_len } else { old_len };
+        if kept > v.end() - old {
+            return Err(MremapError::NotMapped);
+        }
+        let pgoff = v.pgoff() + ((old - v.start()) >> PAGE_SHIFT);
+        if new_len != kept && pgoff.checked_add(new_len >> PAGE_SHIFT).is_none() {
+            return Err(MremapError::Invalid);
+        }
+        let locked = v.flags().contains(VmFlags::LOCKED);
+        let at = if implies_new_addr(flags) {
+            self.remap_to(k, old, old_len, new_len, flags, new_addr)?
+        } else if old_len == v.end() - old && self.expandable(vma, new_len - old_len) {
+            let new_end = v.end() + (new_len - old_len);
+            self.expand(k, vma, new_end);
+            old
+        } else if !flags.contains(MremapFlags::MAYMOVE) {
+            return Err(MremapError::NoMemory);
+        } else {
+            let to = self
+                .get_unmapped_area(old, new_len)
+                .ok_or(MremapError::NoMemory)?;
+            self.move_vma(k, vma, old, old_len, to, new_len, false)?;
+            to
+        };
+        if locked && new_len > old_len {
+            let _ = self.populate(k, at + old_len, at + new_len, true);
+        }
+        Ok(at)
+    }
+
+    /// Linux's `mremap_to`: a move to `new_addr` (`MREMAP_FIXED`, replacing what is there) or,
+    /// for `MREMAP_DONTUNMAP` alone, near it; a shrink first unmaps the tail.
+    fn remap_to(
+        &mut self,
+        k: &Kernel<'_>,
+        old: VirtAddr,
+        old_len: u64,
+        new_len: u64,
+        flags: MremapFlags,
+        new_addr: VirtAddr,
+    ) -> Result<VirtAddr, MremapError> {
+        let fixed = flags.contains(MremapFlags::FIXED);
         if fixed {
             self.munmap(k, new_addr, new_len)
                 .map_err(|_| MremapError::NoMemory)?;
+            self.vma_at(old).ok_or(MremapError::NotMapped)?;
         }
-        // Shrinking unmaps the tail first; a fixed move then moves what is left.
-        let old_len = if new_len < old_len {
+        let mut old_len = old_len;
+        if new_len < old_len {
             self.munmap(k, old + new_len, old_len - new_len)
                 .map_err(|_| MremapError::NoMemory)?;
-            if !fixed {
-                return Ok(old);
-            }
-            new_len
-        } else {
-            old_len
-        };
+            old_len = new_len;
+        }
         let vma = self.vma_at(old).ok_or(MremapError::NotMapped)?;
-        if !fixed && new_len == old_len {
-            return Ok(old);
-        }
-        if !fixed && old + old_len == vma.get().end() && fits(old, new_len) {
-            let (end, new_end) = (old + old_len, old + new_len);
-            if self.range_is_free(end, new_end) {
-                self.expand(k, vma, new_end);
-                return Ok(old);
-            }
-        }
-        if !flags.contains(MremapFlags::MAYMOVE) {
-            return Err(MremapError::NoMemory);
+        if old_len > vma.get().end() - old {
+            return Err(MremapError::NotMapped);
         }
         let to = if fixed {
             new_addr
-        } else if new_len > TASK_SIZE - USER_BASE {
-            return Err(MremapError::NoMemory);
         } else {
-            self.get_unmapped_area(VirtAddr(0), new_len)
+            self.get_unmapped_area(new_addr, new_len)
                 .ok_or(MremapError::NoMemory)?
         };
-        self.move_vma(k, vma, old, old_len, to, new_len)?;
+        let dontunmap = flags.contains(MremapFlags::DONTUNMAP);
+        self.move_vma(k, vma, old, old_len, to, new_len, dontunmap)?;
         Ok(to)
+    }
+
+    /// Whether `vma` can grow by `delta` bytes where it is (`vma_expandable`).
+    fn expandable(&self, vma: VmaPtr, delta: u64) -> bool {
+        let end = vma.get().end();
+        end.0
+            .checked_add(delta)
+            .is_some_and(|e| e <= TASK_SIZE.0 && self.range_is_free(end, VirtAddr(e)))
     }
 
     /// Grows `vma` to end at `end` (the space is free), then merges it with its successor.
@@ -138,6 +240,7 @@ impl Mm {
 
     /// Moves `[old, old + old_len)` of `vma` to a new VMA at `[to, to + new_len)` (free), with its
     /// pages, then unmaps the old range (Linux's `move_vma`).
+    #[allow(clippy::too_many_arguments)] // the two ranges, the VMA, the mm and the kernel
     fn move_vma(
         &mut self,
         k: &Kernel<'_>,
@@ -146,6 +249,7 @@ impl Mm {
         old_len: u64,
         to: VirtAddr,
         new_len: u64,
+        dontunmap: bool,
     ) -> Result<(), MremapError> {
         if self.raw().map_count.get() >= self.raw().max_map_count.get() {
             return Err(MremapError::NoMemory);
@@ -178,12 +282,26 @@ impl Mm {
             raw.locked_vm.add(pages);
         }
         move_ptes(k, self, vma, old, old + old_len, to);
-        // The old range is empty now: unmapping it frees its tables, checked like any munmap.
-        self.munmap(k, old, old_len)
-            .map_err(|_| MremapError::NoMemory)?;
+        if dontunmap {
+            // The old range stays mapped, empty, and is no longer locked or accounted.
+            let clear = VmFlags::LOCKED.0 | VmFlags::LOCKONFAULT.0 | VmFlags::ACCOUNT.0;
+            if let Some(src) = self.vma_at(old) {
+                let flags = VmFlags(src.get().flags().0 & !clear);
+                let _ = self.modify_flags(k, src, old, old + old_len, flags, |_, _, _| {});
+            }
+        } else if old_len > 0 {
+            // The old range is empty now: unmapping it frees its tables, checked like any munmap.
+            self.munmap(k, old, old_len)
+                .map_err(|_| MremapError::NoMemory)?;
+        }
         self.merge_with_neighbours(k, new);
         Ok(())
     }
+}
+
+/// Whether the flags name a destination (`MREMAP_FIXED` or `MREMAP_DONTUNMAP`).
+fn implies_new_addr(flags: MremapFlags) -> bool {
+    flags.0 & (MremapFlags::FIXED.0 | MremapFlags::DONTUNMAP.0) != 0
 }
 
 /// Addresses in `[start, end)` of `mm` whose entries hold a frame.

@@ -48,3 +48,18 @@ pub fn vmtruncate(k: &Kernel<'_>, mapping: MappingPtr, new_size_pages: u64) {
         m.delete_from_page_cache(k, pgoff);
     }
 }
+
+/// Frees page offsets `[first, last]` of the file, keeping its size (`fallocate` with
+/// `FALLOC_FL_PUNCH_HOLE`, what `MADV_REMOVE` does): zaps every mapping of them, then drops them
+/// from the page cache; the next touch reads zeroes. Private copies made from them go too (Linux
+/// keeps those: a known difference, docs/difftest.md).
+pub fn punch_hole(k: &Kernel<'_>, mapping: MappingPtr, first: u64, last: u64) {
+    unmap_mapping_range(k, mapping, first, last);
+    let m = mapping.get();
+    for (pgoff, _) in m.cached_from(first) {
+        if pgoff > last {
+            break;
+        }
+        m.delete_from_page_cache(k, pgoff);
+    }
+}

@@ -29,6 +29,25 @@ impl VmFlags {
     pub const EXEC: Self = Self(1 << 2);
     /// Writes go to the shared backing (file page cache), not to private copies.
     pub const SHARED: Self = Self(1 << 3);
+    /// `VM_MAYREAD`: `mprotect` may add `PROT_READ`.
+    pub const MAYREAD: Self = Self(1 << 4);
+    /// `VM_MAYWRITE`: `mprotect` may add `PROT_WRITE` (clear for a shared mapping of a file
+    /// opened read-only).
+    pub const MAYWRITE: Self = Self(1 << 5);
+    /// `VM_MAYEXEC`.
+    pub const MAYEXEC: Self = Self(1 << 6);
+    /// `VM_MAYSHARE`: mapped `MAP_SHARED` (maps shows `s` even where `VM_SHARED` was dropped).
+    pub const MAYSHARE: Self = Self(1 << 7);
+    /// `VM_GROWSDOWN`: a stack that a fault just below extends.
+    pub const GROWSDOWN: Self = Self(1 << 8);
+    /// `VM_LOCKONFAULT`: locked pages are faulted in on access, not at `mlock`.
+    pub const LOCKONFAULT: Self = Self(1 << 19);
+    /// `VM_ACCOUNT`: the mapping is charged against the commit limit.
+    pub const ACCOUNT: Self = Self(1 << 20);
+    /// `VM_NORESERVE`: `MAP_NORESERVE`, not accounted.
+    pub const NORESERVE: Self = Self(1 << 21);
+    /// What every mapping starts with (`VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC`).
+    pub const MAY: Self = Self(Self::MAYREAD.0 | Self::MAYWRITE.0 | Self::MAYEXEC.0);
     /// Counted in `locked_vm` (`MAP_LOCKED`).
     pub const LOCKED: Self = Self(1 << 13);
     /// `MADV_SEQUENTIAL`: read ahead aggressively.
@@ -103,8 +122,43 @@ impl MapFlags {
     pub const FIXED: Self = Self(1 << 4);
     /// `MAP_ANONYMOUS`.
     pub const ANONYMOUS: Self = Self(1 << 5);
+    /// `MAP_SHARED_VALIDATE`: shared, with unknown flags refused.
+    pub const SHARED_VALIDATE: Self = Self(3);
+    /// `MAP_TYPE`: the bits that say shared or private.
+    pub const TYPE: Self = Self(0x0f);
+    /// `MAP_GROWSDOWN`.
+    pub const GROWSDOWN: Self = Self(1 << 8);
     /// `MAP_LOCKED`.
     pub const LOCKED: Self = Self(1 << 13);
+    /// `MAP_NORESERVE`.
+    pub const NORESERVE: Self = Self(1 << 14);
+    /// `MAP_POPULATE`: fault the pages in.
+    pub const POPULATE: Self = Self(1 << 15);
+    /// `MAP_NONBLOCK`: with `MAP_POPULATE`, do not.
+    pub const NONBLOCK: Self = Self(1 << 16);
+    /// `MAP_STACK` (since Linux 6.7 it sets `VM_NOHUGEPAGE`).
+    pub const STACK: Self = Self(1 << 17);
+    /// `MAP_HUGETLB`.
+    pub const HUGETLB: Self = Self(1 << 18);
+    /// `MAP_FIXED_NOREPLACE`: at the address exactly, failing with `EEXIST` rather than replace.
+    pub const FIXED_NOREPLACE: Self = Self(1 << 20);
+    /// What `MAP_SHARED_VALIDATE` accepts of a file without flags of its own (`LEGACY_MAP_MASK`:
+    /// not `MAP_FIXED_NOREPLACE`, not `MAP_SYNC`).
+    pub const LEGACY_MASK: Self = Self(
+        0x1 | 0x2
+            | 0x10
+            | 0x20
+            | 0x100
+            | 0x800
+            | 0x1000
+            | 0x2000
+            | 0x4000
+            | 0x8000
+            | 0x1_0000
+            | 0x2_0000
+            | 0x4_0000
+            | 0x400_0000,
+    );
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Self) -> bool {

@@ -4,6 +4,7 @@ mod basic;
 mod floor_ceiling;
 mod hooks;
 mod inject;
+mod linux;
 mod madvise;
 mod model;
 mod mremap;
