@@ -27,6 +27,7 @@
 
 extern crate alloc;
 
+pub mod difftest;
 pub mod maps;
 pub mod replay;
 pub mod trace;

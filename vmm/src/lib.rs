@@ -43,6 +43,7 @@ pub mod calls;
 pub mod campaign;
 pub mod cli;
 pub mod devices;
+pub mod difftest;
 pub mod guest_text;
 pub mod in_file;
 pub mod inject;

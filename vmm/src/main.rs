@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use vmm::campaign::{CampaignConfig, CampaignResult};
 use vmm::cli::{BenchKind, CampaignArgs, CampaignCommand, Cli, Command, MergeArgs, RunArgs};
+use vmm::difftest::run as difftest;
 use vmm::exit_code::{FAILURE, SUCCESS, USAGE};
 use vmm::loader::{GUEST_KERNEL, MAX_KERNEL_FILE};
 use vmm::run::{run, RunConfig, RunError};
@@ -17,6 +18,9 @@ use vmm::vstate::vm::VmConfig;
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    if std::env::args().nth(1).as_deref() == Some(vmm::difftest::native::SUBCOMMAND) {
+        vmm::difftest::native::child_main();
+    }
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
             None => campaign(&args),
         },
         Command::Replay(args) => replay(&args, started),
+        Command::Difftest(args) => this_exe().map_or_else(|c| c, |e| difftest::command(&args, e)),
         Command::Floor => match vmm::bench::floor() {
             Ok(_) => SUCCESS,
             Err(e) => fail(FAILURE, &e),
