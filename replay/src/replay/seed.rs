@@ -150,6 +150,8 @@ impl Replayer<'_, '_> {
     /// anon_vma of its own, then given its real permission: mm-core never merges VMAs with
     /// different anon_vmas.
     pub(super) fn seed(&mut self, l: &MapsLine, isolate: bool) -> Result<(), String> {
+        /// A `vm_flags` bit Linux does not use, set on an isolated line only while it faults.
+        const ISOLATING: u64 = 1 << 62;
         let pseudo = l.is_special() || l.path == "[stack]";
         let file = if l.is_anonymous() && !pseudo {
             None
@@ -178,9 +180,14 @@ impl Replayer<'_, '_> {
             .mmap(self.k, at, len, first, flags, file, l.offset >> PAGE_SHIFT)
             .map_err(|e| e.to_string())?;
         if isolate {
-            self.mm
-                .handle_mm_fault(self.k, at, Access::Write)
-                .map_err(|e| format!("isolating fault: {e}"))?;
+            // A bit no neighbour has while the fault runs: mm-core, as Linux, reuses a
+            // neighbour's anon_vma when the flags differ only in the access bits.
+            let vma = self.mm.vma_at(at).ok_or("isolated line not mapped")?;
+            let v = vma.get();
+            v.vm_flags.set(v.vm_flags.get() | ISOLATING);
+            let fault = self.mm.handle_mm_fault(self.k, at, Access::Write);
+            v.vm_flags.set(v.vm_flags.get() & !ISOLATING);
+            fault.map_err(|e| format!("isolating fault: {e}"))?;
             self.mm
                 .mprotect(self.k, at, len, prot)
                 .map_err(|e| e.to_string())?;
