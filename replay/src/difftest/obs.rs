@@ -1,5 +1,5 @@
 //! What is compared after every call: its result, the region's maps lines, and which mapped pages
-//! are resident (`mincore`). Both sides print it in one text form; the native runner writes it
+//! are resident (`mincore`). The native runner writes it in the text form [`Obs::parse`] reads,
 //! without allocating.
 
 use alloc::string::String;
@@ -94,26 +94,5 @@ impl Obs {
         } else {
             None
         }
-    }
-}
-
-/// Writes an [`Obs`] in the form [`Obs::parse`] reads.
-pub struct Printed<'a>(pub &'a Obs);
-
-impl fmt::Display for Printed<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "= {}", self.0.ret)?;
-        for l in &self.0.maps {
-            writeln!(
-                f,
-                "L {:x} {:x} {} {:x} {}",
-                l.start,
-                l.end,
-                core::str::from_utf8(&l.perms).unwrap_or("????"),
-                l.offset,
-                l.name
-            )?;
-        }
-        writeln!(f, "R {}", self.0.resident)
     }
 }
