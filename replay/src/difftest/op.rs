@@ -107,6 +107,39 @@ pub enum Op {
 }
 
 impl Op {
+    /// The x86_64 system call number the op makes and its six argument words, or `None` for a
+    /// touch. An mmap's descriptor word is `-1` or the file's index ([`Fd::file`]): the caller
+    /// puts its own descriptor there.
+    pub fn syscall(&self) -> Option<(i64, [u64; 6])> {
+        Some(match *self {
+            Op::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+                fd,
+                off,
+            } => {
+                let fd = fd.map_or(u64::MAX, |f| f.file as u64);
+                (9, [addr, len, prot, flags, fd, off])
+            }
+            Op::Munmap { addr, len } => (11, [addr, len, 0, 0, 0, 0]),
+            Op::Mprotect { addr, len, prot } => (10, [addr, len, prot, 0, 0, 0]),
+            Op::Mremap {
+                old,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => (25, [old, old_len, new_len, flags, new_addr, 0]),
+            Op::Madvise { addr, len, advice } => (28, [addr, len, advice, 0, 0, 0]),
+            Op::Mlock { addr, len, flags } => (325, [addr, len, flags, 0, 0, 0]),
+            Op::Munlock { addr, len } => (150, [addr, len, 0, 0, 0, 0]),
+            Op::Msync { addr, len, flags } => (26, [addr, len, flags, 0, 0, 0]),
+            Op::Touch { .. } => return None,
+        })
+    }
+
     /// The text form: the call's name and its arguments in hex.
     pub fn encode(&self) -> String {
         alloc::format!("{}", Encoded(self))

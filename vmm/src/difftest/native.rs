@@ -254,73 +254,23 @@ impl Runner {
 
     /// Makes one call; its value, or `-errno`.
     fn call(&mut self, op: &Op) -> i64 {
-        let ret = |r: i64| {
-            if r == -1 {
-                -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-            } else {
-                r
-            }
+        let Some((nr, mut a)) = op.syscall() else {
+            let Op::Touch { addr, write } = *op else {
+                unreachable!("every op but a touch is a system call")
+            };
+            return self.touch(addr, write);
         };
+        if let Op::Mmap { fd: Some(f), .. } = *op {
+            let (rw, ro) = self.fds[f.file];
+            a[4] = if f.read_only { ro } else { rw } as u64;
+        }
         // SAFETY: every call is confined to the region (the generator keeps it there) or fails;
         // nothing of this process lives in the region.
-        unsafe {
-            match *op {
-                Op::Mmap {
-                    addr,
-                    len,
-                    prot,
-                    flags,
-                    fd,
-                    off,
-                } => {
-                    let fd = fd.map_or(-1, |f| {
-                        let (rw, ro) = self.fds[f.file];
-                        if f.read_only {
-                            ro
-                        } else {
-                            rw
-                        }
-                    });
-                    ret(libc::syscall(
-                        libc::SYS_mmap,
-                        addr,
-                        len,
-                        prot,
-                        flags,
-                        fd,
-                        off,
-                    ))
-                }
-                Op::Munmap { addr, len } => ret(libc::syscall(libc::SYS_munmap, addr, len)),
-                Op::Mprotect { addr, len, prot } => {
-                    ret(libc::syscall(libc::SYS_mprotect, addr, len, prot))
-                }
-                Op::Mremap {
-                    old,
-                    old_len,
-                    new_len,
-                    flags,
-                    new_addr,
-                } => ret(libc::syscall(
-                    libc::SYS_mremap,
-                    old,
-                    old_len,
-                    new_len,
-                    flags,
-                    new_addr,
-                )),
-                Op::Madvise { addr, len, advice } => {
-                    ret(libc::syscall(libc::SYS_madvise, addr, len, advice))
-                }
-                Op::Mlock { addr, len, flags } => {
-                    ret(libc::syscall(libc::SYS_mlock2, addr, len, flags))
-                }
-                Op::Munlock { addr, len } => ret(libc::syscall(libc::SYS_munlock, addr, len)),
-                Op::Msync { addr, len, flags } => {
-                    ret(libc::syscall(libc::SYS_msync, addr, len, flags))
-                }
-                Op::Touch { addr, write } => self.touch(addr, write),
-            }
+        let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+        if r == -1 {
+            -last_errno()
+        } else {
+            r
         }
     }
 
@@ -348,7 +298,7 @@ impl Runner {
             if ok {
                 0
             } else {
-                -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+                -last_errno()
             }
         }
     }
@@ -413,6 +363,11 @@ impl Runner {
     }
 }
 
+/// The errno of the last failed call.
+fn last_errno() -> i64 {
+    i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
 /// The lines of a maps text with their ranges.
 fn parse_lines(text: &[u8]) -> impl Iterator<Item = (u64, u64, &[u8])> {
     text.split(|b| *b == b'\n').filter_map(|line| {
@@ -439,4 +394,83 @@ fn normalize(path: &[u8]) -> &'static str {
         .iter()
         .find(|(p, _)| path.starts_with(p))
         .map_or("unknown", |(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use mm_replay::difftest::Op;
+
+    #[test]
+    fn the_ops_system_call_numbers_are_this_machines() {
+        let (a, n) = (0x1000_0000_0000, 0x1000);
+        let cases = [
+            (
+                Op::Mmap {
+                    addr: a,
+                    len: n,
+                    prot: 0,
+                    flags: 0x22,
+                    fd: None,
+                    off: 0,
+                },
+                libc::SYS_mmap,
+            ),
+            (Op::Munmap { addr: a, len: n }, libc::SYS_munmap),
+            (
+                Op::Mprotect {
+                    addr: a,
+                    len: n,
+                    prot: 1,
+                },
+                libc::SYS_mprotect,
+            ),
+            (
+                Op::Mremap {
+                    old: a,
+                    old_len: n,
+                    new_len: n,
+                    flags: 0,
+                    new_addr: 0,
+                },
+                libc::SYS_mremap,
+            ),
+            (
+                Op::Madvise {
+                    addr: a,
+                    len: n,
+                    advice: 4,
+                },
+                libc::SYS_madvise,
+            ),
+            (
+                Op::Mlock {
+                    addr: a,
+                    len: n,
+                    flags: 0,
+                },
+                libc::SYS_mlock2,
+            ),
+            (Op::Munlock { addr: a, len: n }, libc::SYS_munlock),
+            (
+                Op::Msync {
+                    addr: a,
+                    len: n,
+                    flags: 1,
+                },
+                libc::SYS_msync,
+            ),
+        ];
+        for (op, nr) in cases {
+            assert_eq!(op.syscall().map(|(n, _)| n), Some(nr), "{}", op.encode());
+            assert_eq!(Op::decode(&op.encode()), Some(op));
+        }
+        assert_eq!(
+            Op::Touch {
+                addr: a,
+                write: true
+            }
+            .syscall(),
+            None
+        );
+    }
 }
