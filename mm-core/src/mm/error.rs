@@ -25,6 +25,30 @@ pub const EBUSY: i32 = 16;
 /// Linux's `EAGAIN`.
 pub const EAGAIN: i32 = 11;
 
+/// The errno names and numbers of the errors mm-core's calls return (x86_64 values).
+pub const ERRNO_NAMES: [(&str, i32); 14] = [
+    ("EPERM", 1),
+    ("EBADF", EBADF),
+    ("EAGAIN", EAGAIN),
+    ("ENOMEM", ENOMEM),
+    ("EACCES", EACCES),
+    ("EFAULT", EFAULT),
+    ("EBUSY", EBUSY),
+    ("EEXIST", EEXIST),
+    ("ENODEV", 19),
+    ("EINVAL", EINVAL),
+    ("ETXTBSY", 26),
+    ("ENOSYS", ENOSYS),
+    ("EOVERFLOW", EOVERFLOW),
+    ("EOPNOTSUPP", EOPNOTSUPP),
+];
+
+/// What every error of an operation says: its errno, and a message.
+pub trait Errno: fmt::Display + Copy {
+    /// The errno Linux returns for this failure.
+    fn errno(self) -> i32;
+}
+
 macro_rules! error_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => ($errno:expr, $msg:expr)),* $(,)? }) => {
         $(#[$m])*
@@ -33,6 +57,9 @@ macro_rules! error_enum {
         impl $name {
             /// The errno Linux returns for this failure.
             pub const fn errno(self) -> i32 { match self { $($name::$v => $errno),* } }
+        }
+        impl Errno for $name {
+            fn errno(self) -> i32 { $name::errno(self) }
         }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

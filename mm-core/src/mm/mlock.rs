@@ -10,6 +10,12 @@ use crate::mm::vma::VmFlags;
 
 /// `MLOCK_ONFAULT`.
 pub const MLOCK_ONFAULT: u64 = 1;
+/// `MCL_CURRENT`: lock every mapping now.
+pub const MCL_CURRENT: u64 = 1;
+/// `MCL_FUTURE`: lock every mapping made from now on.
+pub const MCL_FUTURE: u64 = 2;
+/// `MCL_ONFAULT`: with either, lock pages as they are faulted in.
+pub const MCL_ONFAULT: u64 = 4;
 /// `MS_ASYNC`.
 pub const MS_ASYNC: u64 = 1;
 /// `MS_INVALIDATE`.
@@ -57,6 +63,57 @@ impl Mm {
     pub fn munlock(&mut self, k: &Kernel<'_>, start: VirtAddr, len: u64) -> Result<(), MlockError> {
         let (start, end) = lock_range(start, len)?;
         self.apply_lock_flags(k, start, end, VmFlags(0))
+    }
+
+    /// `mlockall(flags)` (Linux's `apply_mlockall_flags`): `MCL_FUTURE` makes later mappings
+    /// locked; `MCL_CURRENT` locks every VMA now (but the kernel's special ones) and faults their
+    /// pages in, ignoring pages that cannot be.
+    pub fn mlockall(&mut self, k: &Kernel<'_>, flags: u64) -> Result<(), MlockError> {
+        let known = MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT;
+        if flags == 0 || flags & !known != 0 || flags == MCL_ONFAULT {
+            return Err(MlockError::Invalid);
+        }
+        self.lock_all(k, flags)
+    }
+
+    /// `munlockall()`: unlocks every VMA and stops locking new ones.
+    pub fn munlockall(&mut self, k: &Kernel<'_>) -> Result<(), MlockError> {
+        self.lock_all(k, 0)
+    }
+
+    fn lock_all(&mut self, k: &Kernel<'_>, flags: u64) -> Result<(), MlockError> {
+        let mask = VmFlags::LOCKED.0 | VmFlags::LOCKONFAULT.0;
+        let onfault = if flags & MCL_ONFAULT != 0 {
+            VmFlags::LOCKONFAULT.0
+        } else {
+            0
+        };
+        let mut def = self.def_flags().0 & !mask;
+        if flags & MCL_FUTURE != 0 {
+            def |= VmFlags::LOCKED.0 | onfault;
+        }
+        self.set_def_flags(VmFlags(def));
+        if flags & MCL_FUTURE != 0 && flags & MCL_CURRENT == 0 {
+            return Ok(());
+        }
+        let lock = if flags & MCL_CURRENT != 0 {
+            VmFlags(VmFlags::LOCKED.0 | onfault)
+        } else {
+            VmFlags(0)
+        };
+        let mut at = crate::addr::USER_BASE;
+        while let Some(vma) = self.find_vma(at) {
+            let (start, end) = (vma.get().start(), vma.get().end());
+            self.apply_lock_flags(k, start, end, lock)?;
+            at = end;
+            if end >= crate::addr::TASK_SIZE {
+                break;
+            }
+        }
+        if flags & MCL_CURRENT != 0 {
+            let _ = self.populate(k, crate::addr::USER_BASE, crate::addr::TASK_SIZE, true);
+        }
+        Ok(())
     }
 
     /// Linux's `apply_vma_lock_flags`: the VMA holding `start` first (none is `ENOMEM`), then

@@ -10,7 +10,7 @@ use crate::mm::error::MmNewError;
 use crate::mm::file::vma_rekey_file;
 use crate::mm::kobj::{addr_of, KPtr};
 use crate::mm::lock::MmSpinLock;
-use crate::mm::vma::VmaPtr;
+use crate::mm::vma::{VmFlags, VmaPtr};
 use crate::paging::table::{self, KernelPgd};
 use crate::paging::Level;
 use crate::phys::{AllocKind, TableDesc};
@@ -95,6 +95,8 @@ pub struct Mm {
     /// Whether searches for free space go top-down from `mmap_base` (Linux's default layout on
     /// x86_64) rather than up from it (the legacy layout).
     top_down: bool,
+    /// Flags every new mapping gets (`mm->def_flags`: `VM_LOCKED` after `mlockall(MCL_FUTURE)`).
+    def_flags: VmFlags,
     exited: bool,
 }
 
@@ -127,6 +129,7 @@ impl Mm {
             index: BTreeMap::new(),
             free_area_cache: TASK_UNMAPPED_BASE.0,
             top_down: false,
+            def_flags: VmFlags(0),
             exited: false,
         })
     }
@@ -238,6 +241,14 @@ impl Mm {
     pub fn set_mmap_top_down(&mut self, base: VirtAddr) {
         self.raw().mmap_base.set(base.0);
         self.top_down = true;
+    }
+
+    pub(crate) fn def_flags(&self) -> VmFlags {
+        self.def_flags
+    }
+
+    pub(crate) fn set_def_flags(&mut self, flags: VmFlags) {
+        self.def_flags = flags;
     }
 
     pub(crate) fn top_down(&self) -> bool {

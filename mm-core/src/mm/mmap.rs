@@ -65,7 +65,8 @@ impl Mm {
         }
         let mut vm_flags = VmFlags(0)
             .with_prot(Prot(prot.0 & VmFlags::ACCESS.0))
-            .union(VmFlags::MAY);
+            .union(VmFlags::MAY)
+            .union(self.def_flags());
         for (map, vm) in [
             (MapFlags::GROWSDOWN, VmFlags::GROWSDOWN),
             (MapFlags::LOCKED, VmFlags::LOCKED),
@@ -430,7 +431,8 @@ impl Mm {
             let flags = VmFlags(0)
                 .with_prot(Prot::RW)
                 .union(VmFlags::MAY)
-                .union(VmFlags::ACCOUNT);
+                .union(VmFlags::ACCOUNT)
+                .union(self.def_flags());
             self.map_region(k, oldbrk, newbrk, flags, None, oldbrk.page_index())
                 .map_err(|_| BrkError::NoMemory)?;
         }

@@ -44,8 +44,8 @@ pub mod vma;
 
 pub use anon::{AnonVma, AnonVmaPtr};
 pub use error::{
-    BrkError, FaultError, FileError, MadviseError, MincoreError, MlockError, MmNewError, MmapError,
-    MprotectError, MremapError, MsyncError, MunmapError,
+    BrkError, Errno, FaultError, FileError, MadviseError, MincoreError, MlockError, MmNewError,
+    MmapError, MprotectError, MremapError, MsyncError, MunmapError,
 };
 pub use fault::Access;
 pub use file::{fput, get_file, iput, AddressSpace, File, FilePtr, MappingPtr, VmOps};
