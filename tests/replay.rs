@@ -10,7 +10,7 @@ use common::{expect_exit, kvm_available};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../replay/tests/replay");
 
 /// Every shipped recording (replay/tests/replay/NAME.{before.maps,trace,after.maps}).
-const SHIPPED: [&str; 5] = ["ls", "python3", "threads", "shmem", "cc1"];
+const SHIPPED: [&str; 6] = ["ls", "python3", "threads", "shmem", "cc1", "racing"];
 
 fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")
@@ -97,6 +97,11 @@ fn shared_anonymous_memory_replays_in_the_guest_to_exactly_linuxs_maps_with_the_
 #[test]
 fn the_gcc_compiler_proper_replays_in_the_guest_to_exactly_linuxs_maps_with_the_probes_on() {
     replays_in_the_guest_as_on_the_host("cc1");
+}
+
+#[test]
+fn two_threads_racing_munmap_against_mmap_replay_in_the_guest_with_the_probes_on() {
+    replays_in_the_guest_as_on_the_host("racing");
 }
 
 #[test]
@@ -238,8 +243,8 @@ fn a_trace_mm_core_cannot_follow_exits_1_naming_its_line_in_either_mode() {
 
 #[test]
 fn a_trace_too_big_for_guest_ram_is_a_one_line_usage_error_before_the_guest_boots() {
-    // 40,000 calls encode to 3.8 MB (96 bytes each), which with a result buffer twice that does
-    // not fit a 16 MiB guest (the default 256 MiB takes ~900,000 calls, slow to parse in a debug
+    // 40,000 calls encode to 4.2 MB (104 bytes each), which with a result buffer twice that does
+    // not fit a 16 MiB guest (the default 256 MiB takes ~800,000 calls, slow to parse in a debug
     // build). No KVM is needed: the sizes are checked before a VM exists.
     let trace = common::temp_file("too-big.trace", &b"brk(NULL) = 0x1000\n".repeat(40_000));
     let events = common::temp_file("too-big.events.json", b"the previous trace\n");

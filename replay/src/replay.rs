@@ -28,7 +28,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use mm_core::addr::{PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, USER_BASE};
-use mm_core::mm::{Access, FilePtr, MapFlags, Mm, Prot, VmFlags};
+use mm_core::mm::error::{EINVAL, ERRNO_NAMES};
+use mm_core::mm::{Access, Errno, FilePtr, MapFlags, Mm, Prot, VmFlags};
 use mm_core::paging::CountingTlb;
 use mm_core::phys::SimRam;
 use mm_core::{Kernel, PhysAddr, VirtAddr};
@@ -136,8 +137,24 @@ pub fn replay(
     trace: &Trace,
     hints: &[MapsLine],
 ) -> Result<Replayed, ReplayError> {
-    // Frames only for page tables and the one page each isolated seed line gets (seed.rs).
-    let ram = SimRam::new(64 + 8 * before.len());
+    // Frames for page tables, the one page each isolated seed line gets (seed.rs), and what the
+    // trace's locking and populating calls fault in (up to 32 MiB; beyond, such a call fails in
+    // mm-core with EAGAIN or leaves pages out, and the compare says so).
+    let populated: u64 = trace
+        .events
+        .iter()
+        .map(|ev| match ev.call {
+            Call::Mlock { len, .. } => len,
+            Call::Mmap { len, flags, .. }
+                if flags & (MapFlags::POPULATE.0 | MapFlags::LOCKED.0) != 0 =>
+            {
+                len
+            }
+            _ => 0,
+        })
+        .fold(0u64, u64::saturating_add);
+    let extra = (populated >> PAGE_SHIFT).min(1 << 13) as usize;
+    let ram = SimRam::new(64 + 8 * before.len() + extra);
     let tlb = CountingTlb::default();
     let k = Kernel::new(&ram, &ram, ram.mem_map(), &tlb);
     let mm = Mm::new(&k, None).map_err(|e| ReplayError::Seed {
@@ -201,16 +218,25 @@ impl<'k, 'a> Replayer<'k, 'a> {
     }
 }
 
-/// What mm-core understands of strace's `MAP_*` bits (the rest, such as `MAP_DENYWRITE` or
-/// `MAP_NORESERVE`, does not change the layout mm-core models).
-fn map_flags(flags: u64) -> MapFlags {
-    let mut f =
-        MapFlags(flags & (MapFlags::PRIVATE.0 | MapFlags::ANONYMOUS.0 | MapFlags::LOCKED.0));
-    if flags & MapFlags::SHARED.0 != 0 {
-        // MAP_SHARED_VALIDATE (3) is MAP_SHARED with strict flag checking.
-        f = MapFlags((f.0 & !MapFlags::PRIVATE.0) | MapFlags::SHARED.0);
+/// What the replay passes on of strace's `MAP_*` bits: all that changes the layout mm-core
+/// models. `MAP_POPULATE` stays where its faults give the VMA an anon_vma in Linux too (private
+/// writable memory) or none on either side (file pages); on read-only private anonymous memory
+/// Linux maps its zero page and mm-core a page of its own, with an anon_vma, so there it goes.
+fn map_flags(flags: u64, prot: u64) -> MapFlags {
+    let mut kept = MapFlags::SHARED.0
+        | MapFlags::PRIVATE.0
+        | MapFlags::ANONYMOUS.0
+        | MapFlags::LOCKED.0
+        | MapFlags::GROWSDOWN.0
+        | MapFlags::NORESERVE.0
+        | MapFlags::STACK.0
+        | MapFlags::POPULATE.0
+        | MapFlags::NONBLOCK.0;
+    let private_anon = flags & MapFlags::ANONYMOUS.0 != 0 && flags & MapFlags::TYPE.0 == 2;
+    if private_anon && prot & Prot::WRITE.0 == 0 {
+        kept &= !MapFlags::POPULATE.0;
     }
-    f
+    MapFlags(flags & kept)
 }
 
 impl Replayer<'_, '_> {
@@ -249,7 +275,7 @@ impl Replayer<'_, '_> {
     /// Applies one call; `Err` says how mm-core's result differs from Linux's.
     fn apply(&mut self, ev: &Event) -> Result<(), String> {
         let shift = self.shift;
-        let (k, failed) = (self.k, matches!(ev.outcome, Outcome::Err(_)));
+        let k = self.k;
         let linux = match &ev.outcome {
             Outcome::Ok(v) => Ok(*v),
             Outcome::Err(e) => Err(e.clone()),
@@ -263,7 +289,7 @@ impl Replayer<'_, '_> {
                 fd,
                 offset,
             } => {
-                let mut mf = map_flags(*flags);
+                let mut mf = map_flags(*flags, *prot);
                 let file = if mf.contains(MapFlags::ANONYMOUS) {
                     None
                 } else {
@@ -291,11 +317,15 @@ impl Replayer<'_, '_> {
                         file,
                         offset >> PAGE_SHIFT,
                     );
-                    if let Ok(at) = got {
-                        self.mm.munmap(k, at, *len).map_err(|e| e.to_string())?;
-                        self.note("failed mmap succeeded in mm-core (undone)");
-                    } else {
-                        self.applied += 1;
+                    match got {
+                        Ok(at) => {
+                            self.mm.munmap(k, at, *len).map_err(|e| e.to_string())?;
+                            self.note("failed mmap succeeded in mm-core (undone)");
+                        }
+                        Err(e) => {
+                            expect_same("mmap", Err(failure(e)), &ev.outcome)?;
+                            self.applied += 1;
+                        }
                     }
                     return Ok(());
                 };
@@ -341,30 +371,81 @@ impl Replayer<'_, '_> {
             }
             Call::Munmap { addr, len } => {
                 let got = self.mm.munmap(k, VirtAddr(shift.to_mm(*addr)), *len);
-                expect_same("munmap", got.map_err(|e| e.to_string()), failed)?;
+                expect_same("munmap", got.map_err(failure), &ev.outcome)?;
             }
             Call::Mprotect { addr, len, prot } => {
-                if prot & !7 != 0 {
-                    self.note("mprotect's PROT_GROWSDOWN/UP/SEM bits ignored");
-                }
-                let start = VirtAddr(shift.to_mm(*addr));
-                let end = page_end(start, *len);
-                let before = self.pieces(start, end);
-                let got = self.mm.mprotect(k, start, *len, Prot(prot & 7));
-                let ok = got.is_ok();
-                expect_same("mprotect", got.map_err(|e| e.to_string()), failed)?;
-                if ok {
-                    self.mprotect_hidden(&before, Prot(prot & 7));
-                }
+                let got = self.mprotect(*addr, *len, *prot, &ev.outcome);
+                expect_same("mprotect", got, &ev.outcome)?;
             }
             Call::Brk { addr } => return self.brk(*addr, linux),
             Call::Mremap { .. } => return self.mremap(&ev.call, linux),
             Call::Madvise { addr, len, advice } => {
-                return self.madvise(*addr, *len, advice, failed);
+                return self.madvise(*addr, *len, advice, &ev.outcome);
+            }
+            Call::Mlock { addr, len, flags } => {
+                let got = self.mm.mlock(k, VirtAddr(shift.to_mm(*addr)), *len, *flags);
+                expect_same("mlock", got.map_err(failure), &ev.outcome)?;
+            }
+            Call::Munlock { addr, len } => {
+                let got = self.mm.munlock(k, VirtAddr(shift.to_mm(*addr)), *len);
+                expect_same("munlock", got.map_err(failure), &ev.outcome)?;
+            }
+            Call::Mlockall { flags } => {
+                let got = self.mm.mlockall(k, *flags);
+                expect_same("mlockall", got.map_err(failure), &ev.outcome)?;
+            }
+            Call::Munlockall => {
+                let got = self.mm.munlockall(k);
+                expect_same("munlockall", got.map_err(failure), &ev.outcome)?;
+            }
+            Call::PkeyMprotect {
+                addr,
+                len,
+                prot,
+                pkey,
+            } => {
+                // This machine's CPUs have no protection keys: Linux refuses every key but -1,
+                // which is plain mprotect.
+                let got = if *pkey == -1 || *pkey == u32::MAX as i64 {
+                    self.mprotect(*addr, *len, *prot, &ev.outcome)
+                } else {
+                    Err((EINVAL, String::from("no protection keys")))
+                };
+                expect_same("pkey_mprotect", got, &ev.outcome)?;
+            }
+            Call::Msync { addr, len, flags } => {
+                let got = self.mm.msync(k, VirtAddr(shift.to_mm(*addr)), *len, *flags);
+                expect_same("msync", got.map_err(failure), &ev.outcome)?;
             }
         }
         self.applied += 1;
         Ok(())
+    }
+
+    /// `mprotect` through mm-core's. A trace does not say which files were opened read-only; an
+    /// `EACCES` from Linux for adding `PROT_WRITE` says a shared mapping in the range was of
+    /// one, so every shared file mapping there that is not writable now is made one of a
+    /// read-only file first (no `VM_MAYWRITE`), as Linux's mmap made it.
+    fn mprotect(&mut self, addr: u64, len: u64, prot: u64, linux: &Outcome) -> Result<(), Failure> {
+        let start = VirtAddr(self.shift.to_mm(addr));
+        let refused = matches!(linux, Outcome::Err(e) if e == "EACCES");
+        if refused && prot & Prot::WRITE.0 != 0 {
+            for (s, _, flags) in self.pieces(start, page_end(start, len)) {
+                let shared = flags & (VmFlags::SHARED.0 | VmFlags::MAYSHARE.0) != 0;
+                let Some(vma) = self.mm.vma_at(s) else {
+                    continue;
+                };
+                let v = vma.get();
+                if shared && v.file().is_some() && flags & VmFlags::WRITE.0 == 0 {
+                    let ro =
+                        (flags & !(VmFlags::MAYWRITE.0 | VmFlags::SHARED.0)) | VmFlags::MAYSHARE.0;
+                    v.vm_flags.set(ro);
+                }
+            }
+        }
+        self.mm
+            .mprotect(self.k, start, len, Prot(prot))
+            .map_err(failure)
     }
 
     fn brk(&mut self, addr: u64, linux: Result<u64, String>) -> Result<(), String> {
@@ -436,13 +517,39 @@ fn page_end(start: VirtAddr, len: u64) -> VirtAddr {
     VirtAddr(start.0.saturating_add(len).saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1))
 }
 
-/// Linux's and mm-core's outcomes agree (both succeeded or both failed).
-fn expect_same(what: &str, got: Result<(), String>, linux_failed: bool) -> Result<(), String> {
-    match (got, linux_failed) {
-        (Ok(()), false) | (Err(_), true) => Ok(()),
-        (Ok(()), true) => Err(format!("{what} failed in Linux but succeeded in mm-core")),
-        (Err(e), false) => Err(format!(
+/// An mm-core failure: its errno and its message.
+type Failure = (i32, String);
+
+/// `e` as a [`Failure`].
+fn failure<E: Errno>(e: E) -> Failure {
+    (e.errno(), e.to_string())
+}
+
+/// Linux's and mm-core's outcomes agree: both succeeded, or both failed with the same errno (when
+/// strace named one mm-core knows).
+fn expect_same(what: &str, got: Result<(), Failure>, linux: &Outcome) -> Result<(), String> {
+    match (got, linux) {
+        (Ok(()), Outcome::Ok(_)) => Ok(()),
+        (Ok(()), Outcome::Err(name)) => Err(format!(
+            "{what} failed in Linux ({name}) but succeeded in mm-core"
+        )),
+        (Err((_, e)), Outcome::Ok(_)) => Err(format!(
             "{what} succeeded in Linux but failed in mm-core: {e}"
         )),
+        (Err((errno, e)), Outcome::Err(name)) => {
+            let linux = ERRNO_NAMES.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+            match linux {
+                Some(l) if l != errno => {
+                    let ours = ERRNO_NAMES
+                        .iter()
+                        .find(|(_, v)| *v == errno)
+                        .map_or("an errno of its own", |(n, _)| n);
+                    Err(format!(
+                        "{what} failed with {name} in Linux, {ours} in mm-core: {e}"
+                    ))
+                }
+                _ => Ok(()),
+            }
+        }
     }
 }

@@ -86,6 +86,49 @@ pub enum Call {
         /// Destination with `MREMAP_FIXED`.
         new_addr: Option<u64>,
     },
+    /// `mlock(addr, len)` (flags 0) or `mlock2(addr, len, flags)`.
+    Mlock {
+        /// Start.
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+        /// `MLOCK_*` bits.
+        flags: u64,
+    },
+    /// `munlock(addr, len)`.
+    Munlock {
+        /// Start.
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// `mlockall(flags)`.
+    Mlockall {
+        /// `MCL_*` bits.
+        flags: u64,
+    },
+    /// `munlockall()`.
+    Munlockall,
+    /// `pkey_mprotect(addr, len, prot, pkey)`.
+    PkeyMprotect {
+        /// Start.
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+        /// `PROT_*` bits.
+        prot: u64,
+        /// The protection key (`-1` for none).
+        pkey: i64,
+    },
+    /// `msync(addr, len, flags)`.
+    Msync {
+        /// Start.
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+        /// `MS_*` bits.
+        flags: u64,
+    },
     /// `madvise(addr, len, advice)`.
     Madvise {
         /// Start.
@@ -111,6 +154,8 @@ pub enum Outcome {
 pub struct Event {
     /// 1-based line where the call (or its resumption) ends.
     pub line: usize,
+    /// 1-based line where it began: `line`, or the line of its `<unfinished ...>` half.
+    pub start: usize,
     /// The thread, if the trace has a PID column.
     pub pid: Option<u32>,
     /// The call.
@@ -131,7 +176,14 @@ pub struct Trace {
 /// Parses a whole strace output.
 pub fn parse_trace(text: &str) -> Result<Trace, TraceError> {
     let mut trace = Trace::default();
-    let mut pending: BTreeMap<Option<u32>, String> = BTreeMap::new();
+    // An interrupted call takes its place where it started: it entered the kernel, and so took
+    // the mmap lock, before the calls other threads made while it was unfinished (a munmap that
+    // another thread's mmap then reuses the range of had already unmapped it). A call that lets
+    // the kernel choose where a mapping goes is the exception: where it went is known only at its
+    // end, and placing it there holds whenever it ran: every call of another thread that began
+    // before it ended, a munmap that freed its range included, comes before it.
+    let mut slots: Vec<Option<Event>> = Vec::new();
+    let mut pending: BTreeMap<Option<u32>, (String, usize, usize)> = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let bad = |reason: &str| TraceError::Malformed {
@@ -144,36 +196,58 @@ pub fn parse_trace(text: &str) -> Result<Trace, TraceError> {
             continue;
         }
         if let Some(head) = rest.strip_suffix("<unfinished ...>") {
-            pending.insert(pid, head.trim_end().to_string());
+            pending.insert(pid, (head.trim_end().to_string(), slots.len(), line));
+            slots.push(None);
             continue;
         }
         let whole;
-        let text = if let Some(tail) = rest.strip_prefix("<... ") {
+        let (text, slot, start) = if let Some(tail) = rest.strip_prefix("<... ") {
             let (_, after) = tail
                 .split_once(" resumed>")
                 .ok_or_else(|| bad("a resumption without `resumed>`"))?;
-            let head = pending
+            let (head, slot, start) = pending
                 .remove(&pid)
                 .ok_or_else(|| bad("a resumption with no unfinished call of this thread"))?;
             whole = format!("{head}{after}");
-            whole.as_str()
+            (whole.as_str(), slot, start)
         } else {
-            rest
+            slots.push(None);
+            (rest, slots.len() - 1, line)
         };
         match parse_call(text).map_err(|r| bad(&r))? {
-            Parsed::Call(call, outcome) => trace.events.push(Event {
-                line,
-                pid,
-                call,
-                outcome,
-            }),
+            Parsed::Call(call, outcome) => {
+                let slot = if start != line && chooses_address(&call) {
+                    slots.push(None);
+                    slots.len() - 1
+                } else {
+                    slot
+                };
+                slots[slot] = Some(Event {
+                    line,
+                    start,
+                    pid,
+                    call,
+                    outcome,
+                })
+            }
             Parsed::Skip(name) => *trace.skipped.entry(name).or_default() += 1,
         }
     }
+    trace.events = slots.into_iter().flatten().collect();
     Ok(trace)
 }
 
 /// Splits the PID column (`1234  ` or `[pid 1234] `) off a line.
+/// Whether the kernel chose where the call's mapping went (an mmap without `MAP_FIXED`, an
+/// mremap that may move).
+fn chooses_address(call: &Call) -> bool {
+    match call {
+        Call::Mmap { flags, .. } => flags & 0x10 == 0,
+        Call::Mremap { flags, .. } => flags & 1 != 0 && flags & 2 == 0,
+        _ => false,
+    }
+}
+
 fn split_pid(line: &str) -> Result<(Option<u32>, &str), &'static str> {
     if let Some(rest) = line.strip_prefix("[pid ") {
         let (num, rest) = rest.split_once(']').ok_or("`[pid` without `]`")?;
@@ -228,7 +302,20 @@ fn parse_call(text: &str) -> Result<Parsed, String> {
         return Ok(Parsed::Skip(format!("{name} (no result)")));
     }
     let known = [
-        "mmap", "mmap2", "munmap", "mprotect", "brk", "mremap", "madvise",
+        "mmap",
+        "mmap2",
+        "munmap",
+        "mprotect",
+        "brk",
+        "mremap",
+        "madvise",
+        "mlock",
+        "mlock2",
+        "munlock",
+        "mlockall",
+        "munlockall",
+        "pkey_mprotect",
+        "msync",
     ];
     if !known.contains(&name) {
         return Ok(Parsed::Skip(name.to_string()));
@@ -285,6 +372,54 @@ fn parse_call(text: &str) -> Result<Parsed, String> {
                 new_len: num(args[2])?,
                 flags: flags(args[3], MREMAP_NAMES)?,
                 new_addr: args.get(4).map(|a| num(a)).transpose()?,
+            }
+        }
+        "mlock" | "munlock" => {
+            want(2)?;
+            let (addr, len) = (num(args[0])?, num(args[1])?);
+            if name == "mlock" {
+                Call::Mlock {
+                    addr,
+                    len,
+                    flags: 0,
+                }
+            } else {
+                Call::Munlock { addr, len }
+            }
+        }
+        "mlock2" => {
+            want(3)?;
+            Call::Mlock {
+                addr: num(args[0])?,
+                len: num(args[1])?,
+                flags: flags(args[2], MLOCK_NAMES)?,
+            }
+        }
+        "mlockall" => {
+            want(1)?;
+            Call::Mlockall {
+                flags: flags(args[0], MCL_NAMES)?,
+            }
+        }
+        "munlockall" => {
+            want(0)?;
+            Call::Munlockall
+        }
+        "pkey_mprotect" => {
+            want(4)?;
+            Call::PkeyMprotect {
+                addr: num(args[0])?,
+                len: num(args[1])?,
+                prot: flags(args[2], PROT_NAMES)?,
+                pkey: num(args[3])? as i64,
+            }
+        }
+        "msync" => {
+            want(3)?;
+            Call::Msync {
+                addr: num(args[0])?,
+                len: num(args[1])?,
+                flags: flags(args[2], MS_NAMES)?,
             }
         }
         _ => {
@@ -432,6 +567,15 @@ pub const MREMAP_NAMES: &[(&str, u64)] = &[
     ("MREMAP_FIXED", 2),
     ("MREMAP_DONTUNMAP", 4),
 ];
+
+/// `MLOCK_*` names.
+pub const MLOCK_NAMES: &[(&str, u64)] = &[("MLOCK_ONFAULT", 1)];
+
+/// `MCL_*` names.
+pub const MCL_NAMES: &[(&str, u64)] = &[("MCL_CURRENT", 1), ("MCL_FUTURE", 2), ("MCL_ONFAULT", 4)];
+
+/// `MS_*` names.
+pub const MS_NAMES: &[(&str, u64)] = &[("MS_ASYNC", 1), ("MS_INVALIDATE", 2), ("MS_SYNC", 4)];
 
 #[cfg(test)]
 mod tests;

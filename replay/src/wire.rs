@@ -96,6 +96,9 @@ impl Writer {
     }
 }
 
+/// No string.
+const NONE: u64 = StrRef::NONE.0;
+
 /// The bytes of `before`, `trace` and `hints` for the guest.
 pub fn encode_input(before: &[MapsLine], trace: &Trace, hints: &[MapsLine]) -> Vec<u8> {
     let mut w = Writer::default();
@@ -146,9 +149,25 @@ pub fn encode_input(before: &[MapsLine], trace: &Trace, hints: &[MapsLine]) -> V
                 let text = w.str(advice);
                 (call::MADVISE, [*addr, *len, 0, 0, 0, 0], text)
             }
+            Call::Mlock { addr, len, flags } => (call::MLOCK, [*addr, *len, *flags, 0, 0, 0], NONE),
+            Call::Munlock { addr, len } => (call::MUNLOCK, [*addr, *len, 0, 0, 0, 0], NONE),
+            Call::Mlockall { flags } => (call::MLOCKALL, [*flags, 0, 0, 0, 0, 0], NONE),
+            Call::Munlockall => (call::MUNLOCKALL, [0; 6], NONE),
+            Call::PkeyMprotect {
+                addr,
+                len,
+                prot,
+                pkey,
+            } => (
+                call::PKEY_MPROTECT,
+                [*addr, *len, *prot, *pkey as u64, 0, 0],
+                NONE,
+            ),
+            Call::Msync { addr, len, flags } => (call::MSYNC, [*addr, *len, *flags, 0, 0, 0], NONE),
         };
         let r = EventRecord {
             line: ev.line as u64,
+            start: ev.start as u64,
             pid: ev.pid.map_or(u64::MAX, u64::from),
             call: kind,
             a0: a[0],
@@ -306,10 +325,33 @@ impl<'b> Reader<'b> {
                 len: r.a1,
                 advice: self.string(r.text)?,
             },
+            call::MLOCK => Call::Mlock {
+                addr: r.a0,
+                len: r.a1,
+                flags: r.a2,
+            },
+            call::MUNLOCK => Call::Munlock {
+                addr: r.a0,
+                len: r.a1,
+            },
+            call::MLOCKALL => Call::Mlockall { flags: r.a0 },
+            call::MUNLOCKALL => Call::Munlockall,
+            call::PKEY_MPROTECT => Call::PkeyMprotect {
+                addr: r.a0,
+                len: r.a1,
+                prot: r.a2,
+                pkey: r.a3 as i64,
+            },
+            call::MSYNC => Call::Msync {
+                addr: r.a0,
+                len: r.a1,
+                flags: r.a2,
+            },
             _ => return Err(WireError::Bad("call")),
         };
         Ok(Event {
             line: usize::try_from(r.line).map_err(|_| WireError::Bad("line"))?,
+            start: usize::try_from(r.start).map_err(|_| WireError::Bad("start line"))?,
             pid: u32::try_from(r.pid).ok(),
             call: c,
             outcome,

@@ -43,6 +43,24 @@ fn four_threads_allocating_and_a_realloc_through_mremap_replay_to_linuxs_maps() 
 }
 
 #[test]
+fn two_threads_racing_munmap_against_mmap_replay_to_linuxs_maps() {
+    // One thread maps, locks, protects and unmaps blocks while the other maps with no hint and
+    // gets the ranges just freed; strace interrupted hundreds of their calls.
+    let out = replay_fixture("racing").unwrap_or_else(|e| panic!("{e}"));
+    let (_, t, _) = load("racing");
+    let interrupted = t.events.iter().filter(|e| e.start != e.line).count();
+    assert!(interrupted > 100, "only {interrupted} interrupted calls");
+    let locks = t.events.iter().filter(|e| {
+        matches!(
+            e.call,
+            trace::Call::Mlock { .. } | trace::Call::Munlock { .. }
+        )
+    });
+    assert!(locks.count() >= 200);
+    assert_eq!(out.applied, t.events.len(), "{:?}", out.notes);
+}
+
+#[test]
 fn shared_anonymous_memory_split_cut_and_moved_by_mremap_replays_to_linuxs_maps() {
     let out = replay_fixture("shmem").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.applied, 6, "{:?}", out.notes);

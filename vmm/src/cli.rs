@@ -173,7 +173,7 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub compare: Option<PathBuf>,
     /// In the guest: its RAM, e.g. 256M or 1G (a multiple of 2 MiB, 16 MiB to 4 GiB). The
-    /// encoded trace (96 bytes a call) and a result buffer twice its size must fit, with 4 MiB
+    /// encoded trace (104 bytes a call) and a result buffer twice its size must fit, with 4 MiB
     /// to spare; a trace too big is refused before the guest boots (exit 2).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem, conflicts_with = "host")]
     pub mem: u64,

@@ -17,7 +17,7 @@ pub const REPLAY_MAGIC: u64 = u64::from_le_bytes(*b"MMREPLAY");
 /// "MMREPOUT": marks an output stream.
 pub const RESULT_MAGIC: u64 = u64::from_le_bytes(*b"MMREPOUT");
 /// Layout version of both streams; bumped whenever a record changes.
-pub const REPLAY_VERSION: u64 = 1;
+pub const REPLAY_VERSION: u64 = 2;
 
 /// A string in the stream's string bytes: offset in the high 32 bits, length in the low 32;
 /// [`StrRef::NONE`] for no string.
@@ -121,13 +121,27 @@ pub mod call {
     pub const MREMAP: u64 = 5;
     /// `madvise(addr, len)`; `text` is the advice's name.
     pub const MADVISE: u64 = 6;
+    /// `mlock2(addr, len, flags)` (`mlock` has flags 0).
+    pub const MLOCK: u64 = 7;
+    /// `munlock(addr, len)`.
+    pub const MUNLOCK: u64 = 8;
+    /// `mlockall(flags)`.
+    pub const MLOCKALL: u64 = 9;
+    /// `munlockall()`.
+    pub const MUNLOCKALL: u64 = 10;
+    /// `pkey_mprotect(addr, len, prot, pkey)`.
+    pub const PKEY_MPROTECT: u64 = 11;
+    /// `msync(addr, len, flags)`.
+    pub const MSYNC: u64 = 12;
 }
 
 words_record! {
     /// One traced call and its result.
     EventRecord {
-        /// Trace line of the call.
+        /// Trace line of the call (where it ended).
         line,
+        /// Trace line where it began (`line` unless another thread interrupted it).
+        start,
         /// Thread id, `u64::MAX` when the trace has none.
         pid,
         /// One of [`call`].

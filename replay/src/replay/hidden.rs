@@ -99,19 +99,6 @@ impl Replayer<'_, '_> {
         account | if stack { VM_NOHUGEPAGE } else { 0 }
     }
 
-    /// Applies mprotect's accounting to `[start, start + len)`, given the pieces' flags before.
-    pub(super) fn mprotect_hidden(&mut self, before: &[(VirtAddr, VirtAddr, u64)], prot: Prot) {
-        if !prot.contains(Prot::WRITE) {
-            return;
-        }
-        let blocks = VM_ACCOUNT | VM_NORESERVE | VmFlags::WRITE.0 | VmFlags::SHARED.0;
-        for &(s, e, old) in before {
-            if old & blocks == 0 {
-                self.add_hidden(s, e, VM_ACCOUNT);
-            }
-        }
-    }
-
     /// Accounts the heap's new pages after the break moved up from `old` to `new`.
     pub(super) fn brk_hidden(&mut self, old: VirtAddr, new: VirtAddr) {
         let (old, new) = (page_end(old, 0), page_end(new, 0));

@@ -1,12 +1,13 @@
 //! `madvise`, through mm-core's own: advice that drops pages zaps them (the VMAs stay), advice
 //! that changes `vm_flags` splits and merges VMAs as Linux's `madvise_update_vma` does.
 
-use alloc::string::{String, ToString};
+use alloc::string::String;
 
 use mm_core::mm::Advice;
 use mm_core::VirtAddr;
 
-use super::{expect_same, Replayer};
+use super::{expect_same, failure, Replayer};
+use crate::trace::Outcome;
 
 impl Replayer<'_, '_> {
     /// Applies `madvise(addr, len, advice)`; mm-core must fail where Linux failed.
@@ -15,7 +16,7 @@ impl Replayer<'_, '_> {
         addr: u64,
         len: u64,
         advice: &str,
-        failed: bool,
+        linux: &Outcome,
     ) -> Result<(), String> {
         let Some(advice) = Advice::from_name(advice) else {
             self.note("madvise with unknown advice not replayed");
@@ -23,7 +24,7 @@ impl Replayer<'_, '_> {
         };
         let start = VirtAddr(self.shift.to_mm(addr));
         let got = self.mm.madvise(self.k, start, len, advice);
-        expect_same("madvise", got.map_err(|e| e.to_string()), failed)?;
+        expect_same("madvise", got.map_err(failure), linux)?;
         self.applied += 1;
         Ok(())
     }

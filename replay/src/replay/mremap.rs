@@ -2,12 +2,12 @@
 //! there (`MREMAP_FIXED`), so both address spaces stay the same.
 
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use mm_core::mm::MremapFlags;
 use mm_core::VirtAddr;
 
-use super::{expect_same, page_end, Replayer};
-use crate::trace::Call;
+use super::{expect_same, failure, page_end, Replayer};
+use crate::trace::{Call, Outcome};
 
 impl Replayer<'_, '_> {
     /// Applies `mremap`; mm-core must fail where Linux failed and end where Linux's mapping ended.
@@ -22,10 +22,6 @@ impl Replayer<'_, '_> {
         else {
             return Ok(());
         };
-        if flags & MremapFlags::DONTUNMAP.0 != 0 {
-            self.note("MREMAP_DONTUNMAP not replayed (mm-core has none)");
-            return Ok(());
-        }
         let (k, shift) = (self.k, self.shift);
         let old = VirtAddr(shift.to_mm(old_addr));
         let (mut flags, mut to) = (
@@ -41,9 +37,12 @@ impl Replayer<'_, '_> {
             }
         }
         let got = self.mm.mremap(k, old, old_len, new_len, flags, to);
-        let at = got.map_err(|e| e.to_string());
-        let failed = linux.is_err();
-        expect_same("mremap", at.clone().map(|_| ()), failed)?;
+        let at = got.map_err(failure);
+        let outcome = match &linux {
+            Ok(v) => Outcome::Ok(*v),
+            Err(e) => Outcome::Err(e.clone()),
+        };
+        expect_same("mremap", at.clone().map(|_| ()), &outcome)?;
         if let (Ok(at), Ok(ret)) = (at, linux) {
             if at.0 != shift.to_mm(ret) {
                 return Err(format!(

@@ -56,7 +56,7 @@ impl Replayer<'_, '_> {
                     f.contains(VmFlags::READ),
                     f.contains(VmFlags::WRITE),
                     f.contains(VmFlags::EXEC),
-                    f.contains(VmFlags::SHARED),
+                    f.contains(VmFlags::SHARED) || f.contains(VmFlags::MAYSHARE),
                 ],
                 offset,
                 dev,

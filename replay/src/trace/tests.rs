@@ -111,35 +111,111 @@ fn unfinished_and_resumed_halves_join_per_thread() {
     )
     .expect("parses");
     assert_eq!(t.events.len(), 2);
-    assert_eq!((t.events[0].pid, t.events[0].line), (Some(10), 3));
-    assert!(matches!(
+    // The munmap began before the mmap, which let the kernel choose, ended: it comes first.
+    assert_eq!(
         t.events[0].call,
+        Call::Munmap {
+            addr: 0x7f00_0000_0000,
+            len: 4096
+        }
+    );
+    assert_eq!((t.events[1].pid, t.events[1].line), (Some(10), 3));
+    assert!(matches!(
+        t.events[1].call,
         Call::Mmap {
             len: 4096,
             flags: 0x22,
             ..
         }
     ));
-    assert_eq!(
-        t.events[1].call,
-        Call::Munmap {
-            addr: 0x7f00_0000_0000,
-            len: 4096
-        }
-    );
 }
 
 #[test]
 fn exit_and_signal_lines_are_skipped_and_unknown_calls_counted() {
     let t = parse_trace(
         "5 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED} ---\n\
-         5 mlock(0x7f0000000000, 4096) = 0\n\
-         5 mlock(0x7f0000000000, 4096) = 0\n\
+         5 mincore(0x7f0000000000, 4096, [1]) = 0\n\
+         5 mincore(0x7f0000000000, 4096, [1]) = 0\n\
          5 +++ exited with 0 +++\n",
     )
     .expect("parses");
     assert!(t.events.is_empty());
-    assert_eq!(t.skipped.get("mlock"), Some(&2));
+    assert_eq!(t.skipped.get("mincore"), Some(&2));
+}
+
+#[test]
+fn the_lock_calls_pkey_mprotect_and_msync_are_parsed() {
+    let t = parse_trace(
+        "5 mlock(0x7f0000000000, 4096) = 0\n\
+         5 mlock2(0x7f0000000000, 4096, MLOCK_ONFAULT) = 0\n\
+         5 munlock(0x7f0000000000, 8192) = -1 ENOMEM (Cannot allocate memory)\n\
+         5 mlockall(MCL_CURRENT|MCL_FUTURE) = 0\n\
+         5 munlockall() = 0\n\
+         5 pkey_mprotect(0x7f0000000000, 4096, PROT_READ, 0) = -1 EINVAL (Invalid argument)\n\
+         5 msync(0x7f0000000000, 4096, MS_ASYNC|MS_INVALIDATE) = 0\n",
+    )
+    .expect("parses");
+    let calls: Vec<&Call> = t.events.iter().map(|e| &e.call).collect();
+    let a = 0x7f00_0000_0000;
+    assert_eq!(
+        calls[1],
+        &Call::Mlock {
+            addr: a,
+            len: 4096,
+            flags: 1
+        }
+    );
+    assert_eq!(calls[3], &Call::Mlockall { flags: 3 });
+    assert_eq!(calls[4], &Call::Munlockall);
+    assert_eq!(
+        calls[5],
+        &Call::PkeyMprotect {
+            addr: a,
+            len: 4096,
+            prot: 1,
+            pkey: 0
+        }
+    );
+    assert_eq!(
+        calls[6],
+        &Call::Msync {
+            addr: a,
+            len: 4096,
+            flags: 3
+        }
+    );
+    assert_eq!(t.events[2].outcome, Outcome::Err("ENOMEM".into()));
+}
+
+#[test]
+fn an_interrupted_call_takes_its_place_where_it_started() {
+    // Thread 7's munmap entered the kernel first: thread 8's mmap, which reuses its range,
+    // comes after it.
+    let t = parse_trace(
+        "7 munmap(0x7f0000000000, 4096 <unfinished ...>\n\
+         8 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n\
+         7 <... munmap resumed>) = 0\n",
+    )
+    .expect("parses");
+    assert!(matches!(t.events[0].call, Call::Munmap { .. }));
+    assert_eq!(t.events[0].line, 3, "the line is where the call ended");
+    assert!(matches!(t.events[1].call, Call::Mmap { .. }));
+}
+
+#[test]
+fn an_interrupted_mmap_the_kernel_placed_takes_its_place_where_it_ended() {
+    // Thread 8's mmap was running when thread 7 mapped and unmapped the range it then got: it
+    // comes after both.
+    let t = parse_trace(
+        "8 mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0 <unfinished ...>\n\
+         7 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000001000\n\
+         7 munmap(0x7f0000001000, 4096) = 0\n\
+         8 <... mmap resumed>) = 0x7f0000000000\n",
+    )
+    .expect("parses");
+    let pids: Vec<_> = t.events.iter().map(|e| e.pid).collect();
+    assert_eq!(pids, [Some(7), Some(7), Some(8)]);
+    assert_eq!((t.events[2].start, t.events[2].line), (1, 4));
 }
 
 #[test]
