@@ -286,8 +286,18 @@ impl Mm {
             // The old range stays mapped, empty, and is no longer locked or accounted.
             let clear = VmFlags::LOCKED.0 | VmFlags::LOCKONFAULT.0 | VmFlags::ACCOUNT.0;
             if let Some(src) = self.vma_at(old) {
-                let flags = VmFlags(src.get().flags().0 & !clear);
-                let _ = self.modify_flags(k, src, old, old + old_len, flags, |_, _, _| {});
+                let was = src.get().flags();
+                let flags = VmFlags(was.0 & !clear);
+                if self
+                    .modify_flags(k, src, old, old + old_len, flags, |_, _, _| {})
+                    .is_ok()
+                    && was.contains(VmFlags::LOCKED)
+                {
+                    // The new VMA counts the locked pages now.
+                    let raw = self.raw();
+                    let pages = old_len >> PAGE_SHIFT;
+                    raw.locked_vm.set(raw.locked_vm.get().saturating_sub(pages));
+                }
             }
         } else if old_len > 0 {
             // The old range is empty now: unmapping it frees its tables, checked like any munmap.

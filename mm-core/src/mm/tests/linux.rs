@@ -297,3 +297,23 @@ fn anonymous_neighbours_differing_only_in_access_share_an_anon_vma_so_they_can_m
     mm.destroy(&k);
     assert_eq!(ram.frames_in_use(), 0);
 }
+
+#[test]
+fn mremap_dontunmap_of_a_locked_range_leaves_the_old_range_mapped_unlocked_and_the_count_exact() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let locked = MapFlags(ANON_FIXED.0 | MapFlags::LOCKED.0);
+    mm.mmap(&k, VirtAddr(BASE), 2 * P, Prot::RW, locked, None, 0)
+        .expect("mmap");
+    let dontunmap = MremapFlags(MremapFlags::MAYMOVE.0 | MremapFlags::DONTUNMAP.0);
+    let to = mm
+        .mremap(&k, VirtAddr(BASE), 2 * P, 2 * P, dontunmap, VirtAddr(0))
+        .expect("mremap");
+    assert_ne!(to, VirtAddr(BASE));
+    assert!(!flags(&mm, BASE).contains(VmFlags::LOCKED));
+    assert!(flags(&mm, to.0).contains(VmFlags::LOCKED));
+    assert_eq!(mm.raw().locked_vm.get(), 2);
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
