@@ -61,7 +61,7 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
     ];
     let (stdout, stderr) = expect_exit(&args, 0);
     assert!(
-        stderr.contains("in all on this machine") && stderr.contains("bench: [1/8] boot"),
+        stderr.contains("in all on this machine") && stderr.contains("bench: [1/9] boot"),
         "the bench says up front how long it takes and which row runs: {stderr}"
     );
     for section in [
@@ -72,6 +72,7 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
         "exit_mmap with n VMAs — mm-core",
         "mm workloads in the guest",
         "campaign throughput",
+        "difftest (mm-core's host build",
     ] {
         assert!(
             stdout.contains(section),
@@ -92,6 +93,14 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
     );
     assert_workload_rows(&report["mm_workloads"]["rows"], "mm-core");
     assert_eq!(report["mm_workloads"]["leaked_frames"], 0, "{report}");
+    let difftest = &report["difftest"];
+    assert_eq!(difftest["seeds"], 40, "{report}");
+    assert!(
+        difftest["seeds_per_minute"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{report}"
+    );
     assert_workload_rows(&report["guest_workloads"]["rows"], "guest");
     let label = report["guest_workloads"]["platform"].as_str().unwrap_or("");
     assert!(

@@ -32,7 +32,24 @@ pub enum RowKind {
     Guest(bool),
     /// A campaign of this scenario over this many seeds.
     Campaign(&'static str, u64),
+    /// `vmm difftest` (host build against this machine's Linux) over this many seeds.
+    Difftest(u64),
 }
+
+/// The difftest row's seeds (of [`DIFFTEST_CALLS`] calls each).
+pub fn difftest_seeds(quick: bool) -> u64 {
+    if quick {
+        40
+    } else {
+        2000
+    }
+}
+
+/// Calls per difftest seed, as `vmm difftest`'s default.
+pub const DIFFTEST_CALLS: usize = 200;
+
+/// What one difftest seed costs one CPU here (measured: about 3,000 seeds a minute on 2 cores).
+const DIFFTEST_SEED: Duration = Duration::from_millis(40);
 
 /// A row with its name, estimate and watchdog.
 #[derive(Clone, Debug)]
@@ -140,6 +157,9 @@ impl Calibration {
                 let seeds = u32::try_from(seeds).unwrap_or(u32::MAX);
                 self.campaign_seed[i] * seeds / jobs.max(1)
             }
+            RowKind::Difftest(seeds) => {
+                DIFFTEST_SEED * u32::try_from(seeds).unwrap_or(u32::MAX) / jobs.max(1)
+            }
         }
     }
 }
@@ -170,6 +190,10 @@ pub fn rows(
             format!("campaign-{scenario}"),
         ));
     }
+    kinds.push((
+        RowKind::Difftest(difftest_seeds(quick)),
+        "difftest".to_string(),
+    ));
     kinds
         .into_iter()
         .map(|(kind, name)| {
@@ -286,7 +310,8 @@ mod tests {
                 "guest",
                 "campaign-munmap-whole",
                 "campaign-mm-smoke",
-                "campaign-race-exit"
+                "campaign-race-exit",
+                "difftest"
             ]
         );
     }

@@ -32,6 +32,21 @@ pub struct CampaignRate {
     pub runs_per_minute: f64,
 }
 
+/// `vmm difftest`'s rate on the host build.
+#[derive(Clone, Debug)]
+pub struct DifftestRate {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Calls per seed.
+    pub calls: usize,
+    /// Seeds whose every call agreed with Linux.
+    pub clean: u64,
+    /// Seeds where a call did not.
+    pub diverged: u64,
+    /// Throughput, seeds per minute on every CPU.
+    pub seeds_per_minute: f64,
+}
+
 /// A row that did not measure: what failed and the command that reproduces it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowFailure {
@@ -73,6 +88,8 @@ pub struct Suite {
     pub guest: Option<GuestBench>,
     /// Campaign throughput.
     pub campaigns: Vec<CampaignRate>,
+    /// Difftest throughput.
+    pub difftest: Option<DifftestRate>,
     /// Rows that failed, in the order they ran.
     pub failures: Vec<RowFailure>,
     /// Rows not run yet.
@@ -131,6 +148,7 @@ pub fn run(
         mm: None,
         guest: None,
         campaigns: Vec::new(),
+        difftest: None,
         failures: Vec::new(),
         pending: rows.iter().map(|r| r.name.clone()).collect(),
     };
@@ -266,8 +284,42 @@ fn measure(
                 runs_per_minute: result.runs_per_minute(),
             });
         }
+        RowKind::Difftest(seeds) => suite.difftest = Some(difftest_row(vmm_exe, seeds, jobs)?),
     }
     Ok(())
+}
+
+/// The difftest row: `seeds` seeds of the default size, host build against this machine's Linux.
+fn difftest_row(vmm_exe: &Path, seeds: u64, jobs: usize) -> Result<DifftestRate, BenchError> {
+    use crate::difftest::{run, Outcome};
+    let config = run::Config {
+        exe: vmm_exe.to_path_buf(),
+        seeds: SeedRange {
+            start: 0,
+            end: seeds,
+        },
+        calls: plan::DIFFTEST_CALLS,
+        jobs,
+        classes: Default::default(),
+        json: None,
+    };
+    let (results, secs) = run::run_seeds(&config, false);
+    let count = |f: fn(&Outcome) -> bool| results.iter().filter(|(_, o)| f(o)).count() as u64;
+    if let Some((seed, Outcome::Error(e))) =
+        results.iter().find(|(_, o)| matches!(o, Outcome::Error(_)))
+    {
+        return Err(BenchError::Child {
+            command: format!("{} difftest --seeds {seed}", vmm_exe.display()),
+            reason: e.clone(),
+        });
+    }
+    Ok(DifftestRate {
+        seeds,
+        calls: plan::DIFFTEST_CALLS,
+        clean: count(|o| matches!(o, Outcome::Clean)),
+        diverged: count(|o| matches!(o, Outcome::Diverged(_))),
+        seeds_per_minute: results.len() as f64 / secs.max(1e-9) * 60.0,
+    })
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -308,6 +360,15 @@ impl fmt::Display for Suite {
                 c.failed,
                 verdict(c.runs_per_minute >= CAMPAIGN_GOAL)
             )?;
+        }
+        match &self.difftest {
+            Some(d) => writeln!(
+                f,
+                "difftest (mm-core's host build against this machine's Linux, every CPU): {} seeds \
+                 of {} calls, {:.0} seeds/minute, {} clean, {} diverged (docs/difftest.md)",
+                d.seeds, d.calls, d.seeds_per_minute, d.clean, d.diverged
+            )?,
+            None => writeln!(f, "difftest: not measured")?,
         }
         if !self.failures.is_empty() {
             writeln!(f)?;
@@ -382,6 +443,14 @@ impl Suite {
                 "runs_per_minute": c.runs_per_minute,
                 "goal_met": c.runs_per_minute >= CAMPAIGN_GOAL,
             })).collect::<Vec<_>>(),
+            "difftest": self.difftest.as_ref().map(|d| json!({
+                "mode": "host",
+                "seeds": d.seeds,
+                "calls": d.calls,
+                "clean": d.clean,
+                "diverged": d.diverged,
+                "seeds_per_minute": d.seeds_per_minute,
+            })),
         })
     }
 

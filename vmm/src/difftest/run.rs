@@ -104,14 +104,15 @@ pub struct Config {
     pub json: Option<PathBuf>,
 }
 
-/// Runs the seeds; returns the exit status (0 every seed clean, 1 otherwise).
-pub fn seeds(config: &Config) -> u8 {
+/// Runs the seeds of `config` on `config.jobs` threads, with a progress line on stderr if
+/// `progress`; returns each seed's outcome, in seed order, and the seconds it took.
+pub fn run_seeds(config: &Config, progress: bool) -> (Vec<(u64, Outcome)>, f64) {
     let started = Instant::now();
     let SeedRange { start, end } = config.seeds;
     let total = end - start;
     let next = AtomicU64::new(start);
     let results: Mutex<Vec<(u64, Outcome)>> = Mutex::new(Vec::new());
-    let progress = Mutex::new(Progress::stderr("difftest", total, Lines::EachTenth));
+    let bar = progress.then(|| Mutex::new(Progress::stderr("difftest", total, Lines::EachTenth)));
     let diverged = AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..config
@@ -129,7 +130,7 @@ pub fn seeds(config: &Config) -> u8 {
                     diverged.fetch_add(1, Ordering::Relaxed);
                 }
                 let bad = diverged.load(Ordering::Relaxed);
-                if let Ok(mut p) = progress.lock() {
+                if let Some(Ok(mut p)) = bar.as_ref().map(Mutex::lock) {
                     p.step(&format!(" seeds, {bad} not clean"));
                 }
                 if let Ok(mut r) = results.lock() {
@@ -138,12 +139,18 @@ pub fn seeds(config: &Config) -> u8 {
             });
         }
     });
-    if let Ok(p) = progress.into_inner() {
+    if let Some(Ok(p)) = bar.map(Mutex::into_inner) {
         p.finish();
     }
     let mut results = results.into_inner().unwrap_or_default();
     results.sort_by_key(|(seed, _)| *seed);
-    let secs = started.elapsed().as_secs_f64();
+    (results, started.elapsed().as_secs_f64())
+}
+
+/// Runs the seeds; returns the exit status (0 every seed clean, 1 otherwise).
+pub fn seeds(config: &Config) -> u8 {
+    let SeedRange { start, end } = config.seeds;
+    let (results, secs) = run_seeds(config, true);
     let (mut clean, mut bad, mut errors) = (0, 0, 0);
     for (seed, outcome) in &results {
         match outcome {
