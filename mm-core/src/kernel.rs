@@ -224,6 +224,16 @@ impl<'a> Kernel<'a> {
         self.hooks.tlb_flushed(self, &FlushEvent { mm, start, end });
     }
 
+    /// The zero page, if the allocator has one.
+    pub fn zero_page(&self) -> Option<PhysAddr> {
+        self.frames.zero_page()
+    }
+
+    /// Whether `frame` is the zero page.
+    pub fn is_zero_page(&self, frame: PhysAddr) -> bool {
+        self.page(frame).page_flags().contains(PageFlags::ZERO)
+    }
+
     /// Fills `frame` with zeroes.
     pub(crate) fn zero_frame(&self, frame: PhysAddr) {
         let p = self.phys.frame_ptr(frame);

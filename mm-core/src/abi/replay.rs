@@ -238,7 +238,7 @@ mod tests {
             ..EventRecord::default()
         };
         assert_eq!(EventRecord::from_words(&r.to_words()), r);
-        assert_eq!(EventRecord::WORDS, 12);
+        assert_eq!(EventRecord::WORDS, 13);
         assert_eq!(StrRef(r.text).get(), Some((3, 9)));
         assert_eq!(StrRef::NONE.get(), None);
     }

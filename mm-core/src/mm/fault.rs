@@ -66,7 +66,14 @@ impl Mm {
         // anon_vma_prepare takes the anon_vma lock, which ranks above the page-table lock: do it
         // before taking that, whenever the fault may end with an anonymous page.
         let private = !flags.contains(VmFlags::SHARED);
-        let may_need_anon = vma.get().file().is_none() || (access == Access::Write && private);
+        let anonymous = vma.get().file().is_none();
+        // A read of never-written anonymous memory maps the zero page (Linux's
+        // `do_anonymous_page`): no page of its own, and no anon_vma, so the VMA still merges with
+        // anything an unfaulted one would.
+        let zero = k
+            .zero_page()
+            .filter(|_| anonymous && access != Access::Write);
+        let may_need_anon = (anonymous && zero.is_none()) || (access == Access::Write && private);
         if may_need_anon && !anon_vma_prepare(k, vma) {
             return Err(FaultError::Oom);
         }
@@ -75,6 +82,11 @@ impl Mm {
         let _ptl = raw.page_table_lock.lock(k);
         let e = slot.read(k);
         if !e.holds_frame() {
+            if let Some(zero) = zero {
+                let f = leaf_flags(flags, false) | PteFlags::ACCESSED;
+                slot.write(k, PageTableEntry::new(zero, f));
+                return Ok(());
+            }
             return self.do_no_page(k, vma, addr, slot, access);
         }
         if !e.is_present() {
@@ -205,6 +217,17 @@ impl Mm {
         if reuse {
             let f = e.flags() | PteFlags::WRITABLE | PteFlags::ACCESSED | PteFlags::DIRTY;
             slot.write(k, e.with_flags(f));
+            return Ok(());
+        }
+        if k.is_zero_page(old) {
+            // A write to the zero page: a zeroed page of the VMA's own (its anon_vma is ready).
+            slot.write(k, PageTableEntry::NONE);
+            if let Err(err) = self.map_new_anon(k, vma, addr, slot, None) {
+                slot.write(k, e);
+                return Err(err);
+            }
+            let raw = self.raw();
+            k.flush_tlb_range(raw.addr(), raw.pgd(), addr, addr + PAGE_SIZE);
             return Ok(());
         }
         // Copy-on-write of a page-cache page in a private mapping.

@@ -282,29 +282,28 @@ impl Mm {
             raw.locked_vm.add(pages);
         }
         move_ptes(k, self, vma, old, old + old_len, to);
-        if dontunmap {
-            // The old range stays mapped, empty, and is no longer locked or accounted.
-            let clear = VmFlags::LOCKED.0 | VmFlags::LOCKONFAULT.0 | VmFlags::ACCOUNT.0;
-            if let Some(src) = self.vma_at(old) {
-                let was = src.get().flags();
-                let flags = VmFlags(was.0 & !clear);
-                if self
-                    .modify_flags(k, src, old, old + old_len, flags, |_, _, _| {})
-                    .is_ok()
-                    && was.contains(VmFlags::LOCKED)
-                {
-                    // The new VMA counts the locked pages now.
-                    let raw = self.raw();
-                    let pages = old_len >> PAGE_SHIFT;
-                    raw.locked_vm.set(raw.locked_vm.get().saturating_sub(pages));
-                }
-            }
-        } else if old_len > 0 {
+        if !dontunmap && old_len > 0 {
             // The old range is empty now: unmapping it frees its tables, checked like any munmap.
             self.munmap(k, old, old_len)
                 .map_err(|_| MremapError::NoMemory)?;
         }
         self.merge_with_neighbours(k, new);
+        if dontunmap {
+            // The old range stays mapped, empty; the whole VMA holding it (into which the new one
+            // may just have merged) is no longer locked or accounted, unsplit, as Linux's
+            // `dontunmap_complete` clears the flags of the VMA it has.
+            if let Some(src) = self.vma_at(old) {
+                let v = src.get();
+                let was = v.flags();
+                let clear = VmFlags::LOCKED.0 | VmFlags::LOCKONFAULT.0 | VmFlags::ACCOUNT.0;
+                v.vm_flags.set(was.0 & !clear);
+                if was.contains(VmFlags::LOCKED) {
+                    let raw = self.raw();
+                    raw.locked_vm
+                        .set(raw.locked_vm.get().saturating_sub(v.pages()));
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -9,12 +9,25 @@ use crate::kernel::Kernel;
 use crate::mm::file::MappingPtr;
 use crate::mm::kobj::KPtr;
 use crate::mm::mm_struct::MmStruct;
-use crate::mm::unmap::zap_range;
+use crate::mm::unmap::zap_range_where;
 use crate::paging::MmuGather;
+use crate::phys::PageFlags;
 
 /// Zaps, in every VMA mapping `mapping`, the PTEs of page offsets `[first, last]` — including
 /// private copies made from them (Linux's `unmap_mapping_range` with `even_cows`).
 pub fn unmap_mapping_range(k: &Kernel<'_>, mapping: MappingPtr, first: u64, last: u64) {
+    unmap_mapping_pages(k, mapping, first, last, true);
+}
+
+/// [`unmap_mapping_range`]; without `even_cows`, the private copies stay mapped (a private
+/// mapping keeps what it wrote when the file's pages go, as after a hole is punched).
+fn unmap_mapping_pages(
+    k: &Kernel<'_>,
+    mapping: MappingPtr,
+    first: u64,
+    last: u64,
+    even_cows: bool,
+) {
     let i_mmap = mapping.get().lock_i_mmap(k);
     for vma in i_mmap.vmas_overlapping(first, last) {
         k.hooks().walker_point(k, WalkerPoint::TruncateVma);
@@ -29,7 +42,10 @@ pub fn unmap_mapping_range(k: &Kernel<'_>, mapping: MappingPtr, first: u64, last
         };
         let mm = mm.get();
         let mut tlb = MmuGather::new(mm.addr(), mm.pgd());
-        zap_range(k, mm, &mut tlb, start, end_page + crate::addr::PAGE_SIZE);
+        let end = end_page + crate::addr::PAGE_SIZE;
+        zap_range_where(k, mm, &mut tlb, start, end, |frame| {
+            even_cows || !k.page(frame).page_flags().contains(PageFlags::ANON)
+        });
         tlb.finish(k);
     }
 }
@@ -51,10 +67,10 @@ pub fn vmtruncate(k: &Kernel<'_>, mapping: MappingPtr, new_size_pages: u64) {
 
 /// Frees page offsets `[first, last]` of the file, keeping its size (`fallocate` with
 /// `FALLOC_FL_PUNCH_HOLE`, what `MADV_REMOVE` does): zaps every mapping of them, then drops them
-/// from the page cache; the next touch reads zeroes. Private copies made from them go too (Linux
-/// keeps those: a known difference, docs/difftest.md).
+/// from the page cache; the next touch reads zeroes. Private copies made from them stay (Linux's
+/// `shmem_fallocate`: `unmap_mapping_range` without `even_cows`).
 pub fn punch_hole(k: &Kernel<'_>, mapping: MappingPtr, first: u64, last: u64) {
-    unmap_mapping_range(k, mapping, first, last);
+    unmap_mapping_pages(k, mapping, first, last, false);
     let m = mapping.get();
     for (pgoff, _) in m.cached_from(first) {
         if pgoff > last {

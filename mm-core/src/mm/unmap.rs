@@ -6,7 +6,9 @@
 //! pages) → `remove_vma` (close, fput, free). Truncate and rmap walk page tables without `mmap_sem`,
 //! so a VMA must be out of their reach before the tables under it are freed.
 
-use crate::addr::{VirtAddr, FIRST_USER_ADDRESS, PAGE_SIZE, PMD_SIZE, TASK_SIZE, USER_BASE};
+use crate::addr::{
+    PhysAddr, VirtAddr, FIRST_USER_ADDRESS, PAGE_SIZE, PMD_SIZE, TASK_SIZE, USER_BASE,
+};
 use crate::kernel::Kernel;
 use crate::mm::anon::anon_vma_unlink;
 use crate::mm::error::MunmapError;
@@ -27,12 +29,28 @@ pub(crate) fn zap_range(
     start: VirtAddr,
     end: VirtAddr,
 ) {
+    zap_range_where(k, mm, tlb, start, end, |_| true);
+}
+
+/// [`zap_range`], for the leaves whose frame `zap` accepts only (the rest stay mapped).
+pub(crate) fn zap_range_where(
+    k: &Kernel<'_>,
+    mm: &MmStruct,
+    tlb: &mut MmuGather,
+    start: VirtAddr,
+    end: VirtAddr,
+    zap: impl Fn(PhysAddr) -> bool,
+) {
     let _ptl = mm.page_table_lock.lock(k);
     walk::for_each_leaf(k, mm.pgd(), start, end, &mut |va, slot, e| {
-        if !e.holds_frame() {
+        if !e.holds_frame() || !zap(e.frame()) {
             return;
         }
         slot.write(k, PageTableEntry::NONE);
+        if k.is_zero_page(e.frame()) {
+            tlb.unmap_zero_page(va);
+            return;
+        }
         page_remove_rmap(k, mm, e.frame());
         tlb.remove_page(e.frame(), va);
     });

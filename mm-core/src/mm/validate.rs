@@ -342,6 +342,16 @@ impl Mm {
                     });
                 }
                 let page = k.page(e.frame());
+                if page.page_flags().contains(PageFlags::ZERO) {
+                    // Only ever read-only, in private anonymous memory; in no rmap and no rss.
+                    if f.contains(PteFlags::WRITABLE) || v.file().is_some() {
+                        out.push(Violation::PteTooPermissive {
+                            va: va.0,
+                            vma: vma.addr(),
+                        });
+                    }
+                    return;
+                }
                 let index_ok = page.index.get() == v.linear_page_index(VirtAddr(va.0));
                 let reachable = if page.page_flags().contains(PageFlags::ANON) {
                     anon += 1;

@@ -73,6 +73,12 @@ impl MmuGather {
         self.pages.push(frame);
     }
 
+    /// Records that the zero page was unmapped at `va`: the range needs its flush, but the page
+    /// has no reference to drop.
+    pub fn unmap_zero_page(&mut self, va: VirtAddr) {
+        self.track(va, va + crate::addr::PAGE_SIZE);
+    }
+
     /// Queues a page-table page that was just unhooked from its parent (Linux's `pte_free_tlb` and
     /// friends). Under [`Variant::FreeBeforeFlush`] it is freed at once instead.
     pub fn free_table(&mut self, k: &Kernel<'_>, ev: TableEvent) {

@@ -23,6 +23,12 @@ pub trait FrameAllocator {
     /// from here, SimRam poisons page tables whole), and must reset it to a free frame
     /// (`page.reset(PageFlags(0))`) before the frame can be handed out again.
     fn free_frame(&self, frame: PhysAddr, page: &Page);
+    /// The zero page: a zeroed frame, never handed out by [`FrameAllocator::alloc_frame`], whose
+    /// `Page` says [`PageFlags::ZERO`]. `None` (the default) makes anonymous read faults allocate
+    /// a page of their own, as writes do.
+    fn zero_page(&self) -> Option<PhysAddr> {
+        None
+    }
 }
 
 /// Access to physical memory from the kernel's address space.

@@ -31,6 +31,9 @@ impl PageFlags {
     pub const ANON: Self = Self(1 << 2);
     /// The frame is in a file's page cache.
     pub const PAGECACHE: Self = Self(1 << 3);
+    /// The shared zero page: mapped read-only wherever never-written private anonymous memory is
+    /// read, never counted in rss, never in rmap, never freed (Linux's `ZERO_PAGE`).
+    pub const ZERO: Self = Self(1 << 4);
 
     /// Where a page-table frame keeps its level (1 = PTE table … 4 = PGD).
     pub const TABLE_LEVEL_SHIFT: u32 = 8;

@@ -37,12 +37,10 @@ pub struct SimRam {
 }
 
 impl SimRam {
-    /// RAM of `nr_frames` frames, all free.
+    /// RAM of `nr_frames` frames, all free, and one more: the zero page, not counted in use.
     pub fn new(nr_frames: usize) -> Self {
-        let layout = match Layout::from_size_align(
-            nr_frames.max(1) * PAGE_SIZE as usize,
-            PAGE_SIZE as usize,
-        ) {
+        let total = nr_frames + 1;
+        let layout = match Layout::from_size_align(total * PAGE_SIZE as usize, PAGE_SIZE as usize) {
             Ok(l) => l,
             Err(_) => panic!("SimRam of {nr_frames} frames does not fit the address space"),
         };
@@ -52,17 +50,25 @@ impl SimRam {
             Some(p) => p,
             None => alloc::alloc::handle_alloc_error(layout),
         };
-        for i in 0..nr_frames {
-            // SAFETY: i < nr_frames keeps the byte inside the arena, which nothing else uses yet.
+        for i in 0..total {
+            // SAFETY: i < total keeps the byte inside the arena, which nothing else uses yet.
             unsafe { arena.as_ptr().add(i * PAGE_SIZE as usize).write_volatile(0) };
         }
         Self {
             arena,
             layout,
-            pages: (0..nr_frames).map(|_| Page::default()).collect(),
+            pages: (0..total)
+                .map(|i| {
+                    let p = Page::default();
+                    if i == nr_frames {
+                        p.reset(PageFlags(PageFlags::ALLOCATED.0 | PageFlags::ZERO.0));
+                    }
+                    p
+                })
+                .collect(),
             // Hand out low frames first: reversed so `pop` yields frame 0 first.
             free: RefCell::new((0..nr_frames as u32).rev().collect()),
-            in_use: RefCell::new(alloc::vec![false; nr_frames]),
+            in_use: RefCell::new(alloc::vec![false; total]),
             allocs: Cell::new(0),
             frees: Cell::new(0),
             limit: Cell::new(u64::MAX),
@@ -117,10 +123,15 @@ impl FrameAllocator for SimRam {
         Some(SIM_RAM_BASE + i as u64 * PAGE_SIZE)
     }
 
+    fn zero_page(&self) -> Option<PhysAddr> {
+        Some(SIM_RAM_BASE + (self.pages.len() as u64 - 1) * PAGE_SIZE)
+    }
+
     fn free_frame(&self, frame: PhysAddr, page: &Page) {
         let Some(i) = self.index(frame) else {
             panic!("SimRam: free of foreign frame {frame}");
         };
+        assert!(i + 1 < self.pages.len(), "SimRam: free of the zero page");
         let mut in_use = self.in_use.borrow_mut();
         assert!(in_use[i], "SimRam: double free of frame {frame}");
         in_use[i] = false;

@@ -317,3 +317,76 @@ fn mremap_dontunmap_of_a_locked_range_leaves_the_old_range_mapped_unlocked_and_t
     mm.destroy(&k);
     assert_eq!(ram.frames_in_use(), 0);
 }
+
+#[test]
+fn a_read_of_never_written_anonymous_memory_maps_the_zero_page_and_gives_no_anon_vma() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    map(&k, &mut mm, 0, 2, Prot::READ);
+    map(&k, &mut mm, 2, 2, Prot::RW);
+    touch(&k, &mut mm, BASE + 2 * P, 1);
+    let frames = ram.frames_in_use();
+    mm.handle_mm_fault(&k, VirtAddr(BASE), Access::Read)
+        .expect("read");
+    assert_eq!(ram.frames_in_use(), frames, "no page of its own");
+    assert!(mm
+        .vma_at(VirtAddr(BASE))
+        .expect("vma")
+        .get()
+        .anon()
+        .is_none());
+    let mut vec = [0u8; 1];
+    mm.mincore(&k, VirtAddr(BASE), P, &mut vec)
+        .expect("mincore");
+    assert_eq!(vec, [1], "the zero page is resident");
+    // No anon_vma: made writable, it merges with its written neighbour, as in Linux.
+    mm.mprotect(&k, VirtAddr(BASE), 2 * P, Prot::RW)
+        .expect("rw");
+    assert_eq!(layout(&mm), [(0, 4)]);
+    // A write copies it.
+    touch(&k, &mut mm, BASE, 1);
+    assert_eq!(ram.frames_in_use(), frames + 1);
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
+
+#[test]
+fn a_punched_hole_keeps_the_private_copies_made_of_its_pages() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    let mapping = AddressSpace::create(&k, 8).expect("file");
+    let f = File::open(&k, mapping, None).expect("open");
+    let shared = MapFlags::SHARED.union(MapFlags::FIXED);
+    let private = MapFlags::PRIVATE.union(MapFlags::FIXED);
+    mm.mmap(&k, VirtAddr(BASE), 2 * P, Prot::RW, shared, Some(f), 0)
+        .expect("shared");
+    mm.mmap(
+        &k,
+        VirtAddr(BASE + 4 * P),
+        2 * P,
+        Prot::RW,
+        private,
+        Some(f),
+        0,
+    )
+    .expect("private");
+    touch(&k, &mut mm, BASE, 2);
+    touch(&k, &mut mm, BASE + 4 * P, 1); // a private copy of page 0
+    mm.handle_mm_fault(&k, VirtAddr(BASE + 5 * P), Access::Read)
+        .expect("read page 1");
+    mm.madvise(&k, VirtAddr(BASE), 2 * P, Advice::REMOVE)
+        .expect("punch");
+    let mut vec = [0u8; 2];
+    mm.mincore(&k, VirtAddr(BASE + 4 * P), 2 * P, &mut vec)
+        .expect("mincore");
+    assert_eq!(vec, [1, 0], "the copy stays; the file's page went");
+    mm.mincore(&k, VirtAddr(BASE), 2 * P, &mut vec)
+        .expect("mincore");
+    assert_eq!(vec, [0, 0]);
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+    fput(&k, f);
+    crate::mm::iput(&k, mapping);
+    assert_eq!(ram.frames_in_use(), 0);
+}
