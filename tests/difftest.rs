@@ -3,8 +3,7 @@
 //!
 //! - Each reproduction in `tests/difftest/` (sequences that diverged before mm-core learned the
 //!   behaviour) runs clean.
-//! - A few hundred random seeds run with both sides working, and every divergence they find
-//!   comes with a reproduction that diverges again when run alone.
+//! - Three hundred random seeds of 200 calls end exactly as on Linux.
 //! - Bad input is exit 2 with one line.
 
 use std::path::Path;
@@ -43,7 +42,7 @@ fn every_recorded_reproduction_runs_clean() {
 }
 
 #[test]
-fn random_seeds_run_on_both_sides_and_each_divergence_reproduces_alone() {
+fn three_hundred_random_seeds_end_exactly_as_on_linux() {
     let dir = std::env::temp_dir().join(format!("difftest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let json = dir.join("result.json");
@@ -57,35 +56,14 @@ fn random_seeds_run_on_both_sides_and_each_divergence_reproduces_alone() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parses");
+    // A divergence prints both states and a reproduction: the message has what to fix.
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(v["clean"], 300, "{stdout}");
     assert_eq!(v["errors"], serde_json::json!([]), "{stdout}");
-    let diverged = v["diverged"].as_array().expect("diverged");
-    let clean = v["clean"].as_u64().expect("clean");
-    assert_eq!(clean as usize + diverged.len(), 300, "{stdout}");
-    assert_eq!(out.status.success(), diverged.is_empty(), "{stdout}");
-    assert!(stdout.contains("300 seeds of 200 calls"), "{stdout}");
-    for (i, d) in diverged.iter().enumerate() {
-        let calls: Vec<&str> = d["minimized"]
-            .as_array()
-            .expect("minimized")
-            .iter()
-            .map(|c| c.as_str().expect("call"))
-            .collect();
-        assert!(!calls.is_empty() && calls.len() <= d["index"].as_u64().unwrap() as usize + 1);
-        let ops = dir.join(format!("{i}.ops"));
-        std::fs::write(&ops, calls.join("\n") + "\n").expect("write");
-        let again = vmm()
-            .arg("difftest")
-            .arg("--ops")
-            .arg(&ops)
-            .output()
-            .expect("vmm");
-        assert_eq!(
-            again.status.code(),
-            Some(1),
-            "seed {}: {calls:?}",
-            d["seed"]
-        );
-    }
+    assert!(
+        stdout.contains("300 seeds of 200 calls: 300 clean"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

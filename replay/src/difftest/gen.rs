@@ -63,10 +63,6 @@ pub struct Classes {
     pub lock: bool,
     /// `MAP_GROWSDOWN`.
     pub growsdown: bool,
-    /// Reads of anonymous private memory. Linux maps its shared zero page there and gives the
-    /// VMA no anon_vma; mm-core maps a page of its own and does, so merges that Linux then makes
-    /// mm-core cannot (a known divergence, docs/difftest.md). Off, such a read is a write.
-    pub anon_reads: bool,
 }
 
 impl Default for Classes {
@@ -74,7 +70,6 @@ impl Default for Classes {
         Classes {
             lock: true,
             growsdown: true,
-            anon_reads: false,
         }
     }
 }
@@ -189,14 +184,10 @@ impl Gen {
                     flags: self.pick(&[MS_ASYNC, MS_SYNC, MS_INVALIDATE, MS_ASYNC | MS_SYNC, 0]),
                 }
             }
-            _ => {
-                let addr = self.addr(maps) & !(PAGE - 1);
-                let anon_private = maps.iter().any(|l| {
-                    l.start <= addr && addr < l.end && l.name.is_empty() && l.perms[3] == b'p'
-                });
-                let write = self.pct(50) || (anon_private && !self.classes.anon_reads);
-                Op::Touch { addr, write }
-            }
+            _ => Op::Touch {
+                addr: self.addr(maps) & !(PAGE - 1),
+                write: self.pct(50),
+            },
         }
     }
 

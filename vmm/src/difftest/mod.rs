@@ -108,6 +108,18 @@ fn diverges(exe: &std::path::Path, ops: &[Op]) -> bool {
 /// Shrinks a diverging sequence (delta debugging: drop chunks while it still diverges, halving
 /// the chunk size), then cuts it after its first divergence.
 pub fn minimize(exe: &std::path::Path, ops: &[Op]) -> Vec<Op> {
+    let mut cur = shrink(ops, |trial| diverges(exe, trial));
+    if let (Ok(o), Ok(l)) = (ours(&cur), native(exe, &cur)) {
+        if let Some((i, _)) = first_divergence(&o, &l) {
+            cur.truncate(i + 1);
+        }
+    }
+    cur
+}
+
+/// The delta-debugging loop of [`minimize`]: a subsequence of `ops` for which `diverges` still
+/// holds and from which no single op can be dropped.
+fn shrink<T: Clone>(ops: &[T], diverges: impl Fn(&[T]) -> bool) -> Vec<T> {
     let mut cur = ops.to_vec();
     let mut chunk = cur.len().div_ceil(2).max(1);
     loop {
@@ -116,7 +128,7 @@ pub fn minimize(exe: &std::path::Path, ops: &[Op]) -> Vec<Op> {
         while i < cur.len() {
             let mut trial = cur.clone();
             trial.drain(i..(i + chunk).min(cur.len()));
-            if !trial.is_empty() && diverges(exe, &trial) {
+            if !trial.is_empty() && diverges(&trial) {
                 cur = trial;
                 removed = true;
             } else {
@@ -128,11 +140,6 @@ pub fn minimize(exe: &std::path::Path, ops: &[Op]) -> Vec<Op> {
         }
         if !removed {
             chunk = chunk.div_ceil(2);
-        }
-    }
-    if let (Ok(o), Ok(l)) = (ours(&cur), native(exe, &cur)) {
-        if let Some((i, _)) = first_divergence(&o, &l) {
-            cur.truncate(i + 1);
         }
     }
     cur
@@ -198,4 +205,48 @@ pub fn describe(seed: u64, d: &Divergence) -> String {
         s.push_str(&format!("    {}\n", op.encode()));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinking_keeps_exactly_the_calls_the_divergence_needs() {
+        let ops: Vec<u32> = (0..50).collect();
+        let needs = |t: &[u32]| t.contains(&7) && t.contains(&31) && t.contains(&32);
+        assert_eq!(shrink(&ops, needs), [7, 31, 32]);
+        // Order is kept, and a sequence that needs everything stays whole.
+        assert_eq!(shrink(&ops[..3], |t: &[u32]| t.len() == 3), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_divergence_prints_the_call_both_states_and_its_reproduction() {
+        let op = Op::Munmap {
+            addr: 0x1000_0018_0000,
+            len: 0x1000,
+        };
+        let state = |ret| Obs {
+            ret,
+            ..Obs::default()
+        };
+        let d = Divergence {
+            index: 3,
+            what: "result",
+            op,
+            ours: state(0),
+            linux: state(-22),
+            minimized: vec![op],
+        };
+        let text = describe(9, &d);
+        assert!(text.starts_with("seed 9: call 3 diverged (result): munmap 0x100000180000 0x1000"));
+        assert!(
+            text.contains("mm-core: = 0") && text.contains("linux:   = -22"),
+            "{text}"
+        );
+        assert!(
+            text.contains("minimized (1 calls")
+                && text.ends_with("    munmap 0x100000180000 0x1000\n")
+        );
+    }
 }

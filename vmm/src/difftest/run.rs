@@ -50,10 +50,6 @@ pub struct DifftestArgs {
     /// Leave out MAP_GROWSDOWN.
     #[arg(long)]
     pub no_growsdown: bool,
-    /// Also read never-written anonymous memory (off by default: a known divergence, Linux's
-    /// zero page; see docs/difftest.md).
-    #[arg(long)]
-    pub anon_reads: bool,
 }
 
 /// Runs `vmm difftest`; returns the exit status.
@@ -79,7 +75,6 @@ pub fn command(args: &DifftestArgs, exe: PathBuf) -> u8 {
         classes: Classes {
             lock: !args.no_lock,
             growsdown: !args.no_growsdown,
-            anon_reads: args.anon_reads,
         },
         json: args.json.clone(),
     })
