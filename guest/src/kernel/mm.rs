@@ -16,6 +16,7 @@ use crate::kernel::frame;
 use crate::kernel::tlb::GuestTlb;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 use mm_core::abi::{Call, ProbeEvent};
 use mm_core::lockdep::LOCKDEP;
 use mm_core::paging::table::KernelPgd;
@@ -26,9 +27,19 @@ use mm_core::{Kernel, Pfn, PhysAddr};
 /// The guest's frame allocator, as mm-core sees it.
 pub struct GuestFrames;
 
+/// The zero page (0 until [`init`] reserves it).
+static ZERO_PAGE: AtomicU64 = AtomicU64::new(0);
+
 impl FrameAllocator for GuestFrames {
     fn alloc_frame(&self) -> Option<PhysAddr> {
         frame::alloc().map(PhysAddr)
+    }
+
+    fn zero_page(&self) -> Option<PhysAddr> {
+        match ZERO_PAGE.load(Ordering::Relaxed) {
+            0 => None,
+            frame => Some(PhysAddr(frame)),
+        }
     }
 
     /// Every frame whose metadata says page table is reported to the host here, with the metadata
@@ -107,6 +118,15 @@ pub fn init(ram_size: u64, variant: Variant) {
             .with_variant(variant);
         *KERNEL.0.get() = Some(k);
     }
+    // The zero page: one frame carved for good (RAM the VMM zeroed and nobody has written), its
+    // `Page` marked so mm-core, the sweep and the probes know it.
+    let Some(zero) = frame::alloc_contiguous(1) else {
+        panic!("no RAM left for the zero page");
+    };
+    kernel()
+        .page(PhysAddr(zero))
+        .reset(PageFlags(PageFlags::ALLOCATED.0 | PageFlags::ZERO.0));
+    ZERO_PAGE.store(zero, Ordering::Relaxed);
     // Lock-order checking is on in the guest whatever the build: the ordering variants are there
     // to be caught, one of them by lockdep.
     LOCKDEP.set_context_fn(crate::cpu::percpu::this_cpu);

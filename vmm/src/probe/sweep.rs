@@ -252,6 +252,15 @@ fn sweep_mm(
                     continue;
                 }
                 let page = copy.page(e.frame().0);
+                if page.0.contains(PageFlags::ZERO) {
+                    // The zero page: in no rss and no rmap, and never writable.
+                    if e.flags().contains(PteFlags::WRITABLE) {
+                        let detail = format!("the zero page is mapped writable at {va:#x}");
+                        out.findings
+                            .push(finding(level as u8, table, base, "wrong leaf", detail));
+                    }
+                    continue;
+                }
                 if page.0.contains(PageFlags::ANON) {
                     counted.anon += 1;
                 } else {
