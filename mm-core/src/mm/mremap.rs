@@ -290,12 +290,13 @@ impl Mm {
         self.merge_with_neighbours(k, new);
         if dontunmap {
             // The old range stays mapped, empty; the whole VMA holding it (into which the new one
-            // may just have merged) is no longer locked or accounted, unsplit, as Linux's
-            // `dontunmap_complete` clears the flags of the VMA it has.
+            // may just have merged) is no longer locked, unsplit, as Linux's `dontunmap_complete`
+            // clears the flags of the VMA it has. It stays accounted (`ac` in 6.18's smaps): the
+            // range can fill again.
             if let Some(src) = self.vma_at(old) {
                 let v = src.get();
                 let was = v.flags();
-                let clear = VmFlags::LOCKED.0 | VmFlags::LOCKONFAULT.0 | VmFlags::ACCOUNT.0;
+                let clear = VmFlags::LOCKED.0 | VmFlags::LOCKONFAULT.0;
                 v.vm_flags.set(was.0 & !clear);
                 if was.contains(VmFlags::LOCKED) {
                     let raw = self.raw();

@@ -319,6 +319,28 @@ fn mremap_dontunmap_of_a_locked_range_leaves_the_old_range_mapped_unlocked_and_t
 }
 
 #[test]
+fn mremap_dontunmap_keeps_the_old_vma_accounted_so_it_merges_with_a_range_made_writable_later() {
+    rig!(ram, tlb, k);
+    let mut mm = Mm::new(&k, None).expect("mm");
+    map(&k, &mut mm, 0, 11, Prot::RW);
+    let dontunmap = MremapFlags(MremapFlags::MAYMOVE.0 | MremapFlags::DONTUNMAP.0);
+    mm.mremap(&k, VirtAddr(BASE + 8 * P), P, P, dontunmap, VirtAddr(0))
+        .expect("mremap");
+    assert!(flags(&mm, BASE).contains(VmFlags::ACCOUNT));
+    map(&k, &mut mm, 11, 4, Prot::EXEC);
+    mm.mprotect(&k, VirtAddr(BASE + 11 * P), 4 * P, Prot::RW)
+        .expect("rw");
+    assert_eq!(
+        layout(&mm)[0],
+        (0, 15),
+        "one accounted rw-p VMA, as in Linux"
+    );
+    assert_valid(&k, &mm);
+    mm.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
+
+#[test]
 fn a_read_of_never_written_anonymous_memory_maps_the_zero_page_and_gives_no_anon_vma() {
     rig!(ram, tlb, k);
     let mut mm = Mm::new(&k, None).expect("mm");
