@@ -107,6 +107,14 @@ impl AddressSpace {
         self.cache.lock().get(&pgoff).copied()
     }
 
+    /// Calls `f` with each offset in `range` that has a page in the cache, in order, under one
+    /// hold of the cache's lock.
+    pub(crate) fn for_each_cached(&self, range: core::ops::Range<u64>, mut f: impl FnMut(u64)) {
+        for (&pgoff, _) in self.cache.lock().range(range) {
+            f(pgoff);
+        }
+    }
+
     /// The cached pages at or after `pgoff`.
     pub(crate) fn cached_from(&self, pgoff: u64) -> Vec<(u64, PhysAddr)> {
         self.cache

@@ -32,18 +32,30 @@ impl Mm {
         if vec.len() < pages {
             return Err(MincoreError::Fault);
         }
+        // VMA by VMA, one table walk each (Linux's `walk_page_range`), not a walk per page.
         let pgd = self.raw().pgd();
-        for (i, byte) in vec.iter_mut().take(pages).enumerate() {
-            let at = start + ((i as u64) << PAGE_SHIFT);
+        let mut at = start;
+        while at < end {
             let vma = self.vma_at(at).ok_or(MincoreError::NotMapped)?;
-            let mapped = walk::lookup(k, pgd, at).is_some_and(|slot| slot.read(k).holds_frame());
-            let cached = || {
-                vma.get().file().is_some_and(|f| {
-                    let pgoff = vma.get().linear_page_index(at);
-                    f.get().mapping().get().find_get_page(pgoff).is_some()
-                })
-            };
-            *byte = u8::from(mapped || cached());
+            let v = vma.get();
+            let stop = v.end().min(end);
+            let first = ((at - start) >> PAGE_SHIFT) as usize;
+            let bytes = &mut vec[first..first + ((stop - at) >> PAGE_SHIFT) as usize];
+            bytes.fill(0);
+            walk::for_each_leaf(k, pgd, at, stop, &mut |va, _, e| {
+                if e.holds_frame() {
+                    bytes[((va - at) >> PAGE_SHIFT) as usize] = 1;
+                }
+            });
+            if let Some(f) = v.file() {
+                let first = v.linear_page_index(at);
+                let range = first..first + bytes.len() as u64;
+                f.get()
+                    .mapping()
+                    .get()
+                    .for_each_cached(range, |pgoff| bytes[(pgoff - first) as usize] = 1);
+            }
+            at = stop;
         }
         Ok(())
     }
