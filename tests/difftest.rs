@@ -4,7 +4,11 @@
 //! - Each reproduction in `tests/difftest/` (sequences that diverged before mm-core learned the
 //!   behaviour) runs clean.
 //! - Three hundred random seeds of 200 calls end exactly as on Linux.
+//! - In the guest (`--guest`, KVM): seeds and a reproduction run clean on real page tables with
+//!   the probes checking, and a wrong ordering variant fails the seeds with the violations.
 //! - Bad input is exit 2 with one line.
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -68,17 +72,97 @@ fn three_hundred_random_seeds_end_exactly_as_on_linux() {
 }
 
 #[test]
+fn seeds_run_clean_in_the_guest_with_the_probes_checking() {
+    if !common::kvm_available("seeds_run_clean_in_the_guest_with_the_probes_checking") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("difftest-guest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = dir.join("result.json");
+    let out = vmm()
+        .args([
+            "difftest", "--guest", "--seeds", "0..4", "--calls", "100", "--per-vm", "2", "--jobs",
+            "2", "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("vmm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parses");
+    assert_eq!(v["clean"], 4, "{stdout}");
+    assert_eq!(v["mm_core"], "guest", "{stdout}");
+    assert_eq!(v["probes"]["vms"], 2, "two seeds per VM: {stdout}");
+    assert_eq!(v["probes"]["violations"], 0, "{stdout}");
+    assert!(
+        v["probes"]["checks"].as_u64().is_some_and(|c| c > 0),
+        "the probes checked table frees: {stdout}"
+    );
+    // A reproduction file runs in the guest too.
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/difftest/mremap-shrink-across-vmas.ops");
+    let out = vmm()
+        .args(["difftest", "--guest", "--ops"])
+        .arg(&ops)
+        .output()
+        .expect("vmm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.contains("no divergence")
+            && stdout.contains("in the guest: 1 VMs"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_wrong_ordering_in_the_guest_fails_the_seed_with_the_violation() {
+    if !common::kvm_available("a_wrong_ordering_in_the_guest_fails_the_seed_with_the_violation") {
+        return;
+    }
+    let out = vmm()
+        .args([
+            "difftest",
+            "--guest",
+            "--variant",
+            "prepatch-order",
+            "--seeds",
+            "0",
+            "--calls",
+            "60",
+        ])
+        .output()
+        .expect("vmm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("seed 0: error: the guest failed: the probes found")
+            && stdout.contains("P1: a VMA meeting the freed span is still on its"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn bad_input_is_one_line_and_exit_2() {
     let dir = std::env::temp_dir().join(format!("difftest-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let junk = dir.join("junk.ops");
     std::fs::write(&junk, "mmap 0x0 0x1000\n").expect("write");
     let missing = dir.join("missing.ops");
-    let cases: [Vec<std::ffi::OsString>; 4] = [
+    let cases: [Vec<std::ffi::OsString>; 7] = [
         vec!["--ops".into(), junk.into()],
         vec!["--ops".into(), missing.into()],
         vec!["--seeds".into(), "5..5".into()],
         vec!["--calls".into(), "0".into()],
+        vec!["--per-vm".into(), "2".into()],
+        vec!["--guest".into(), "--per-vm".into(), "0".into()],
+        vec!["--guest".into(), "--variant".into(), "nonsense".into()],
     ];
     for args in cases {
         let out = vmm().arg("difftest").args(&args).output().expect("vmm");

@@ -333,7 +333,7 @@ fn parse_scenario(name: &str) -> Result<String, String> {
     }
 }
 
-fn parse_variant(name: &str) -> Result<Variant, String> {
+pub(crate) fn parse_variant(name: &str) -> Result<Variant, String> {
     Variant::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
         format!("unknown variant (one of: {})", names.join(", "))

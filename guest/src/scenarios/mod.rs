@@ -1,6 +1,7 @@
 //! The registry of scenarios the boot info chooses from (the memory-manager ones are in [`mm`]);
 //! names and descriptions live in `mm_core::abi::SCENARIOS`, which the VMM reads too.
 
+mod difftest;
 mod mm;
 pub(crate) mod race;
 mod random;
@@ -72,6 +73,7 @@ pub fn run(name: &str, info: &BootInfo) -> u64 {
         "hang" => hang(),
         "user-mode" => user_mode(),
         "replay" => replay::replay(info),
+        "difftest" => difftest::difftest(info),
         name => match mm::find(name) {
             Some(scenario) => scenario(),
             None => ucall::abort_fmt(

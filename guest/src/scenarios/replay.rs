@@ -100,7 +100,7 @@ fn sample() -> u64 {
 }
 
 /// The boot info's input buffer, if any.
-fn input(info: &BootInfo) -> Option<&'static [u8]> {
+pub(super) fn input(info: &BootInfo) -> Option<&'static [u8]> {
     let len = usize::try_from(info.input_len).ok()?;
     (info.input_gpa != 0 && len > 0).then(|| {
         // SAFETY: the VMM wrote `input_len` bytes at `input_gpa`, in identity-mapped RAM outside
@@ -110,7 +110,7 @@ fn input(info: &BootInfo) -> Option<&'static [u8]> {
 }
 
 /// The boot info's output buffer, if any.
-fn output(info: &BootInfo) -> Option<&'static mut [u8]> {
+pub(super) fn output(info: &BootInfo) -> Option<&'static mut [u8]> {
     let len = usize::try_from(info.output_len).ok()?;
     (info.output_gpa != 0 && len > 0).then(|| {
         // SAFETY: the VMM set `output_len` bytes aside at `output_gpa`, in identity-mapped RAM

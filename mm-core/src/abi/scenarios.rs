@@ -124,6 +124,11 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         expect: Expect::Pass,
     },
     ScenarioInfo {
+        name: "difftest",
+        about: "run vmm difftest's call sequences on real page tables (vmm difftest --guest; alone: a few seeds)",
+        expect: Expect::Pass,
+    },
+    ScenarioInfo {
         name: "panic",
         about: "panic in the kernel: the VMM reports the message with file and line",
         expect: Expect::Failure,

@@ -14,6 +14,7 @@
 //! Modules: [`op`] (the calls and their text form), [`obs`] (what is compared after a call),
 //! [`gen`] (the seeded generator), [`model`] (mm-core's side).
 
+pub mod batch;
 pub mod gen;
 pub mod model;
 pub mod obs;

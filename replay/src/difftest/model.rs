@@ -27,45 +27,89 @@ const FRAMES: usize = 2048;
 const EFAULT: i64 = 14;
 
 /// Runs calls from `next` (given the region's maps after the previous call; `None` ends the
-/// sequence) through mm-core, returning each call with the state after it. `validate_mm` runs
-/// after every call; its first finding ends the sequence with an error naming the call.
+/// sequence) through mm-core on simulated RAM, returning each call with the state after it.
+/// `validate_mm` runs after every call; its first finding ends the sequence with an error naming
+/// the call.
 pub fn run(mut next: impl FnMut(&[Line]) -> Option<Op>) -> Result<Vec<(Op, Obs)>, String> {
     let ram = SimRam::new(FRAMES);
     let tlb = CountingTlb::default();
     let k = Kernel::new(&ram, &ram, ram.mem_map(), &tlb);
     let mm = Mm::new(&k, None).map_err(|e| format!("creating the address space: {e}"))?;
-    let mut m = Model {
-        k: &k,
-        mm,
-        files: Vec::new(),
-    };
-    let result = m.setup().and_then(|()| {
-        let mut out: Vec<(Op, Obs)> = Vec::new();
-        while let Some(op) = next(out.last().map_or(&[][..], |(_, o)| &o.maps[..])) {
-            let ret = m.call(&op);
-            let obs = m.observe(ret);
-            let violations = m.mm.validate_mm(m.k);
-            if let Some(v) = violations.first() {
-                return Err(format!(
-                    "validate_mm after call {} ({}): {v:?}",
-                    out.len(),
-                    op.encode()
-                ));
-            }
-            out.push((op, obs));
+    let mut m = Model::new(&k, mm)?;
+    let mut out: Vec<(Op, Obs)> = Vec::new();
+    let result = loop {
+        let Some(op) = next(out.last().map_or(&[][..], |(_, o)| &o.maps[..])) else {
+            break Ok(out);
+        };
+        let obs = m.step(&op);
+        if let Err(e) = m.validate(out.len(), &op) {
+            break Err(e);
         }
-        Ok(out)
-    });
+        out.push((op, obs));
+    };
     m.finish();
     result
 }
 
-/// The address space and the sequence's files.
-struct Model<'k, 'a> {
+/// One sequence's address space and files, on any kernel: the host's simulated RAM ([`run`]) or
+/// the guest's real page tables (the guest's `difftest` scenario).
+pub struct Model<'k, 'a> {
     k: &'k Kernel<'a>,
     mm: Mm,
     /// Each file's address_space, with its read-write and read-only opens.
     files: Vec<(MappingPtr, FilePtr, FilePtr)>,
+}
+
+impl<'k, 'a> Model<'k, 'a> {
+    /// Takes `mm` (fresh) for a sequence: creates the files and fills user space outside the
+    /// region with placeholders. On an error `mm` and what was made are released.
+    pub fn new(k: &'k Kernel<'a>, mm: Mm) -> Result<Self, String> {
+        let mut m = Model {
+            k,
+            mm,
+            files: Vec::new(),
+        };
+        match m.setup() {
+            Ok(()) => Ok(m),
+            Err(e) => {
+                m.finish();
+                Err(e)
+            }
+        }
+    }
+
+    /// The address space (its root, to load it).
+    pub fn mm(&self) -> &Mm {
+        &self.mm
+    }
+
+    /// Makes one call and returns the state after it.
+    pub fn step(&mut self, op: &Op) -> Obs {
+        let ret = self.call(op);
+        self.observe(ret)
+    }
+
+    /// `validate_mm`'s first finding, as an error naming call `index` (`op`) after which it was
+    /// found.
+    pub fn validate(&self, index: usize, op: &Op) -> Result<(), String> {
+        match self.mm.validate_mm(self.k).first() {
+            Some(v) => Err(format!(
+                "validate_mm after call {index} ({}): {v:?}",
+                op.encode()
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Tears the address space down (`exit_mmap`) and releases the files.
+    pub fn finish(self) {
+        self.mm.destroy(self.k);
+        for (mapping, rw, ro) in self.files {
+            fput(self.k, rw);
+            fput(self.k, ro);
+            iput(self.k, mapping);
+        }
+    }
 }
 
 impl Model<'_, '_> {
@@ -92,15 +136,6 @@ impl Model<'_, '_> {
                 .map_err(|e| format!("placeholder {start:#x}..{end:#x}: {e}"))?;
         }
         Ok(())
-    }
-
-    fn finish(self) {
-        self.mm.destroy(self.k);
-        for (mapping, rw, ro) in self.files {
-            fput(self.k, rw);
-            fput(self.k, ro);
-            iput(self.k, mapping);
-        }
     }
 
     /// One call: its value, or `-errno`.

@@ -4,6 +4,7 @@
 //! ([`native`]); after every call both states must be equal. The first divergence is shrunk to a
 //! short sequence that still diverges ([`minimize`]).
 
+pub mod guest;
 #[allow(unsafe_code)] // raw system calls on a filled address space
 pub mod native;
 pub mod run;
@@ -11,8 +12,12 @@ pub mod run;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use std::ops::Range;
+
 use mm_replay::difftest::gen::{Classes, Gen};
 use mm_replay::difftest::{model, Obs, Op};
+
+use guest::ProbeTotals;
 
 /// How one seed ended.
 #[derive(Debug, Clone)]
@@ -34,6 +39,8 @@ pub struct Divergence {
     pub what: &'static str,
     /// The call.
     pub op: Op,
+    /// Whether mm-core ran in the guest (`--guest`) rather than the host build.
+    pub in_guest: bool,
     /// mm-core's state after it.
     pub ours: Obs,
     /// Linux's.
@@ -145,8 +152,15 @@ fn shrink<T: Clone>(ops: &[T], diverges: impl Fn(&[T]) -> bool) -> Vec<T> {
     cur
 }
 
-/// Runs one seed of `calls` calls.
-pub fn check_seed(exe: &std::path::Path, seed: u64, calls: usize, classes: Classes) -> Outcome {
+/// One seed drawn and run on the host build and natively: its calls and both sides' states.
+struct Drawn {
+    ops: Vec<Op>,
+    ours: Vec<Obs>,
+    linux: Vec<Obs>,
+}
+
+/// Draws seed `seed`'s `calls` calls through the host build and runs them natively.
+fn draw(exe: &std::path::Path, seed: u64, calls: usize, classes: Classes) -> Result<Drawn, String> {
     let mut gen = Gen::new(seed, classes);
     let mut left = calls;
     let run = model::run(|maps| {
@@ -154,36 +168,130 @@ pub fn check_seed(exe: &std::path::Path, seed: u64, calls: usize, classes: Class
             left -= 1;
             gen.next(maps)
         })
-    });
-    let run = match run {
-        Ok(r) => r,
-        Err(e) => return Outcome::Error(format!("mm-core: {e}")),
-    };
+    })
+    .map_err(|e| format!("mm-core: {e}"))?;
     let (ops, ours): (Vec<Op>, Vec<Obs>) = run.into_iter().unzip();
-    let linux = match native(exe, &ops) {
-        Ok(l) => l,
-        Err(e) => return Outcome::Error(e),
-    };
-    let Some((index, what)) = first_divergence(&ours, &linux) else {
-        return Outcome::Clean;
-    };
-    let minimized = minimize(exe, &ops[..=index]);
-    Outcome::Diverged(Box::new(Divergence {
+    let linux = native(exe, &ops)?;
+    Ok(Drawn { ops, ours, linux })
+}
+
+/// The host build's first divergence from Linux in `d`, shrunk.
+fn host_divergence(exe: &std::path::Path, d: &Drawn) -> Option<Divergence> {
+    let (index, what) = first_divergence(&d.ours, &d.linux)?;
+    Some(Divergence {
         index,
         what,
-        op: ops[index],
-        ours: ours[index].clone(),
-        linux: linux[index].clone(),
-        minimized,
-    }))
+        op: d.ops[index],
+        in_guest: false,
+        ours: d.ours[index].clone(),
+        linux: d.linux[index].clone(),
+        minimized: minimize(exe, &d.ops[..=index]),
+    })
+}
+
+/// Runs one seed of `calls` calls on the host build.
+pub fn check_seed(exe: &std::path::Path, seed: u64, calls: usize, classes: Classes) -> Outcome {
+    match draw(exe, seed, calls, classes) {
+        Err(e) => Outcome::Error(e),
+        Ok(d) => {
+            host_divergence(exe, &d).map_or(Outcome::Clean, |d| Outcome::Diverged(Box::new(d)))
+        }
+    }
+}
+
+/// Runs `seeds` with mm-core in one VM (`--guest`, following `config.variant`): each seed is drawn by the host build and run
+/// natively, then all run in the guest; a seed's guest states are compared with Linux's (and the
+/// host build's too). If the VM fails (a probe violation, a panic), each seed runs again in a VM
+/// of its own, so the failure is put on the seed that causes it. Returns each seed's outcome and
+/// what the probes checked.
+pub fn check_batch_in_guest(
+    seeds: Range<u64>,
+    config: &run::Config,
+) -> (Vec<(u64, Outcome)>, ProbeTotals) {
+    let (exe, calls, classes) = (&config.exe, config.calls, config.classes);
+    let mut results = Vec::new();
+    let mut drawn = Vec::new();
+    for seed in seeds {
+        match draw(exe, seed, calls, classes) {
+            Ok(d) => drawn.push((seed, d)),
+            Err(e) => results.push((seed, Outcome::Error(e))),
+        }
+    }
+    let seqs: Vec<Vec<Op>> = drawn.iter().map(|(_, d)| d.ops.clone()).collect();
+    let mut probes = ProbeTotals::default();
+    let batch = guest::run_batch(
+        &seqs,
+        guest::output_len(drawn.iter().flat_map(|(_, d)| &d.ours)),
+        config.variant,
+    );
+    match batch.outcomes {
+        Ok(outcomes) => {
+            probes.merge(&batch.probes);
+            for ((seed, d), states) in drawn.iter().zip(outcomes) {
+                results.push((*seed, guest_outcome(exe, d, states)));
+            }
+        }
+        Err(e) if drawn.len() == 1 => {
+            probes.merge(&batch.probes);
+            results.push((drawn[0].0, Outcome::Error(e)));
+        }
+        Err(_) => {
+            // The VMs of the seeds alone count what they find; this one only as a VM booted.
+            probes.vms += 1;
+            for (seed, _) in &drawn {
+                let (one, p) = check_batch_in_guest(*seed..*seed + 1, config);
+                probes.merge(&p);
+                results.extend(one);
+            }
+        }
+    }
+    results.sort_by_key(|(seed, _)| *seed);
+    (results, probes)
+}
+
+/// How a seed ended whose guest states are `states`: the earlier of the guest's and the host
+/// build's divergences from Linux (a guest divergence is not shrunk: shrinking runs the host
+/// build, which agreed there).
+fn guest_outcome(exe: &std::path::Path, d: &Drawn, states: Result<Vec<Obs>, String>) -> Outcome {
+    let states = match states {
+        Ok(s) => s,
+        Err(e) => return Outcome::Error(format!("mm-core in the guest: {e}")),
+    };
+    if states.len() != d.ops.len() {
+        return Outcome::Error(format!(
+            "the guest reported {} states for {} calls",
+            states.len(),
+            d.ops.len()
+        ));
+    }
+    let host = first_divergence(&d.ours, &d.linux).map(|(i, _)| i);
+    match first_divergence(&states, &d.linux) {
+        Some((index, what)) if host.is_none_or(|h| index < h) => {
+            Outcome::Diverged(Box::new(Divergence {
+                index,
+                what,
+                op: d.ops[index],
+                in_guest: true,
+                ours: states[index].clone(),
+                linux: d.linux[index].clone(),
+                minimized: d.ops[..=index].to_vec(),
+            }))
+        }
+        _ => host_divergence(exe, d).map_or(Outcome::Clean, |d| Outcome::Diverged(Box::new(d))),
+    }
 }
 
 /// A divergence as the lines `vmm difftest` prints.
 pub fn describe(seed: u64, d: &Divergence) -> String {
     let mut s = format!(
-        "seed {seed}: call {} diverged ({}): {}\n  mm-core: = {}\n  linux:   = {}\n",
+        "seed {seed}: call {} diverged ({}{}): {}\n  mm-core: = {}\n  linux:   = {}\n",
         d.index,
         d.what,
+        if d.in_guest {
+            ", mm-core in the guest"
+        } else {
+            ""
+        },
         d.op.encode(),
         d.ours.ret,
         d.linux.ret
@@ -197,10 +305,17 @@ pub fn describe(seed: u64, d: &Divergence) -> String {
     };
     side(&mut s, "mm-core", &d.ours);
     side(&mut s, "linux", &d.linux);
-    s.push_str(&format!(
-        "  minimized ({} calls; `vmm difftest --ops FILE` runs it):\n",
-        d.minimized.len()
-    ));
+    s.push_str(&if d.in_guest {
+        format!(
+            "  reproduction ({} calls, not shrunk; `vmm difftest --guest --ops FILE` runs it):\n",
+            d.minimized.len()
+        )
+    } else {
+        format!(
+            "  minimized ({} calls; `vmm difftest --ops FILE` runs it):\n",
+            d.minimized.len()
+        )
+    });
     for op in &d.minimized {
         s.push_str(&format!("    {}\n", op.encode()));
     }
@@ -234,6 +349,7 @@ mod tests {
             index: 3,
             what: "result",
             op,
+            in_guest: false,
             ours: state(0),
             linux: state(-22),
             minimized: vec![op],

@@ -6,11 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use mm_core::Variant;
 use mm_replay::difftest::gen::Classes;
 use mm_replay::difftest::{Obs, Op};
 use serde_json::{json, Value};
 
-use super::{check_seed, describe, first_divergence, minimize, native, ours, Divergence, Outcome};
+use super::guest::{ProbeTotals, PER_VM};
+use super::{
+    check_batch_in_guest, check_seed, describe, first_divergence, guest, minimize, native, ours,
+    Divergence, Outcome,
+};
 use crate::campaign::spec::SeedRange;
 use crate::exit_code::{FAILURE, SUCCESS, USAGE};
 use crate::progress::{Lines, Progress};
@@ -19,7 +24,9 @@ use crate::progress::{Lines, Progress};
 pub const ABOUT: &str = "Run seeded random sequences of memory system calls natively on this \
 machine's Linux (in a child process) and through mm-core (host build), and compare them after \
 every call: the result (address or errno), the maps of the region the calls are confined to, and \
-which of its pages are resident (mincore). The first divergence of a seed is printed with both \
+which of its pages are resident (mincore). With --guest, mm-core runs the calls in the VM instead, \
+on real page tables with the probes checking every page-table free, several seeds per VM; a \
+probe violation fails the seed. The first divergence of a seed is printed with both \
 states and shrunk to a short sequence that still diverges; save that sequence to a file and \
 `vmm difftest --ops FILE` runs it again. docs/difftest.md says what is compared and what is not.
 
@@ -50,12 +57,22 @@ pub struct DifftestArgs {
     /// Leave out MAP_GROWSDOWN.
     #[arg(long)]
     pub no_growsdown: bool,
+    /// Run mm-core in the VM (real page tables, probes on) instead of the host build.
+    #[arg(long)]
+    pub guest: bool,
+    /// With --guest: seeds each VM runs, one after another, each on a fresh address space.
+    #[arg(long, value_name = "N", default_value_t = PER_VM, requires = "guest", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub per_vm: u64,
+    /// With --guest: the mm-core ordering variant the guest follows (`vmm list`); every variant
+    /// but `correct` is a bug the probes should catch.
+    #[arg(long, value_name = "NAME", default_value = "correct", requires = "guest", value_parser = crate::cli::parse_variant)]
+    pub variant: Variant,
 }
 
 /// Runs `vmm difftest`; returns the exit status.
 pub fn command(args: &DifftestArgs, exe: PathBuf) -> u8 {
     if let Some(path) = &args.ops {
-        return ops_file(&exe, path);
+        return ops_file(&exe, path, args.guest.then_some(args.variant));
     }
     if let Some(path) = &args.json {
         if let Err(e) = crate::out_file::check_writable(path) {
@@ -77,6 +94,8 @@ pub fn command(args: &DifftestArgs, exe: PathBuf) -> u8 {
             growsdown: !args.no_growsdown,
         },
         json: args.json.clone(),
+        per_vm: args.guest.then_some(args.per_vm),
+        variant: args.variant,
     })
 }
 
@@ -97,39 +116,68 @@ pub struct Config {
     pub classes: Classes,
     /// Where to write the JSON result.
     pub json: Option<PathBuf>,
+    /// Run mm-core in the guest, this many seeds per VM (`None`: the host build).
+    pub per_vm: Option<u64>,
+    /// The ordering variant the guest follows.
+    pub variant: Variant,
 }
 
-/// Runs the seeds of `config` on `config.jobs` threads, with a progress line on stderr if
-/// `progress`; returns each seed's outcome, in seed order, and the seconds it took.
-pub fn run_seeds(config: &Config, progress: bool) -> (Vec<(u64, Outcome)>, f64) {
+/// What [`run_seeds`] found.
+pub struct SeedsRun {
+    /// Each seed's outcome, in seed order.
+    pub results: Vec<(u64, Outcome)>,
+    /// Seconds it took.
+    pub secs: f64,
+    /// What the probes did (`--guest` only).
+    pub probes: Option<ProbeTotals>,
+}
+
+/// Runs the seeds of `config` on `config.jobs` threads (a seed, or with `--guest` a VM's batch
+/// of seeds, at a time), with a progress line on stderr if `progress`.
+pub fn run_seeds(config: &Config, progress: bool) -> SeedsRun {
     let started = Instant::now();
     let SeedRange { start, end } = config.seeds;
     let total = end - start;
+    let step = config.per_vm.unwrap_or(1);
     let next = AtomicU64::new(start);
     let results: Mutex<Vec<(u64, Outcome)>> = Mutex::new(Vec::new());
+    let probes = Mutex::new(ProbeTotals::default());
     let bar = progress.then(|| Mutex::new(Progress::stderr("difftest", total, Lines::EachTenth)));
     let diverged = AtomicU64::new(0);
+    let workers = config.jobs.min(total.div_ceil(step) as usize).max(1);
     std::thread::scope(|s| {
-        for _ in 0..config
-            .jobs
-            .min(total.try_into().unwrap_or(usize::MAX))
-            .max(1)
-        {
+        for _ in 0..workers {
             s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
+                let first = next.fetch_add(step, Ordering::Relaxed);
+                if first >= end {
                     break;
                 }
-                let outcome = check_seed(&config.exe, seed, config.calls, config.classes);
-                if !matches!(outcome, Outcome::Clean) {
-                    diverged.fetch_add(1, Ordering::Relaxed);
-                }
-                let bad = diverged.load(Ordering::Relaxed);
+                let seeds = first..(first + step).min(end);
+                let done = match config.per_vm {
+                    None => vec![(
+                        first,
+                        check_seed(&config.exe, first, config.calls, config.classes),
+                    )],
+                    Some(_) => {
+                        let (done, p) = check_batch_in_guest(seeds, config);
+                        if let Ok(mut t) = probes.lock() {
+                            t.merge(&p);
+                        }
+                        done
+                    }
+                };
+                let bad = done
+                    .iter()
+                    .filter(|(_, o)| !matches!(o, Outcome::Clean))
+                    .count() as u64;
+                let bad = diverged.fetch_add(bad, Ordering::Relaxed) + bad;
                 if let Some(Ok(mut p)) = bar.as_ref().map(Mutex::lock) {
-                    p.step(&format!(" seeds, {bad} not clean"));
+                    for _ in &done {
+                        p.step(&format!(" seeds, {bad} not clean"));
+                    }
                 }
                 if let Ok(mut r) = results.lock() {
-                    r.push((seed, outcome));
+                    r.extend(done);
                 }
             });
         }
@@ -139,13 +187,31 @@ pub fn run_seeds(config: &Config, progress: bool) -> (Vec<(u64, Outcome)>, f64) 
     }
     let mut results = results.into_inner().unwrap_or_default();
     results.sort_by_key(|(seed, _)| *seed);
-    (results, started.elapsed().as_secs_f64())
+    SeedsRun {
+        results,
+        secs: started.elapsed().as_secs_f64(),
+        probes: config
+            .per_vm
+            .map(|_| probes.into_inner().unwrap_or_default()),
+    }
+}
+
+/// The summary line of the probes' work, for `--guest`.
+fn probes_line(p: &ProbeTotals) -> String {
+    format!(
+        "difftest: in the guest: {} VMs, {} probe events, {} checks, {} violations",
+        p.vms, p.events, p.checks, p.violations
+    )
 }
 
 /// Runs the seeds; returns the exit status (0 every seed clean, 1 otherwise).
 pub fn seeds(config: &Config) -> u8 {
     let SeedRange { start, end } = config.seeds;
-    let (results, secs) = run_seeds(config, true);
+    let SeedsRun {
+        results,
+        secs,
+        probes,
+    } = run_seeds(config, true);
     let (mut clean, mut bad, mut errors) = (0, 0, 0);
     for (seed, outcome) in &results {
         match outcome {
@@ -175,6 +241,9 @@ pub fn seeds(config: &Config) -> u8 {
         results.len(),
         config.calls
     );
+    if let Some(p) = &probes {
+        println!("{}", probes_line(p));
+    }
     if let Some(path) = &config.json {
         let value = json!({
             "seeds": {"start": start, "end": end},
@@ -190,6 +259,8 @@ pub fn seeds(config: &Config) -> u8 {
             }).collect::<Vec<_>>(),
             "seconds": secs,
             "seeds_per_minute": per_min,
+            "mm_core": if probes.is_some() { "guest" } else { "host" },
+            "probes": probes.map(|p| p.to_json()),
         });
         let text = serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
         if let Err(e) = crate::out_file::write_text(path, &text) {
@@ -217,6 +288,7 @@ fn divergence_json(seed: u64, d: &Divergence) -> Value {
         "seed": seed,
         "index": d.index,
         "what": d.what,
+        "in_guest": d.in_guest,
         "call": d.op.encode(),
         "mm_core": obs_json(&d.ours),
         "linux": obs_json(&d.linux),
@@ -225,8 +297,9 @@ fn divergence_json(seed: u64, d: &Divergence) -> Value {
 }
 
 /// `vmm difftest --ops FILE`: runs one sequence (a reproduction printed by an earlier run, one
-/// call per line) on both sides.
-pub fn ops_file(exe: &Path, path: &Path) -> u8 {
+/// call per line) on both sides; with `guest`, mm-core's side in the VM following that variant.
+pub fn ops_file(exe: &Path, path: &Path, guest: Option<Variant>) -> u8 {
+    let in_guest = guest.is_some();
     let text = match crate::in_file::read_text(path, MAX_OPS_FILE) {
         Ok(t) => t,
         Err(e) => {
@@ -259,6 +332,23 @@ pub fn ops_file(exe: &Path, path: &Path) -> u8 {
             return FAILURE;
         }
     };
+    let o = if let Some(variant) = guest {
+        let batch = guest::run_batch(&[ops.clone()], guest::output_len(&o), variant);
+        println!("{}", probes_line(&batch.probes));
+        match batch.outcomes.map(|mut v| v.pop()) {
+            Ok(Some(Ok(states))) if states.len() == ops.len() => states,
+            Ok(Some(Err(e))) | Err(e) => {
+                eprintln!("vmm: difftest: mm-core in the guest: {e}");
+                return FAILURE;
+            }
+            Ok(_) => {
+                eprintln!("vmm: difftest: the guest reported no states for the calls");
+                return FAILURE;
+            }
+        }
+    } else {
+        o
+    };
     match first_divergence(&o, &l) {
         None => {
             println!("difftest: {} calls, no divergence", ops.len());
@@ -269,9 +359,14 @@ pub fn ops_file(exe: &Path, path: &Path) -> u8 {
                 index,
                 what,
                 op: ops[index],
+                in_guest,
                 ours: o[index].clone(),
                 linux: l[index].clone(),
-                minimized: minimize(exe, &ops[..=index]),
+                minimized: if in_guest {
+                    ops[..=index].to_vec()
+                } else {
+                    minimize(exe, &ops[..=index])
+                },
             };
             print!("{}", describe(0, &d).replacen("seed 0: ", "", 1));
             FAILURE
