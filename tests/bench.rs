@@ -61,7 +61,7 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
     ];
     let (stdout, stderr) = expect_exit(&args, 0);
     assert!(
-        stderr.contains("in all on this machine") && stderr.contains("bench: [1/9] boot"),
+        stderr.contains("in all on this machine") && stderr.contains("bench: [1/10] boot"),
         "the bench says up front how long it takes and which row runs: {stderr}"
     );
     for section in [
@@ -73,6 +73,7 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
         "mm workloads in the guest",
         "campaign throughput",
         "difftest (mm-core's host build",
+        "difftest --guest (mm-core in the VM",
     ] {
         assert!(
             stdout.contains(section),
@@ -99,6 +100,16 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
         difftest["seeds_per_minute"]
             .as_f64()
             .is_some_and(|r| r > 0.0),
+        "{report}"
+    );
+    let guest = &report["difftest_guest"];
+    assert_eq!(guest["seeds"], 2, "{report}");
+    assert_eq!(guest["mode"], "guest", "{report}");
+    assert_eq!(guest["clean"], 2, "{report}");
+    assert_eq!(guest["probes"]["violations"], 0, "{report}");
+    assert!(
+        guest["seeds_per_minute"].as_f64().is_some_and(|r| r > 0.0)
+            && guest["probes"]["checks"].as_u64().is_some_and(|c| c > 0),
         "{report}"
     );
     assert_workload_rows(&report["guest_workloads"]["rows"], "guest");

@@ -34,6 +34,8 @@ pub enum RowKind {
     Campaign(&'static str, u64),
     /// `vmm difftest` (host build against this machine's Linux) over this many seeds.
     Difftest(u64),
+    /// `vmm difftest --guest` over this many seeds.
+    DifftestGuest(u64),
 }
 
 /// The difftest row's seeds (of [`DIFFTEST_CALLS`] calls each).
@@ -44,6 +46,20 @@ pub fn difftest_seeds(quick: bool) -> u64 {
         2000
     }
 }
+
+/// The guest difftest row's seeds: a VM's batch (`vmm difftest --per-vm`'s default) per CPU in
+/// the full run.
+pub fn difftest_guest_seeds(quick: bool) -> u64 {
+    if quick {
+        2
+    } else {
+        16
+    }
+}
+
+/// What one guest difftest seed costs one CPU here (measured: about 8 s of emulated ring 0 per
+/// seed of 200 calls on PVM).
+const DIFFTEST_GUEST_SEED: Duration = Duration::from_secs(8);
 
 /// Calls per difftest seed, as `vmm difftest`'s default.
 pub const DIFFTEST_CALLS: usize = 200;
@@ -160,6 +176,9 @@ impl Calibration {
             RowKind::Difftest(seeds) => {
                 DIFFTEST_SEED * u32::try_from(seeds).unwrap_or(u32::MAX) / jobs.max(1)
             }
+            RowKind::DifftestGuest(seeds) => {
+                DIFFTEST_GUEST_SEED * u32::try_from(seeds).unwrap_or(u32::MAX) / jobs.max(1)
+            }
         }
     }
 }
@@ -193,6 +212,10 @@ pub fn rows(
     kinds.push((
         RowKind::Difftest(difftest_seeds(quick)),
         "difftest".to_string(),
+    ));
+    kinds.push((
+        RowKind::DifftestGuest(difftest_guest_seeds(quick)),
+        "difftest-guest".to_string(),
     ));
     kinds
         .into_iter()
@@ -311,7 +334,8 @@ mod tests {
                 "campaign-munmap-whole",
                 "campaign-mm-smoke",
                 "campaign-race-exit",
-                "difftest"
+                "difftest",
+                "difftest-guest"
             ]
         );
     }

@@ -32,9 +32,11 @@ pub struct CampaignRate {
     pub runs_per_minute: f64,
 }
 
-/// `vmm difftest`'s rate on the host build.
+/// `vmm difftest`'s rate on the host build or (`--guest`) in the VM.
 #[derive(Clone, Debug)]
 pub struct DifftestRate {
+    /// What the probes did, if mm-core ran in the guest.
+    pub guest: Option<crate::difftest::guest::ProbeTotals>,
     /// Seeds run.
     pub seeds: u64,
     /// Calls per seed.
@@ -88,8 +90,10 @@ pub struct Suite {
     pub guest: Option<GuestBench>,
     /// Campaign throughput.
     pub campaigns: Vec<CampaignRate>,
-    /// Difftest throughput.
+    /// Difftest throughput, host build.
     pub difftest: Option<DifftestRate>,
+    /// Difftest throughput, mm-core in the guest.
+    pub difftest_guest: Option<DifftestRate>,
     /// Rows that failed, in the order they ran.
     pub failures: Vec<RowFailure>,
     /// Rows not run yet.
@@ -149,6 +153,7 @@ pub fn run(
         guest: None,
         campaigns: Vec::new(),
         difftest: None,
+        difftest_guest: None,
         failures: Vec::new(),
         pending: rows.iter().map(|r| r.name.clone()).collect(),
     };
@@ -284,13 +289,24 @@ fn measure(
                 runs_per_minute: result.runs_per_minute(),
             });
         }
-        RowKind::Difftest(seeds) => suite.difftest = Some(difftest_row(vmm_exe, seeds, jobs)?),
+        RowKind::Difftest(seeds) => {
+            suite.difftest = Some(difftest_row(vmm_exe, seeds, jobs, false)?)
+        }
+        RowKind::DifftestGuest(seeds) => {
+            suite.difftest_guest = Some(difftest_row(vmm_exe, seeds, jobs, true)?)
+        }
     }
     Ok(())
 }
 
-/// The difftest row: `seeds` seeds of the default size, host build against this machine's Linux.
-fn difftest_row(vmm_exe: &Path, seeds: u64, jobs: usize) -> Result<DifftestRate, BenchError> {
+/// A difftest row: `seeds` seeds of the default size against this machine's Linux, mm-core's
+/// host build or (`guest`) mm-core in the VM, a batch of seeds per VM.
+fn difftest_row(
+    vmm_exe: &Path,
+    seeds: u64,
+    jobs: usize,
+    guest: bool,
+) -> Result<DifftestRate, BenchError> {
     use crate::difftest::{run, Outcome};
     let config = run::Config {
         exe: vmm_exe.to_path_buf(),
@@ -302,23 +318,46 @@ fn difftest_row(vmm_exe: &Path, seeds: u64, jobs: usize) -> Result<DifftestRate,
         jobs,
         classes: Default::default(),
         json: None,
+        per_vm: guest.then_some(crate::difftest::guest::PER_VM),
+        variant: mm_core::Variant::Correct,
     };
-    let (results, secs) = run::run_seeds(&config, false);
+    let run::SeedsRun {
+        results,
+        secs,
+        probes,
+    } = run::run_seeds(&config, false);
     let count = |f: fn(&Outcome) -> bool| results.iter().filter(|(_, o)| f(o)).count() as u64;
     if let Some((seed, Outcome::Error(e))) =
         results.iter().find(|(_, o)| matches!(o, Outcome::Error(_)))
     {
         return Err(BenchError::Child {
-            command: format!("{} difftest --seeds {seed}", vmm_exe.display()),
+            command: format!(
+                "{} difftest{} --seeds {seed}",
+                vmm_exe.display(),
+                if guest { " --guest" } else { "" }
+            ),
             reason: e.clone(),
         });
     }
     Ok(DifftestRate {
+        guest: probes,
         seeds,
         calls: plan::DIFFTEST_CALLS,
         clean: count(|o| matches!(o, Outcome::Clean)),
         diverged: count(|o| matches!(o, Outcome::Diverged(_))),
         seeds_per_minute: results.len() as f64 / secs.max(1e-9) * 60.0,
+    })
+}
+
+fn difftest_json(d: &DifftestRate) -> Value {
+    json!({
+        "mode": if d.guest.is_some() { "guest" } else { "host" },
+        "seeds": d.seeds,
+        "calls": d.calls,
+        "clean": d.clean,
+        "diverged": d.diverged,
+        "seeds_per_minute": d.seeds_per_minute,
+        "probes": d.guest.map(|p| p.to_json()),
     })
 }
 
@@ -369,6 +408,21 @@ impl fmt::Display for Suite {
                 d.seeds, d.calls, d.seeds_per_minute, d.clean, d.diverged
             )?,
             None => writeln!(f, "difftest: not measured")?,
+        }
+        match &self.difftest_guest {
+            Some(d) => writeln!(
+                f,
+                "difftest --guest (mm-core in the VM, probes on, every CPU): {} seeds of {} calls, \
+                 {:.1} seeds/minute, {} clean, {} diverged, {} probe checks, {} violations",
+                d.seeds,
+                d.calls,
+                d.seeds_per_minute,
+                d.clean,
+                d.diverged,
+                d.guest.map_or(0, |p| p.checks),
+                d.guest.map_or(0, |p| p.violations)
+            )?,
+            None => writeln!(f, "difftest --guest: not measured")?,
         }
         if !self.failures.is_empty() {
             writeln!(f)?;
@@ -443,14 +497,8 @@ impl Suite {
                 "runs_per_minute": c.runs_per_minute,
                 "goal_met": c.runs_per_minute >= CAMPAIGN_GOAL,
             })).collect::<Vec<_>>(),
-            "difftest": self.difftest.as_ref().map(|d| json!({
-                "mode": "host",
-                "seeds": d.seeds,
-                "calls": d.calls,
-                "clean": d.clean,
-                "diverged": d.diverged,
-                "seeds_per_minute": d.seeds_per_minute,
-            })),
+            "difftest": self.difftest.as_ref().map(difftest_json),
+            "difftest_guest": self.difftest_guest.as_ref().map(difftest_json),
         })
     }
 
