@@ -239,3 +239,15 @@ error_enum!(
         Busy => (EBUSY, "MS_INVALIDATE of locked pages"),
     }
 );
+
+error_enum!(
+    /// Why `fork` could not copy the address space (the parent is left as it was).
+    ForkError {
+        /// No memory for the child's `mm` or its PGD.
+        Mm => (ENOMEM, "no memory for the child's address space"),
+        /// No memory for a VMA.
+        Vma => (ENOMEM, "no memory for a VMA"),
+        /// No memory for the child's page tables.
+        Tables => (ENOMEM, "no memory for the child's page tables"),
+    }
+);

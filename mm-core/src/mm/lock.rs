@@ -36,9 +36,23 @@ impl MmSpinLock {
     /// Takes the lock, telling `k`'s lockdep first so an inverted order is reported even when it
     /// does not deadlock this time.
     pub fn lock<'a>(&'a self, k: &'a Kernel<'_>) -> MmLockGuard<'a> {
+        self.acquire(k, false)
+    }
+
+    /// [`MmSpinLock::lock`] while holding another lock of the same class (`spin_lock_nested`: the
+    /// child's and the parent's `page_table_lock` in fork's copy).
+    pub fn lock_nested<'a>(&'a self, k: &'a Kernel<'_>) -> MmLockGuard<'a> {
+        self.acquire(k, true)
+    }
+
+    fn acquire<'a>(&'a self, k: &'a Kernel<'_>, nested: bool) -> MmLockGuard<'a> {
         let instance = self as *const Self as usize;
         let lockdep = k.lockdep();
-        lockdep.acquire(self.class, instance);
+        if nested {
+            lockdep.acquire_nested(self.class, instance);
+        } else {
+            lockdep.acquire(self.class, instance);
+        }
         // Each failed attempt is reported, so a host that runs one vCPU at a time (the race
         // scheduler) can run the holder instead of letting this CPU spin forever.
         let inner = loop {

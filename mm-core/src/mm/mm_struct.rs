@@ -269,6 +269,13 @@ impl Mm {
             .map(|v| Some(*v))
     }
 
+    /// Takes `parent`'s layout and search cache (a forked child's searches go where the parent's
+    /// would).
+    pub(crate) fn copy_search_state(&mut self, parent: &Mm) {
+        self.top_down = parent.top_down;
+        self.free_area_cache = parent.free_area_cache;
+    }
+
     pub(crate) fn free_area_cache(&self) -> VirtAddr {
         VirtAddr(self.free_area_cache)
     }

@@ -23,6 +23,7 @@ pub mod anon;
 pub mod error;
 pub mod fault;
 pub mod file;
+pub mod fork;
 #[allow(unsafe_code)]
 pub mod i_mmap;
 #[allow(unsafe_code)]
@@ -44,8 +45,8 @@ pub mod vma;
 
 pub use anon::{AnonVma, AnonVmaPtr};
 pub use error::{
-    BrkError, Errno, FaultError, FileError, MadviseError, MincoreError, MlockError, MmNewError,
-    MmapError, MprotectError, MremapError, MsyncError, MunmapError,
+    BrkError, Errno, FaultError, FileError, ForkError, MadviseError, MincoreError, MlockError,
+    MmNewError, MmapError, MprotectError, MremapError, MsyncError, MunmapError,
 };
 pub use fault::Access;
 pub use file::{fput, get_file, iput, AddressSpace, File, FilePtr, MappingPtr, VmOps};

@@ -2,6 +2,7 @@
 
 mod basic;
 mod floor_ceiling;
+mod fork;
 mod hooks;
 mod inject;
 mod linux;
