@@ -65,9 +65,13 @@ pub(crate) fn anon_vma_prepare(k: &Kernel<'_>, vma: VmaPtr) -> bool {
     // access bits, which mprotect can still make equal; same file; contiguous offsets), so a later
     // merge of the two stays possible.
     let v = vma.get();
+    // A neighbour copied by fork lends nothing (Linux's `reusable_anon_vma` wants a singular
+    // chain).
     let compatible = |a: &Vma, b: &Vma| {
         let differ = (a.flags().0 ^ b.flags().0) & !VmFlags::ACCESS.0;
-        a.end() == b.start()
+        let neither_forked = a.anon_lineage.get() == 0 && b.anon_lineage.get() == 0;
+        neither_forked
+            && a.end() == b.start()
             && a.file() == b.file()
             && differ == 0
             && b.pgoff() == a.pgoff() + a.pages()
@@ -134,6 +138,7 @@ pub fn anon_vma_unlink(k: &Kernel<'_>, vma: VmaPtr) {
     v.anon_vma_next.set(0);
     v.anon_vma_prev.set(0);
     v.anon_vma.set(0);
+    v.anon_lineage.set(0);
     let empty = a.nr_vmas.sub(1) == 0;
     k.hooks().vma_unlinked(
         k,

@@ -25,6 +25,15 @@ use crate::paging::walk::{self, lookup, pte_alloc};
 use crate::paging::{PageTableEntry, PteFlags};
 use crate::phys::{AllocKind, PageFlags};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The last lineage handed out ([`crate::mm::Vma::anon_lineage`]).
+static LINEAGE: AtomicU64 = AtomicU64::new(0);
+
+/// A lineage no VMA has had.
+fn next_lineage() -> u64 {
+    LINEAGE.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 impl Mm {
     /// A copy of this address space for a child process (`dup_mmap`), its PGD made as
@@ -65,8 +74,9 @@ impl Mm {
                 v.pgoff(),
             );
             let wipe = flags.contains(VmFlags::WIPEONFORK);
-            if !wipe {
+            if !wipe && v.anon().is_some() {
                 copy.get().anon_vma.set(v.anon_vma.get());
+                copy.get().anon_lineage.set(next_lineage());
             }
             if let Some(f) = v.file() {
                 get_file(f);

@@ -26,7 +26,7 @@ use crate::phys::Page;
 /// "MMLAYOUT": the guest publishes it with its roots so the VMM knows it reads mm-core's layout.
 pub const LAYOUT_MAGIC: u64 = u64::from_le_bytes(*b"MMLAYOUT");
 /// Version of the layouts pinned below; bump it with any change to them.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 
 const _: () = {
     assert!(offset_of!(KernelRoots, anon_vmas) == 0 && offset_of!(KernelRoots, mappings) == 16);
@@ -39,7 +39,7 @@ const _: () = {
     assert!(offset_of!(Vma, vm_pgoff) == 48 && offset_of!(Vma, vm_file) == 56);
     assert!(offset_of!(Vma, anon_vma) == 64 && offset_of!(Vma, anon_vma_next) == 72);
     assert!(offset_of!(Vma, anon_vma_prev) == 80 && offset_of!(Vma, shared) == 88);
-    assert!(size_of::<Vma>() == 144);
+    assert!(offset_of!(Vma, anon_lineage) == 144 && size_of::<Vma>() == 152);
     assert!(offset_of!(AnonVma, head) == 0 && offset_of!(AnonVma, nr_vmas) == 8);
     assert!(offset_of!(AnonVma, all) == 16);
     assert!(offset_of!(AddressSpace, i_mmap) == 0 && offset_of!(AddressSpace, nrpages) == 16);

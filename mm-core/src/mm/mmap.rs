@@ -342,7 +342,7 @@ impl Mm {
         debug_assert!(v.start() < addr && addr < v.end());
         let pgoff = v.pgoff() + ((addr - v.start()) >> PAGE_SHIFT);
         let upper = new_vma(self, addr, v.end(), v.flags(), v.file(), pgoff);
-        upper.get().anon_vma.set(v.anon_vma.get());
+        upper.get().share_anon(v);
         if let Some(f) = v.file() {
             get_file(f);
         }
@@ -359,7 +359,7 @@ impl Mm {
         // Anonymous VMAs too: a moved one keeps the pgoff its pages' index is relative to
         // (mremap), so only contiguous ones may become one VMA, as in Linux's vma_merge.
         let b_pgoff_ok = av.pgoff() + av.pages() == bv.pgoff();
-        let anon_ok = av.anon().is_none() || bv.anon().is_none() || av.anon() == bv.anon();
+        let anon_ok = av.anon_mergeable(bv);
         if av.end() != bv.start()
             || av.flags() != bv.flags()
             || av.file() != bv.file()
@@ -369,7 +369,7 @@ impl Mm {
             return false;
         }
         if av.anon().is_none() && bv.anon().is_some() {
-            av.anon_vma.set(bv.anon_vma.get());
+            av.share_anon(bv);
             anon_vma_link(k, a);
         }
         let end = bv.end();
@@ -474,10 +474,13 @@ fn can_extend(
     file: Option<FilePtr>,
     pgoff: u64,
 ) -> bool {
+    // The new range has no anon_vma: a VMA copied by fork with one cannot take it in.
+    let anon_ok = prev.anon().is_none() || prev.anon_lineage.get() == 0;
     prev.end() == addr
         && prev.flags() == flags
         && prev.file() == file
         && prev.pgoff() + prev.pages() == pgoff
+        && anon_ok
 }
 
 /// A fresh, unlinked VMA of `mm` (the caller has checked the allocation may proceed).

@@ -269,7 +269,7 @@ impl Mm {
             v.pgoff() + ((old - v.start()) >> PAGE_SHIFT)
         };
         let new = new_vma(self, to, to + new_len, v.flags(), v.file(), pgoff);
-        new.get().anon_vma.set(v.anon_vma.get());
+        new.get().share_anon(v);
         if let Some(f) = v.file() {
             get_file(f);
         }

@@ -199,6 +199,13 @@ pub struct Vma {
     /// Node in the file's i_mmap interval tree, keyed `[vm_pgoff, last_pgoff]` (7 `u64`s; only
     /// `crate::mm::i_mmap` touches it).
     pub shared: UnsafeCell<IntervalNode>,
+    /// 0 when the anon_vma is this VMA's own (Linux: a singular `anon_vma_chain`); else the fork
+    /// it was copied in. Linux gives a child's copy of a VMA with an anon_vma a new anon_vma of
+    /// its own, chained to the parent's; mm-core shares the parent's (the 2.6.15 anon_vma) and
+    /// keeps the difference here, so merges follow Linux's: such a VMA merges only with one of
+    /// the same copy (its splits and moves keep the value), never with one without an anon_vma,
+    /// and lends its anon_vma to no neighbour.
+    pub anon_lineage: U64Cell,
 }
 
 impl Default for Vma {
@@ -217,11 +224,29 @@ impl Default for Vma {
             anon_vma_next: z(),
             anon_vma_prev: z(),
             shared: UnsafeCell::new(IntervalNode::new(0, 0)),
+            anon_lineage: z(),
         }
     }
 }
 
 impl Vma {
+    /// Takes `from`'s anon_vma and lineage (a split, a move, a merge); the caller links it.
+    pub(crate) fn share_anon(&self, from: &Vma) {
+        self.anon_vma.set(from.anon_vma.get());
+        self.anon_lineage.set(from.anon_lineage.get());
+    }
+
+    /// Whether this VMA and `other`, adjacent and otherwise compatible, may become one as far as
+    /// their anonymous memory goes (Linux's `is_mergeable_anon_vma`).
+    pub(crate) fn anon_mergeable(&self, other: &Vma) -> bool {
+        match (self.anon(), other.anon()) {
+            (None, None) => true,
+            (Some(_), None) => self.anon_lineage.get() == 0,
+            (None, Some(_)) => other.anon_lineage.get() == 0,
+            (Some(a), Some(b)) => a == b && self.anon_lineage.get() == other.anon_lineage.get(),
+        }
+    }
+
     /// First address.
     pub fn start(&self) -> VirtAddr {
         VirtAddr(self.vm_start.get())
@@ -287,7 +312,7 @@ mod tests {
         assert_eq!(core::mem::align_of::<Vma>(), 8);
         assert_eq!(core::mem::offset_of!(Vma, vm_start), 8);
         assert_eq!(core::mem::offset_of!(Vma, shared), 11 * 8);
-        assert_eq!(core::mem::size_of::<Vma>(), 18 * 8);
+        assert_eq!(core::mem::size_of::<Vma>(), 19 * 8);
     }
 
     #[test]

@@ -284,3 +284,38 @@ fn every_allocation_of_fork_and_of_the_cow_fault_can_fail_cleanly() {
     b.destroy(&k);
     assert_eq!(ram.frames_in_use(), 0);
 }
+
+#[test]
+fn a_vma_copied_by_fork_merges_only_with_pieces_of_its_own_copy() {
+    rig!(ram, tlb, k);
+    let mut a = parent(&k, 4);
+    let mut b = a.fork(&k, None).expect("fork");
+    // Linux gives the child's copy an anon_vma of its own chained to the parent's: a new mapping
+    // next to it does not merge in the child, where the same mapping merges in the parent.
+    for mm in [&mut a, &mut b] {
+        map_anon(&k, mm, BASE + 4 * P, 2);
+    }
+    assert_eq!(
+        a.vmas().count(),
+        1,
+        "the parent's VMA takes the new range in"
+    );
+    assert_eq!(b.vmas().count(), 2, "the child's copy does not");
+    // Split and joined again, the copy's pieces merge: one copy, one anon_vma.
+    b.mprotect(&k, VirtAddr(BASE + P), P, Prot::READ)
+        .expect("split");
+    assert_eq!(b.vmas().count(), 4);
+    b.mprotect(&k, VirtAddr(BASE + P), P, Prot::RW)
+        .expect("join");
+    assert_eq!(b.vmas().count(), 2);
+    // The new range's first fault does not borrow the copy's anon_vma.
+    write(&k, &mut b, BASE + 4 * P, 1);
+    let anon = |mm: &Mm, at: u64| mm.vma_at(VirtAddr(at)).expect("vma").get().anon();
+    assert_ne!(anon(&b, BASE + 4 * P), anon(&b, BASE));
+    for mm in [&a, &b] {
+        assert_valid(&k, mm);
+    }
+    a.destroy(&k);
+    b.destroy(&k);
+    assert_eq!(ram.frames_in_use(), 0);
+}
