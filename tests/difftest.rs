@@ -4,8 +4,10 @@
 //! - Each reproduction in `tests/difftest/` (sequences that diverged before mm-core learned the
 //!   behaviour) runs clean.
 //! - Three hundred random seeds of 200 calls end exactly as on Linux.
-//! - In the guest (`--guest`, KVM): seeds and a reproduction run clean on real page tables with
-//!   the probes checking, and a wrong ordering variant fails the seeds with the violations.
+//! - Two hundred seeds with fork and exit drawn too (`--fork`) end as on Linux.
+//! - In the guest (`--guest`, KVM): seeds (forks included) and a reproduction run clean on real
+//!   page tables with the probes checking, and a wrong ordering variant fails the seeds with the
+//!   violations.
 //! - Bad input is exit 2 with one line.
 
 mod common;
@@ -81,8 +83,8 @@ fn seeds_run_clean_in_the_guest_with_the_probes_checking() {
     let json = dir.join("result.json");
     let out = vmm()
         .args([
-            "difftest", "--guest", "--seeds", "0..4", "--calls", "100", "--per-vm", "2", "--jobs",
-            "2", "--json",
+            "difftest", "--guest", "--fork", "--seeds", "0..4", "--calls", "100", "--per-vm", "2",
+            "--jobs", "2", "--json",
         ])
         .arg(&json)
         .output()
@@ -144,6 +146,21 @@ fn a_wrong_ordering_in_the_guest_fails_the_seed_with_the_violation() {
     assert!(
         stdout.contains("seed 0: error: the guest failed: the probes found")
             && stdout.contains("P1: a VMA meeting the freed span is still on its"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn two_hundred_seeds_with_fork_end_exactly_as_on_linux() {
+    let out = vmm()
+        .args([
+            "difftest", "--fork", "--seeds", "0..200", "--calls", "200", "--jobs", "2",
+        ])
+        .output()
+        .expect("vmm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("200 seeds of 200 calls: 200 clean"),
         "{stdout}"
     );
 }

@@ -68,7 +68,9 @@ fn run(
     let frames = frame::allocated();
     let mm =
         Mm::new(k, Some(kernel_template())).unwrap_or_else(|e| panic!("difftest: no mm: {e:?}"));
-    let mut m = match Model::new(k, mm) {
+    // A fork or an exit moves the CPU to the address space the calls run in next.
+    let load = |pgd: mm_core::addr::PhysAddr| write_cr3(pgd.0);
+    let mut m = match Model::new(k, mm, Some(kernel_template()), load) {
         Ok(m) => m,
         Err(e) => return (Vec::new(), Some(e)),
     };

@@ -1,12 +1,18 @@
 //! `mincore`: which pages of a range are resident, as Linux's `sys_mincore` reports them.
 
-use crate::addr::{VirtAddr, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE};
+use crate::addr::{PhysAddr, VirtAddr, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE};
 use crate::kernel::Kernel;
 use crate::mm::error::MincoreError;
 use crate::mm::mm_struct::Mm;
 use crate::paging::walk;
 
 impl Mm {
+    /// The frame a present entry maps at `va` (Linux's `follow_page`), if any.
+    pub fn frame_at(&self, k: &Kernel<'_>, va: VirtAddr) -> Option<PhysAddr> {
+        let e = walk::lookup(k, self.raw().pgd(), va)?.read(k);
+        e.is_present().then(|| e.frame())
+    }
+
     /// Fills `vec[i]` with 1 if page `i` of `[start, start + len)` is resident, else 0 (Linux's
     /// `sys_mincore`): a page whose PTE maps a frame is resident; an unmapped page of a file
     /// mapping (shared anonymous memory included) is resident if it is in the file's page cache;

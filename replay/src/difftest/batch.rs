@@ -82,6 +82,7 @@ pub fn write_outcome(out: &mut impl Sink, states: &[Obs], error: Option<&str>) -
             put_bytes(out, l.name.as_bytes())?;
         }
         put_bytes(out, o.resident.as_bytes())?;
+        put_bytes(out, o.values.as_bytes())?;
     }
     if let Some(e) = error {
         out.put(&[ERROR])?;
@@ -134,10 +135,12 @@ impl<'a> Reader<'a> {
             });
         }
         let resident = self.text()?;
+        let values = self.text()?;
         Some(Obs {
             ret,
             maps,
             resident,
+            values,
         })
     }
 }

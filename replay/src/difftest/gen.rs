@@ -63,6 +63,9 @@ pub struct Classes {
     pub lock: bool,
     /// `MAP_GROWSDOWN`.
     pub growsdown: bool,
+    /// `fork` and the child's exit (off by default: on, every seed draws a different
+    /// sequence).
+    pub fork: bool,
 }
 
 impl Default for Classes {
@@ -70,14 +73,20 @@ impl Default for Classes {
         Classes {
             lock: true,
             growsdown: true,
+            fork: false,
         }
     }
 }
+
+/// How deep a sequence's forks nest at most.
+const MAX_FORK_DEPTH: u32 = 2;
 
 /// Draws calls for one seed.
 pub struct Gen {
     rng: Rng,
     classes: Classes,
+    /// Children alive: forks not yet ended by an exit.
+    depth: u32,
 }
 
 impl Gen {
@@ -86,6 +95,7 @@ impl Gen {
         Gen {
             rng: Rng::new(seed),
             classes,
+            depth: 0,
         }
     }
 
@@ -140,6 +150,19 @@ impl Gen {
 
     /// The next call, with the region's current `maps` in view.
     pub fn next(&mut self, maps: &[Line]) -> Op {
+        if self.classes.fork {
+            match self.rng.below(100) {
+                0..=2 if self.depth < MAX_FORK_DEPTH => {
+                    self.depth += 1;
+                    return Op::Fork;
+                }
+                3..=4 if self.depth > 0 => {
+                    self.depth -= 1;
+                    return Op::Exit;
+                }
+                _ => {}
+            }
+        }
         match self.rng.below(100) {
             0..=29 => self.mmap(maps),
             30..=41 => {

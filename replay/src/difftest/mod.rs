@@ -21,7 +21,7 @@ pub mod obs;
 pub mod op;
 
 pub use obs::{Line, Obs};
-pub use op::{Fd, Op};
+pub use op::{fork_exits, Fd, Op};
 
 /// First address of the region (16 TiB + 1.5 MiB: the region's middle is a 2 MiB boundary).
 pub const REGION_START: u64 = (16 << 40) + (3 << 19);

@@ -49,11 +49,14 @@ pub struct Obs {
     pub maps: Vec<Line>,
     /// `mincore` of every line's pages, `0`/`1` per page, lines separated by `|`.
     pub resident: String,
+    /// The first byte of every line's resident pages, two hex digits per page (`--` not
+    /// resident, `??` not readable), lines separated by `|`.
+    pub values: String,
 }
 
 impl Obs {
     /// Parses the runner's text: `= RET`, then `L start end perms offset [name]` lines, then
-    /// `R residency`.
+    /// `R residency` and `V values`.
     pub fn parse(text: &str) -> Option<Obs> {
         let mut obs = Obs::default();
         for line in text.lines() {
@@ -77,6 +80,7 @@ impl Obs {
                     });
                 }
                 "R" => obs.resident = rest.into(),
+                "V" => obs.values = rest.into(),
                 _ => return None,
             }
         }
@@ -91,6 +95,8 @@ impl Obs {
             Some("maps")
         } else if self.resident != linux.resident {
             Some("residency")
+        } else if self.values != linux.values {
+            Some("values")
         } else {
             None
         }

@@ -101,14 +101,25 @@ pub enum Op {
     Touch {
         /// The address.
         addr: u64,
-        /// A store (else a load).
+        /// A store (else a load). The byte stored is the process's count of stores so far,
+        /// plus one (mod 256), on both sides, so what a process reads back tells whose store it
+        /// sees.
         write: bool,
     },
+    /// `fork()`: the calls that follow run in the child, until its [`Op::Exit`] (or the end);
+    /// the state after it is the child's, with the result 0.
+    Fork,
+    /// The current child exits (`_exit`) and its parent, which waited, goes on; the state after it
+    /// is the parent's, with the result 0. With no child to end, `-ECHILD` and nothing changes.
+    Exit,
 }
+
+/// Linux's `ECHILD`, an [`Op::Exit`] with no child to end.
+pub const ECHILD: i64 = 10;
 
 impl Op {
     /// The x86_64 system call number the op makes and its six argument words, or `None` for a
-    /// touch. An mmap's descriptor word is `-1` or the file's index ([`Fd::file`]): the caller
+    /// touch, a fork or an exit (which the runners make themselves). An mmap's descriptor word is `-1` or the file's index ([`Fd::file`]): the caller
     /// puts its own descriptor there.
     pub fn syscall(&self) -> Option<(i64, [u64; 6])> {
         Some(match *self {
@@ -136,7 +147,7 @@ impl Op {
             Op::Mlock { addr, len, flags } => (325, [addr, len, flags, 0, 0, 0]),
             Op::Munlock { addr, len } => (150, [addr, len, 0, 0, 0, 0]),
             Op::Msync { addr, len, flags } => (26, [addr, len, flags, 0, 0, 0]),
-            Op::Touch { .. } => return None,
+            Op::Touch { .. } | Op::Fork | Op::Exit => return None,
         })
     }
 
@@ -216,6 +227,8 @@ impl Op {
                 addr: n(0)?,
                 write: name == "write",
             },
+            ("fork", 0) => Op::Fork,
+            ("exit", 0) => Op::Exit,
             _ => return None,
         })
     }
@@ -266,6 +279,31 @@ impl fmt::Display for Encoded<'_> {
             Op::Touch { addr, write } => {
                 write!(f, "{} {addr:#x}", if write { "write" } else { "read" })
             }
+            Op::Fork => f.write_str("fork"),
+            Op::Exit => f.write_str("exit"),
         }
     }
+}
+
+/// For each [`Op::Fork`] of `ops`, the index of the [`Op::Exit`] that ends its child (`ops.len()`
+/// if none does: the child runs to the end); `None` for every other op. An exit that ends no
+/// child is left unmatched.
+pub fn fork_exits(ops: &[Op]) -> Vec<Option<usize>> {
+    let mut out = alloc::vec![None; ops.len()];
+    let mut open = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Fork => open.push(i),
+            Op::Exit => {
+                if let Some(f) = open.pop() {
+                    out[f] = Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    for f in open {
+        out[f] = Some(ops.len());
+    }
+    out
 }

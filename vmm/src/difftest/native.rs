@@ -9,12 +9,17 @@
 //! `/proc/self/maps` into a fixed buffer and writes its output from one, and the calls run on a
 //! thread with a fixed stack (the main thread's stack could need to grow into a placeholder).
 //!
+//! `fork` forks that thread: the child runs the calls that follow, writing its states, until its
+//! `exit` (or the end), fills its own address space first (the placeholders are `MADV_DONTFORK`),
+//! and `_exit`s; the parent waits for it and goes on after the child's `exit`.
+//!
 //! [`Obs::parse`]: mm_replay::difftest::Obs::parse
 
 use std::fmt::Write as _;
 use std::io::Read;
 
-use mm_replay::difftest::{Op, FILE_PAGES, REGION_END, REGION_START};
+use mm_replay::difftest::op::ECHILD;
+use mm_replay::difftest::{fork_exits, Op, FILE_PAGES, REGION_END, REGION_START};
 
 /// The subcommand `vmm` runs this as (hidden: only `vmm difftest` starts it).
 pub const SUBCOMMAND: &str = "__difftest-native";
@@ -116,6 +121,8 @@ struct Runner {
     maps: Box<[u8]>,
     out: Buf,
     vec: Box<[u8]>,
+    /// Stores made so far (the next one stores this plus one).
+    stores: u8,
 }
 
 impl Runner {
@@ -150,17 +157,61 @@ impl Runner {
                 maps: vec![0u8; MAPS_BUF].into_boxed_slice(),
                 out: Buf::new(OUT_BUF),
                 vec: vec![0u8; ((REGION_END - REGION_START) / PAGE) as usize].into_boxed_slice(),
+                stores: 0,
             }
         }
     }
 
     fn run(mut self, ops: &[Op]) {
         self.fill();
-        for op in ops {
-            let ret = self.call(op);
+        let exits = fork_exits(ops);
+        // Children of this process alive: this process is a child when it is above 0.
+        let mut depth = 0usize;
+        let mut i = 0;
+        while i < ops.len() {
+            let ret = match ops[i] {
+                Op::Fork => {
+                    self.out.flush();
+                    // SAFETY: the child runs only this loop (raw system calls into fixed
+                    // buffers) and ends with `_exit`; the parent waits for it.
+                    let pid = unsafe { libc::fork() };
+                    if pid < 0 {
+                        -last_errno()
+                    } else if pid == 0 {
+                        depth += 1;
+                        self.fill();
+                        0
+                    } else {
+                        let mut status = 0;
+                        // SAFETY: waits for the child just made.
+                        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+                        if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                            die("a forked child failed");
+                        }
+                        // Go on after the child's exit, whose state is this process's.
+                        i = exits[i].unwrap_or(ops.len());
+                        if i == ops.len() {
+                            break;
+                        }
+                        0
+                    }
+                }
+                Op::Exit if depth > 0 => {
+                    self.out.flush();
+                    // SAFETY: the child is done; nothing of it needs cleaning up.
+                    unsafe { libc::_exit(0) }
+                }
+                Op::Exit => -ECHILD,
+                ref op => self.call(op),
+            };
             self.observe(ret);
+            i += 1;
         }
         self.out.flush();
+        if depth > 0 {
+            // SAFETY: as at an exit: the sequence ended in a child.
+            unsafe { libc::_exit(0) }
+        }
     }
 
     /// Reads `/proc/self/maps` into the buffer; returns its length.
@@ -256,7 +307,9 @@ impl Runner {
     fn call(&mut self, op: &Op) -> i64 {
         let Some((nr, mut a)) = op.syscall() else {
             let Op::Touch { addr, write } = *op else {
-                unreachable!("every op but a touch is a system call")
+                unreachable!(
+                    "`run` makes forks and exits; every other op but a touch is a system call"
+                )
             };
             return self.touch(addr, write);
         };
@@ -274,15 +327,20 @@ impl Runner {
         }
     }
 
-    /// A one-byte kernel copy to or from `addr` through the pipe: 0, or `-EFAULT`.
+    /// A one-byte kernel copy to or from `addr` through the pipe: 0, or `-EFAULT`. A store
+    /// stores the count of stores so far, plus one.
     fn touch(&mut self, addr: u64, write: bool) -> i64 {
         let [r, w] = self.pipe;
         let mut scratch = 0u8;
         let scratch_p: *mut u8 = &mut scratch;
+        let value = [self.stores.wrapping_add(1)];
+        if write {
+            self.stores = value[0];
+        }
         // SAFETY: the pipe is ours; the kernel checks `addr` and fails with EFAULT.
         unsafe {
             let ok = if write {
-                libc::write(w, b"x".as_ptr().cast(), 1);
+                libc::write(w, value.as_ptr().cast(), 1);
                 let n = libc::read(r, addr as *mut _, 1);
                 if n != 1 {
                     libc::read(r, scratch_p.cast(), 1);
@@ -359,7 +417,44 @@ impl Runner {
             }
         }
         let _ = writeln!(self.out);
+        let _ = write!(self.out, "V ");
+        for (i, &(s, e)) in lines[..n].iter().enumerate() {
+            if i > 0 {
+                let _ = write!(self.out, "|");
+            }
+            self.values(s, e);
+        }
+        let _ = writeln!(self.out);
         let _ = writeln!(self.out, "#");
+    }
+
+    /// Writes the first byte of each page of `[s, e)` that is resident, read by a kernel copy
+    /// (two hex digits; `??` where the copy fails, `--` where the page is not resident).
+    fn values(&mut self, s: u64, e: u64) {
+        let pages = ((e - s) / PAGE) as usize;
+        // SAFETY: `vec` holds a byte per region page.
+        if unsafe { libc::mincore(s as *mut _, (e - s) as usize, self.vec.as_mut_ptr()) } != 0 {
+            let _ = write!(self.out, "mincore failed");
+            return;
+        }
+        let [r, w] = self.pipe;
+        for p in 0..pages {
+            if self.vec[p] & 1 == 0 {
+                let _ = write!(self.out, "--");
+                continue;
+            }
+            let mut byte = 0u8;
+            let at = s + p as u64 * PAGE;
+            // SAFETY: the kernel checks `at` and fails with EFAULT; `byte` is ours.
+            let n = unsafe { libc::write(w, at as *const _, 1) };
+            if n == 1 {
+                // SAFETY: as above.
+                unsafe { libc::read(r, (&mut byte as *mut u8).cast(), 1) };
+                let _ = write!(self.out, "{byte:02x}");
+            } else {
+                let _ = write!(self.out, "??");
+            }
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub struct DifftestArgs {
     /// Leave out MAP_GROWSDOWN.
     #[arg(long)]
     pub no_growsdown: bool,
+    /// Draw fork and the child's exit too (every seed then draws another sequence).
+    #[arg(long)]
+    pub fork: bool,
     /// Run mm-core in the VM (real page tables, probes on) instead of the host build.
     #[arg(long)]
     pub guest: bool,
@@ -92,6 +95,7 @@ pub fn command(args: &DifftestArgs, exe: PathBuf) -> u8 {
         classes: Classes {
             lock: !args.no_lock,
             growsdown: !args.no_growsdown,
+            fork: args.fork,
         },
         json: args.json.clone(),
         per_vm: args.guest.then_some(args.per_vm),
