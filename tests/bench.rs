@@ -94,6 +94,16 @@ fn the_quick_suite_writes_a_table_json_and_a_picture() {
     );
     assert_workload_rows(&report["mm_workloads"]["rows"], "mm-core");
     assert_eq!(report["mm_workloads"]["leaked_frames"], 0, "{report}");
+    let forks = report["mm_workloads"]["forks"]
+        .as_array()
+        .expect("fork rows");
+    assert_eq!(forks.len(), 2, "{report}");
+    for r in forks {
+        assert!(
+            r["ratio"].as_f64().is_some_and(|q| q > 0.0),
+            "fork measured on both sides: {r}"
+        );
+    }
     let difftest = &report["difftest"];
     assert_eq!(difftest["seeds"], 40, "{report}");
     assert!(

@@ -3,7 +3,8 @@
 //!
 //! Six workloads run on both sides, interleaved, several repeats each; a row is the median with
 //! min and max of the repeats and mm-core's ratio to Linux (issue 3's goal: at most 0.5×). A second
-//! measurement shows how munmap and exit_mmap grow from 1,000 to 65,530 VMAs against n log n.
+//! measurement shows how munmap and exit_mmap grow from 1,000 to 65,530 VMAs against n log n, and a
+//! third times fork of a populated mapping and of many VMAs on both sides.
 //! `vmm bench` makes these rows of its table, JSON and picture, and times the same workloads in the
 //! guest against Linux at the guest's sizes ([`linux_at`]); `cargo bench -p mm-bench` prints the two
 //! tables alone.
@@ -25,7 +26,7 @@ pub mod report;
 pub mod workloads;
 
 pub use mm_core::abi::Workload;
-pub use report::{Point, Row, ScaleOp, Series, Side, Stats, VsLinux};
+pub use report::{ForkCase, ForkRow, Point, Row, ScaleOp, Series, Side, Stats, VsLinux};
 pub use workloads::{Sizes, Skip, Workloads};
 
 use std::collections::BTreeMap;
@@ -72,6 +73,11 @@ pub fn vs_linux(sizes: &Sizes) -> VsLinux {
         Err(e) => skipped.push(format!("{}: {} of {n} VMAs: {e}", side.name(), op.name())),
     };
     let mut goal_skips = Vec::new();
+    let fork_cases = [
+        (ForkCase::Populated, sizes.big_pages),
+        (ForkCase::Vmas, sizes.create_vmas),
+    ];
+    let mut fork_samples: BTreeMap<(ForkCase, Side), Vec<f64>> = BTreeMap::new();
     for rep in 0..sizes.repeats {
         eprintln!("mm-bench: repeat {}/{}", rep + 1, sizes.repeats);
         // Rotate which side goes first, so none always inherits another's cache state.
@@ -90,6 +96,23 @@ pub fn vs_linux(sizes: &Sizes) -> VsLinux {
                         .or_default()
                         .push(per_unit(work, d, units)),
                     Err(e) => goal_skips.push(format!("{}: {}: {e}", side.name(), work.name())),
+                }
+            }
+        }
+        for (case, units) in fork_cases {
+            for side in order {
+                let r = match (side, case) {
+                    (Side::Linux, ForkCase::Populated) => linux.fork_populated(units),
+                    (Side::Linux, ForkCase::Vmas) => linux.fork_vmas(units),
+                    (_, ForkCase::Populated) => mm_core.fork_populated(units),
+                    (_, ForkCase::Vmas) => mm_core.fork_vmas(units),
+                };
+                match r {
+                    Ok(d) => fork_samples
+                        .entry((case, side))
+                        .or_default()
+                        .push(d.as_nanos() as f64),
+                    Err(e) => goal_skips.push(format!("{}: fork: {e}", side.name())),
                 }
             }
         }
@@ -141,8 +164,21 @@ pub fn vs_linux(sizes: &Sizes) -> VsLinux {
                 .collect(),
         })
         .collect();
+    let forks = fork_cases
+        .into_iter()
+        .map(|(case, units)| {
+            let stats = |side| fork_samples.get(&(case, side)).and_then(|v| Stats::of(v));
+            ForkRow {
+                case,
+                units,
+                subject: stats(Side::MmCore),
+                anchor: stats(Side::Linux),
+            }
+        })
+        .collect();
     VsLinux {
         quick: sizes.quick,
+        forks,
         repeats: sizes.repeats,
         sim_frames: frames,
         rows,

@@ -259,3 +259,53 @@ fn truncate_memfd(fd: i32, len: usize) -> Result<Duration, Skip> {
     r.munmap()?;
     Ok(d)
 }
+
+impl Linux {
+    /// Maps `pages` anonymous pages and touches each, then times one `fork()` (the child exits
+    /// at once; its exit is not timed).
+    pub fn fork_populated(&mut self, pages: u64) -> Result<Duration, Skip> {
+        let r = Region::anon(pages as usize * PAGE, libc::PROT_READ | libc::PROT_WRITE)?;
+        for i in 0..pages as usize {
+            // SAFETY: page `i` of the read/write region just mapped.
+            unsafe { touch(r.addr.add(i * PAGE)) };
+        }
+        let d = time_fork()?;
+        r.munmap()?;
+        Ok(d)
+    }
+
+    /// Creates `n` separate populated one-page VMAs, then times one `fork()`.
+    pub fn fork_vmas(&mut self, n: u64) -> Result<Duration, Skip> {
+        let len = 2 * n as usize * PAGE;
+        let base = Region::free_range(len)?;
+        let guard = Region { addr: base, len };
+        // SAFETY: as in `create_vmas`.
+        unsafe { map_separate_vmas(base, n)? };
+        let d = time_fork()?;
+        guard.munmap()?;
+        Ok(d)
+    }
+}
+
+/// Times `fork()` as the parent sees it return; the child `_exit`s at once and is reaped.
+fn time_fork() -> Result<Duration, Skip> {
+    let t = Instant::now();
+    // SAFETY: the child only calls `_exit`, which is async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    let d = t.elapsed();
+    match pid {
+        -1 => Err(os_error("fork")),
+        0 => {
+            // SAFETY: the child does nothing else.
+            unsafe { libc::_exit(0) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: reaps the child just made.
+            if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+                return Err(os_error("waitpid"));
+            }
+            Ok(d)
+        }
+    }
+}

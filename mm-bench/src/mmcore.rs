@@ -50,6 +50,28 @@ impl<'a> MmCore<'a> {
         r
     }
 
+    /// Maps `pages` anonymous pages and touches each, then times `Mm::fork` (the child is
+    /// destroyed untimed).
+    pub fn fork_populated(&mut self, pages: u64) -> Result<Duration, Skip> {
+        self.with_mm(|k, mm| {
+            let va = mm
+                .mmap(k, VirtAddr(0), pages * PAGE_SIZE, Prot::RW, ANON, None, 0)
+                .map_err(|e| failed("mmap of the big mapping", e))?;
+            for i in 0..pages {
+                touch(k, mm, va + i * PAGE_SIZE)?;
+            }
+            time_fork(k, mm)
+        })
+    }
+
+    /// Creates `n` separate populated one-page VMAs, then times `Mm::fork`.
+    pub fn fork_vmas(&mut self, n: u64) -> Result<Duration, Skip> {
+        self.with_mm(|k, mm| {
+            map_separate_vmas(k, mm, n)?;
+            time_fork(k, mm)
+        })
+    }
+
     /// Creates `n` separate populated VMAs, then times `exit_mmap` (mm-core only: Linux's exit
     /// cannot be timed from inside the process).
     pub fn exit_vmas(&mut self, n: u64) -> Result<Duration, Skip> {
@@ -60,6 +82,15 @@ impl<'a> MmCore<'a> {
             Ok(t.elapsed())
         })
     }
+}
+
+/// Times one `Mm::fork` of `mm`; the child is destroyed untimed.
+fn time_fork(k: &Kernel<'_>, mm: &Mm) -> Result<Duration, Skip> {
+    let t = Instant::now();
+    let child = mm.fork(k, None).map_err(|e| failed("fork", e))?;
+    let d = t.elapsed();
+    child.destroy(k);
+    Ok(d)
 }
 
 /// A write access to `va` as the CPU makes it: fault, walk to the PTE, store one byte.

@@ -223,6 +223,55 @@ impl Series {
     }
 }
 
+/// What a fork row forks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ForkCase {
+    /// One anonymous mapping with every page written.
+    Populated,
+    /// Separate populated one-page VMAs.
+    Vmas,
+}
+
+/// `fork()` of an address space on both sides (issue 16): the parent's time until fork returns,
+/// nanoseconds.
+#[derive(Clone, Debug)]
+pub struct ForkRow {
+    /// What is forked.
+    pub case: ForkCase,
+    /// Its size: pages, or VMAs.
+    pub units: u64,
+    /// mm-core's `Mm::fork`, `None` if not measured.
+    pub subject: Option<Stats>,
+    /// Linux's `fork()`, `None` if not measured.
+    pub anchor: Option<Stats>,
+}
+
+impl ForkRow {
+    /// What was forked, with its size.
+    pub fn label(&self) -> String {
+        match self.case {
+            ForkCase::Populated => format!("fork with {} MiB populated", (self.units * 4096) >> 20),
+            ForkCase::Vmas => format!("fork with {} populated VMAs", self.units),
+        }
+    }
+
+    /// A short stable name (JSON keys).
+    pub fn name(&self) -> &'static str {
+        match self.case {
+            ForkCase::Populated => "fork_populated",
+            ForkCase::Vmas => "fork_vmas",
+        }
+    }
+
+    /// mm-core's median over Linux's.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.subject, self.anchor) {
+            (Some(s), Some(a)) if a.median > 0.0 => Some(s.median / a.median),
+            _ => None,
+        }
+    }
+}
+
 /// Everything one run of [`crate::vs_linux`] measured.
 #[derive(Clone, Debug)]
 pub struct VsLinux {
@@ -236,6 +285,8 @@ pub struct VsLinux {
     pub rows: Vec<Row>,
     /// munmap and exit_mmap against the number of VMAs.
     pub scaling: Vec<Series>,
+    /// fork of a populated mapping and of many VMAs.
+    pub forks: Vec<ForkRow>,
     /// Measurements that could not be made, one line each.
     pub skipped: Vec<String>,
     /// mm-core frames still allocated after the run (a leak if not 0).
@@ -270,6 +321,29 @@ impl fmt::Display for VsLinux {
                 f,
                 "mm-core: {} frames still allocated after the run (a leak)",
                 self.leaked_frames
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "fork (the parent's time until it returns; the child exits untimed), goal mm-core ≤ \
+             {GOAL_RATIO}× Linux:"
+        )?;
+        for r in &self.forks {
+            let show = |s: Option<Stats>| s.map_or("-".to_string(), |s| s.show(1e6));
+            let ratio = r.ratio();
+            writeln!(
+                f,
+                "  {:<34} Linux {} ms   mm-core {} ms   {}   {}",
+                r.label(),
+                show(r.anchor),
+                show(r.subject),
+                ratio.map_or("-".to_string(), |q| format!("{}x", fmt_ratio(q))),
+                match ratio {
+                    Some(q) if q <= GOAL_RATIO => "met",
+                    Some(_) => "MISSED",
+                    None => "not measured",
+                }
             )?;
         }
         let n0 = self.scaling.first().and_then(|s| s.points.first());
