@@ -13,15 +13,14 @@ use mm_replay::trace::Trace;
 use mm_replay::wire::{self, WireError};
 
 use crate::arch::x86_64::layout::DEFAULT_RAM;
-use crate::loader::GUEST_KERNEL;
 use crate::probe::Summary;
 use crate::run::{run, Failure, RunConfig, RunError};
 use crate::sched::Mode;
 use crate::trace_events::TraceRecorder;
 use crate::vstate::vm::{VmConfig, VmError};
 
-/// vCPUs a guest replay runs on: the replay runs on vCPU 0 alone, and a second would only add
-/// boot time.
+/// vCPUs a guest replay runs on (`VmConfig::with_input`'s one): the replay runs on vCPU 0
+/// alone, and a second would only add boot time.
 pub const VCPUS: usize = 1;
 
 /// The guest scenario that replays.
@@ -125,20 +124,13 @@ impl GuestInput {
 
     /// The VM that replays this input under `variant`.
     fn vm_config(&self, variant: Variant) -> VmConfig<'_> {
-        VmConfig {
-            ram_size: self.ram_size,
-            vcpus: VCPUS,
-            scenario: SCENARIO,
-            seed: 0,
-            log_level: log::max_level() as u64,
+        VmConfig::with_input(
+            self.ram_size,
+            SCENARIO,
             variant,
-            scale: 0,
-            inject: None,
-            kernel: GUEST_KERNEL,
-            input: &self.bytes,
-            output_len: output_len(self.bytes.len()),
-            probes: crate::vstate::vm::GuestProbes::DEFAULT,
-        }
+            &self.bytes,
+            output_len(self.bytes.len()),
+        )
     }
 }
 

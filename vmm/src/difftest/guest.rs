@@ -9,11 +9,10 @@ use mm_core::Variant;
 use mm_replay::difftest::{batch, Obs, Op};
 
 use crate::arch::x86_64::layout::DEFAULT_RAM;
-use crate::loader::GUEST_KERNEL;
 use crate::probe::Summary;
 use crate::run::{run, RunConfig};
 use crate::sched::Mode;
-use crate::vstate::vm::{GuestProbes, VmConfig};
+use crate::vstate::vm::VmConfig;
 
 /// The guest scenario that runs the sequences.
 pub const SCENARIO: &str = "difftest";
@@ -105,20 +104,7 @@ fn run_vm(
     let input = batch::encode_input(seqs);
     let calls = seqs.iter().map(Vec::len).sum();
     let config = RunConfig {
-        vm: VmConfig {
-            ram_size: DEFAULT_RAM,
-            vcpus: 1,
-            scenario: SCENARIO,
-            seed: 0,
-            log_level: log::max_level() as u64,
-            variant,
-            scale: 0,
-            inject: None,
-            kernel: GUEST_KERNEL,
-            input: input.as_bytes(),
-            output_len,
-            probes: GuestProbes::DEFAULT,
-        },
+        vm: VmConfig::with_input(DEFAULT_RAM, SCENARIO, variant, input.as_bytes(), output_len),
         timeout: timeout(calls),
         started: Instant::now(),
         // The console would interleave across jobs; a failure carries its tail.

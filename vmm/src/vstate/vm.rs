@@ -41,6 +41,34 @@ pub struct VmConfig<'a> {
     pub probes: GuestProbes,
 }
 
+impl<'a> VmConfig<'a> {
+    /// One vCPU running `scenario` of the guest kernel on `input`, with `output_len` bytes for
+    /// its output, the default probes and the VMM's log level: the shape of the runs that carry
+    /// data in and out (`vmm replay`, `vmm difftest --guest`).
+    pub fn with_input(
+        ram_size: u64,
+        scenario: &'a str,
+        variant: mm_core::Variant,
+        input: &'a [u8],
+        output_len: u64,
+    ) -> VmConfig<'a> {
+        VmConfig {
+            ram_size,
+            vcpus: 1,
+            scenario,
+            seed: 0,
+            log_level: log::max_level() as u64,
+            variant,
+            scale: 0,
+            inject: None,
+            kernel: crate::loader::GUEST_KERNEL,
+            input,
+            output_len,
+            probes: GuestProbes::DEFAULT,
+        }
+    }
+}
+
 /// The guest's part in the probes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestProbes {

@@ -42,6 +42,17 @@ fn parent(k: &Kernel<'_>, pages: u64) -> Mm {
     mm
 }
 
+/// Checks each address space, destroys them all, and checks that no frame is left.
+fn finish<const N: usize>(k: &Kernel<'_>, ram: &crate::phys::SimRam, mms: [Mm; N]) {
+    for mm in &mms {
+        assert_valid(k, mm);
+    }
+    for mm in mms {
+        mm.destroy(k);
+    }
+    assert_eq!(ram.frames_in_use(), 0);
+}
+
 #[test]
 fn cow_gives_each_process_its_own_copy_after_a_write_and_shares_until_then() {
     rig!(ram, tlb, k);
@@ -185,12 +196,7 @@ fn fork_leaves_out_dontfork_wipes_wipeonfork_and_does_not_inherit_locks() {
     assert_eq!((a.raw().locked_vm.get(), b.raw().locked_vm.get()), (2, 0));
     assert_eq!(read(&k, &mut b, BASE + 5 * P), 6);
     assert_eq!(b.raw().total_vm.get(), 4);
-    for mm in [&a, &b] {
-        assert_valid(&k, mm);
-    }
-    a.destroy(&k);
-    b.destroy(&k);
-    assert_eq!(ram.frames_in_use(), 0);
+    finish(&k, &ram, [a, b]);
 }
 
 #[test]
@@ -277,12 +283,7 @@ fn every_allocation_of_fork_and_of_the_cow_fault_can_fail_cleanly() {
     k.inject.fail_nth(0, None);
     assert_eq!(frame_at(&k, &a, BASE), frame_at(&k, &b, BASE));
     assert_eq!((read(&k, &mut a, BASE), read(&k, &mut b, BASE)), (1, 1));
-    for mm in [&a, &b] {
-        assert_valid(&k, mm);
-    }
-    a.destroy(&k);
-    b.destroy(&k);
-    assert_eq!(ram.frames_in_use(), 0);
+    finish(&k, &ram, [a, b]);
 }
 
 #[test]
@@ -312,10 +313,5 @@ fn a_vma_copied_by_fork_merges_only_with_pieces_of_its_own_copy() {
     write(&k, &mut b, BASE + 4 * P, 1);
     let anon = |mm: &Mm, at: u64| mm.vma_at(VirtAddr(at)).expect("vma").get().anon();
     assert_ne!(anon(&b, BASE + 4 * P), anon(&b, BASE));
-    for mm in [&a, &b] {
-        assert_valid(&k, mm);
-    }
-    a.destroy(&k);
-    b.destroy(&k);
-    assert_eq!(ram.frames_in_use(), 0);
+    finish(&k, &ram, [a, b]);
 }
