@@ -91,10 +91,14 @@ fn run(
     (out, error)
 }
 
-/// A few generated seeds, mm-core checked by `validate_mm` and the probes alone.
+/// A few generated seeds, forks included, mm-core checked by `validate_mm` and the probes alone.
 fn sample() -> u64 {
     for seed in 0..SAMPLE_SEEDS {
-        let mut gen = Gen::new(seed, Classes::default());
+        let classes = Classes {
+            fork: true,
+            ..Classes::default()
+        };
+        let mut gen = Gen::new(seed, classes);
         let mut left = SAMPLE_CALLS;
         let (states, error) = run(|maps| {
             (left > 0).then(|| {
