@@ -321,13 +321,18 @@ impl Model<'_, '_> {
                 out.push_str("--");
                 continue;
             }
-            let byte = mm
-                .handle_mm_fault(k, va, Access::Read)
-                .ok()
-                .and_then(|()| mm.frame_at(k, va))
-                .map(|f| k.read_byte(f, 0));
-            match byte {
-                Some(b) => out.push_str(&format!("{b:02x}")),
+            // Mapped already, as most resident pages are: no fault to take (in emulated ring 0
+            // the fault path per page was most of an observation).
+            let frame = mm.frame_at(k, va).or_else(|| {
+                mm.handle_mm_fault(k, va, Access::Read).ok()?;
+                mm.frame_at(k, va)
+            });
+            match frame.map(|f| k.read_byte(f, 0)) {
+                Some(b) => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.push(char::from(HEX[usize::from(b >> 4)]));
+                    out.push(char::from(HEX[usize::from(b & 15)]));
+                }
                 None => out.push_str("??"),
             }
         }
