@@ -64,10 +64,15 @@ fn three_hundred_random_seeds_end_exactly_as_on_linux() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parses");
     // A divergence prints both states and a reproduction: the message has what to fix.
     assert!(out.status.success(), "{stdout}");
-    assert_eq!(v["clean"], 300, "{stdout}");
+    // Linux is not always repeatable (docs/difftest.md): a seed whose difference Linux does not
+    // repeat when run again is flaky, not diverged, and is listed apart.
+    let flaky = v["flaky"].as_array().map_or(0, Vec::len);
+    assert_eq!(v["clean"].as_u64(), Some(300 - flaky as u64), "{stdout}");
+    assert!(flaky <= 3, "Linux flaked on {flaky} seeds: {stdout}");
+    assert_eq!(v["diverged"], serde_json::json!([]), "{stdout}");
     assert_eq!(v["errors"], serde_json::json!([]), "{stdout}");
     assert!(
-        stdout.contains("300 seeds of 200 calls: 300 clean"),
+        stdout.contains("300 seeds of 200 calls:") && stdout.contains(" 0 diverged, 0 errors"),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -97,7 +102,9 @@ fn seeds_run_clean_in_the_guest_with_the_probes_checking() {
     );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parses");
-    assert_eq!(v["clean"], 4, "{stdout}");
+    let flaky = v["flaky"].as_array().map_or(0, Vec::len) as u64;
+    assert_eq!(v["clean"].as_u64(), Some(4 - flaky), "{stdout}");
+    assert_eq!(v["diverged"], serde_json::json!([]), "{stdout}");
     assert_eq!(v["mm_core"], "guest", "{stdout}");
     assert_eq!(v["probes"]["vms"], 2, "two seeds per VM: {stdout}");
     assert_eq!(v["probes"]["violations"], 0, "{stdout}");
@@ -160,7 +167,9 @@ fn two_hundred_seeds_with_fork_end_exactly_as_on_linux() {
         .expect("vmm");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("200 seeds of 200 calls: 200 clean"),
+        out.status.success()
+            && stdout.contains("200 seeds of 200 calls:")
+            && stdout.contains(" 0 diverged, 0 errors"),
         "{stdout}"
     );
 }

@@ -28,6 +28,14 @@ pub enum Outcome {
     Diverged(Box<Divergence>),
     /// A side could not run (mm-core's `validate_mm` failed, or the native runner did).
     Error(String),
+    /// A call's state differed, but Linux, asked again, did not repeat its own state there: the
+    /// difference is Linux's nondeterminism, not mm-core's, and is not counted as a divergence.
+    Flaky {
+        /// Index of the call.
+        index: usize,
+        /// What differed the first time.
+        what: &'static str,
+    },
 }
 
 /// The first call whose state differed, and a short sequence that still diverges.
@@ -175,10 +183,22 @@ fn draw(exe: &std::path::Path, seed: u64, calls: usize, classes: Classes) -> Res
     Ok(Drawn { ops, ours, linux })
 }
 
-/// The host build's first divergence from Linux in `d`, shrunk.
-fn host_divergence(exe: &std::path::Path, d: &Drawn) -> Option<Divergence> {
-    let (index, what) = first_divergence(&d.ours, &d.linux)?;
-    Some(Divergence {
+/// Whether Linux, running `ops[..=index]` again, ends call `index` in the state `linux` (a
+/// divergence counts only then: the native side is not always repeatable).
+fn linux_repeats(exe: &std::path::Path, ops: &[Op], index: usize, linux: &Obs) -> bool {
+    native(exe, &ops[..=index]).map_or(true, |again| again.get(index) == Some(linux))
+}
+
+/// How `d` ends on the host build: clean, or its first divergence from Linux, shrunk (or flaky
+/// if Linux does not repeat it).
+fn host_outcome(exe: &std::path::Path, d: &Drawn) -> Outcome {
+    let Some((index, what)) = first_divergence(&d.ours, &d.linux) else {
+        return Outcome::Clean;
+    };
+    if !linux_repeats(exe, &d.ops, index, &d.linux[index]) {
+        return Outcome::Flaky { index, what };
+    }
+    Outcome::Diverged(Box::new(Divergence {
         index,
         what,
         op: d.ops[index],
@@ -186,16 +206,14 @@ fn host_divergence(exe: &std::path::Path, d: &Drawn) -> Option<Divergence> {
         ours: d.ours[index].clone(),
         linux: d.linux[index].clone(),
         minimized: minimize(exe, &d.ops[..=index]),
-    })
+    }))
 }
 
 /// Runs one seed of `calls` calls on the host build.
 pub fn check_seed(exe: &std::path::Path, seed: u64, calls: usize, classes: Classes) -> Outcome {
     match draw(exe, seed, calls, classes) {
         Err(e) => Outcome::Error(e),
-        Ok(d) => {
-            host_divergence(exe, &d).map_or(Outcome::Clean, |d| Outcome::Diverged(Box::new(d)))
-        }
+        Ok(d) => host_outcome(exe, &d),
     }
 }
 
@@ -267,6 +285,9 @@ fn guest_outcome(exe: &std::path::Path, d: &Drawn, states: Result<Vec<Obs>, Stri
     let host = first_divergence(&d.ours, &d.linux).map(|(i, _)| i);
     match first_divergence(&states, &d.linux) {
         Some((index, what)) if host.is_none_or(|h| index < h) => {
+            if !linux_repeats(exe, &d.ops, index, &d.linux[index]) {
+                return Outcome::Flaky { index, what };
+            }
             Outcome::Diverged(Box::new(Divergence {
                 index,
                 what,
@@ -277,7 +298,7 @@ fn guest_outcome(exe: &std::path::Path, d: &Drawn, states: Result<Vec<Obs>, Stri
                 minimized: d.ops[..=index].to_vec(),
             }))
         }
-        _ => host_divergence(exe, d).map_or(Outcome::Clean, |d| Outcome::Diverged(Box::new(d))),
+        _ => host_outcome(exe, d),
     }
 }
 
