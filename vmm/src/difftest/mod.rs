@@ -192,7 +192,14 @@ fn linux_repeats(exe: &std::path::Path, ops: &[Op], index: usize, linux: &Obs) -
 /// How `d` ends on the host build: clean, or its first divergence from Linux, shrunk (or flaky
 /// if Linux does not repeat it).
 fn host_outcome(exe: &std::path::Path, d: &Drawn) -> Outcome {
-    let Some((index, what)) = first_divergence(&d.ours, &d.linux) else {
+    judge(exe, d, &d.ours, false)
+}
+
+/// How `d` ends with mm-core's states `ours` (the guest's if `in_guest`): clean, flaky if Linux
+/// does not repeat its state at the first difference, or that divergence (shrunk on the host
+/// build; a guest one is not, since shrinking runs the host build, which agreed there).
+fn judge(exe: &std::path::Path, d: &Drawn, ours: &[Obs], in_guest: bool) -> Outcome {
+    let Some((index, what)) = first_divergence(ours, &d.linux) else {
         return Outcome::Clean;
     };
     if !linux_repeats(exe, &d.ops, index, &d.linux[index]) {
@@ -202,10 +209,14 @@ fn host_outcome(exe: &std::path::Path, d: &Drawn) -> Outcome {
         index,
         what,
         op: d.ops[index],
-        in_guest: false,
-        ours: d.ours[index].clone(),
+        in_guest,
+        ours: ours[index].clone(),
         linux: d.linux[index].clone(),
-        minimized: minimize(exe, &d.ops[..=index]),
+        minimized: if in_guest {
+            d.ops[..=index].to_vec()
+        } else {
+            minimize(exe, &d.ops[..=index])
+        },
     }))
 }
 
@@ -284,20 +295,7 @@ fn guest_outcome(exe: &std::path::Path, d: &Drawn, states: Result<Vec<Obs>, Stri
     }
     let host = first_divergence(&d.ours, &d.linux).map(|(i, _)| i);
     match first_divergence(&states, &d.linux) {
-        Some((index, what)) if host.is_none_or(|h| index < h) => {
-            if !linux_repeats(exe, &d.ops, index, &d.linux[index]) {
-                return Outcome::Flaky { index, what };
-            }
-            Outcome::Diverged(Box::new(Divergence {
-                index,
-                what,
-                op: d.ops[index],
-                in_guest: true,
-                ours: states[index].clone(),
-                linux: d.linux[index].clone(),
-                minimized: d.ops[..=index].to_vec(),
-            }))
-        }
+        Some((index, _)) if host.is_none_or(|h| index < h) => judge(exe, d, &states, true),
         _ => host_outcome(exe, d),
     }
 }
